@@ -1,0 +1,31 @@
+# Two commands on a fresh clone: `make quickstart` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export HF_HUB_OFFLINE ?= 1
+export WANDB_MODE ?= disabled
+
+.PHONY: install test quickstart benchmark clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+quickstart: $(STAMP)
+	bash scripts/quickstart.sh $(PY)
+
+benchmark: $(STAMP)
+	$(PY) scripts/benchmark_inference.py
+
+clean:
+	rm -rf $(VENV) outputs multirun
