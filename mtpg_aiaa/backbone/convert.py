@@ -1,0 +1,215 @@
+"""Reading Long-CLIP / OpenAI CLIP weights into :class:`LongCLIP`.
+
+File formats accepted (see ``docs/checkpoints.md``):
+- the official Long-CLIP release (``longclip-B.pt``, ``longclip-L.pt``): a pickled
+  ``OrderedDict`` of tensors in the OpenAI key layout plus ``positional_embedding_res``;
+- an OpenAI CLIP ViT state dict (77 positions), stretched to 248 positions;
+- OpenAI's TorchScript archives (``ViT-L-14.pt``), whose tensors are read without running code;
+- ``.safetensors`` files holding either of the state dicts above.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from open_clip.model import convert_weights_to_lp
+
+from .longclip import KEPT_POSITIONS, LONGCLIP_CONTEXT_LENGTH, LongCLIP, LongCLIPArch
+
+log = logging.getLogger(__name__)
+
+OPENAI_CONTEXT_LENGTH = 77
+# Metadata entries of OpenAI's TorchScript state dicts that are not parameters.
+_NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+class CheckpointError(ValueError):
+    """A weights file that cannot be read or does not fit the model; names the file and keys."""
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a weights file, loaded on CPU without executing pickled code.
+
+    ``.safetensors`` is read with safetensors; anything else with
+    ``torch.load(weights_only=True)``, falling back to ``torch.jit.load`` for OpenAI's
+    TorchScript archives (their tensors are read; their code is never called).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return dict(load_file(str(path), device="cpu"))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - re-raised with the file named
+        if _is_torchscript_archive(path):
+            return {k: v for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}
+        raise CheckpointError(f"cannot read {path} as a weights-only PyTorch file: {error}") from error
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors (found {type(obj).__name__})")
+    return dict(obj)
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+
+
+def infer_arch(state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> LongCLIPArch:
+    """Read the architecture from tensor shapes, as the upstream Long-CLIP loader does."""
+    try:
+        conv = state_dict["visual.conv1.weight"]
+        vision_layers = sum(
+            1 for k in state_dict if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")
+        )
+        grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        text_blocks = {k.split(".")[2] for k in state_dict if k.startswith("transformer.resblocks.")}
+        return LongCLIPArch(
+            embed_dim=state_dict["text_projection"].shape[1],
+            image_size=conv.shape[-1] * grid,
+            patch_size=conv.shape[-1],
+            vision_width=conv.shape[0],
+            vision_layers=vision_layers,
+            text_width=state_dict["ln_final.weight"].shape[0],
+            text_layers=len(text_blocks),
+            context_length=state_dict["positional_embedding"].shape[0],
+            vocab_size=state_dict["token_embedding.weight"].shape[0],
+        )
+    except KeyError as missing:
+        raise CheckpointError(
+            f"{source} is not a CLIP ViT state dict: key {missing} is missing"
+        ) from None
+
+
+def stretch_positional_embedding(old: torch.Tensor) -> torch.Tensor:
+    """Knowledge-preserved stretching of a 77-row table to 248 rows (Long-CLIP, Sec. 3.1).
+
+    Rows 0..19 are kept; each later gap is interpolated four times; the last four rows
+    extrapolate from rows 75 and 76.
+    """
+    if old.shape[0] != OPENAI_CONTEXT_LENGTH:
+        raise ValueError(f"expected a {OPENAI_CONTEXT_LENGTH}-row table, got {tuple(old.shape)}")
+    src = old.float()
+    new = torch.empty(LONGCLIP_CONTEXT_LENGTH, old.shape[1], dtype=torch.float32)
+    new[:KEPT_POSITIONS] = src[:KEPT_POSITIONS]
+    for k in range(4):
+        # positions 20+4i+k for i = 0..55 interpolate between old rows 20+i and 21+i
+        new[KEPT_POSITIONS + k : 244 : 4] = ((4 - k) * src[20:76] + k * src[21:77]) / 4
+        new[244 + k] = src[76] + k * (src[76] - src[75]) / 4
+    return new.to(old.dtype)
+
+
+def to_longclip_state_dict(
+    state_dict: Mapping[str, torch.Tensor], source: str = "state dict"
+) -> dict[str, torch.Tensor]:
+    """A state dict that loads strictly into :class:`LongCLIP`.
+
+    Long-CLIP's two positional tables become the one table the forward pass uses:
+    ``P[:20] = positional_embedding[:20]``, ``P[20:] = positional_embedding_res[20:]``.
+    A 77-position (OpenAI CLIP) table is stretched to 248 positions.
+    """
+    out = {k: v for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS}
+    if "positional_embedding" not in out:
+        raise CheckpointError(f"{source} has no 'positional_embedding'")
+    pos = out["positional_embedding"]
+    res = out.pop("positional_embedding_res", None)
+    if res is not None:
+        if res.shape != pos.shape:
+            raise CheckpointError(
+                f"{source}: positional_embedding {tuple(pos.shape)} and positional_embedding_res "
+                f"{tuple(res.shape)} differ in shape"
+            )
+        merged = pos.clone()
+        merged[KEPT_POSITIONS:] = res[KEPT_POSITIONS:]
+        out["positional_embedding"] = merged
+    elif pos.shape[0] == OPENAI_CONTEXT_LENGTH:
+        log.info("%s has 77 text positions: stretching to 248 (knowledge-preserved)", source)
+        out["positional_embedding"] = stretch_positional_embedding(pos)
+    elif pos.shape[0] != LONGCLIP_CONTEXT_LENGTH:
+        raise CheckpointError(
+            f"{source}: positional_embedding has {pos.shape[0]} rows; expected 77 (CLIP) or 248 (Long-CLIP)"
+        )
+    return out
+
+
+def to_release_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse for writing: Long-CLIP's release layout with ``positional_embedding_res``.
+
+    Both tables hold the merged one, so re-reading gives exactly the same model.
+    """
+    out = dict(state_dict)
+    out["positional_embedding_res"] = out["positional_embedding"].clone()
+    return out
+
+
+def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that lists missing, unexpected and mis-shaped keys."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mis_shaped = [
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state_dict and state_dict[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or mis_shaped:
+        parts = [f"{source} does not match the model:"]
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)):
+            if keys:
+                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+                parts.append(f"  {title}: {shown}")
+        raise CheckpointError("\n".join(parts))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def build_longclip_from_state_dict(
+    state_dict: Mapping[str, torch.Tensor], source: str = "state dict"
+) -> LongCLIP:
+    """A :class:`LongCLIP` of the architecture found in ``state_dict``, weights loaded strictly (fp32)."""
+    converted = to_longclip_state_dict(state_dict, source)
+    arch = infer_arch(converted, source)
+    model = LongCLIP(arch)
+    converted = {k: v.float() if v.is_floating_point() else v for k, v in converted.items()}
+    load_state_dict_strict(model, converted, source)
+    return model
+
+
+def cast_like_upstream(model: LongCLIP, dtype: torch.dtype = torch.float16) -> LongCLIP:
+    """Cast linear/conv/attention weights and both projections to ``dtype``, as the upstream
+    Long-CLIP loader does on CUDA (LayerNorms, embeddings and ``logit_scale`` stay fp32)."""
+    convert_weights_to_lp(model, dtype)
+    return model
+
+
+def load_longclip(path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32") -> LongCLIP:
+    """Load ``longclip-B.pt`` / ``longclip-L.pt`` (or an OpenAI CLIP ViT state dict) for inference.
+
+    Args:
+        path: the weights file.
+        device: where to put the model.
+        precision: ``fp32``, or ``fp16`` for the upstream CUDA behaviour (see ``cast_like_upstream``).
+    Returns:
+        The model in ``eval()`` mode.
+    """
+    model = build_longclip_from_state_dict(read_state_dict(path), source=str(path))
+    if precision == "fp16":
+        cast_like_upstream(model)
+    elif precision != "fp32":
+        raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
+    return model.to(device).eval()
+
+
+def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries under ``prefix`` with the prefix removed (e.g. ``model.`` of MTPG files)."""
+    pattern = re.compile("^" + re.escape(prefix))
+    return {pattern.sub("", k): v for k, v in state_dict.items() if k.startswith(prefix)}

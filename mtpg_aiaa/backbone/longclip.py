@@ -1,0 +1,151 @@
+"""Long-CLIP: OpenAI CLIP with a 248-token text context, built on open_clip's CLIP classes.
+
+Architectures are data: one JSON per model in ``model_configs/`` (as open_clip does).
+Weights are loaded separately (``mtpg_aiaa.backbone.convert.load_longclip``).
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+CONFIG_DIR = Path(__file__).with_name("model_configs")
+LONGCLIP_CONTEXT_LENGTH = 248
+# Long-CLIP keeps CLIP's first 20 positions as trained and learns the rest anew.
+KEPT_POSITIONS = 20
+
+
+@dataclass(frozen=True)
+class LongCLIPArch:
+    """The numbers that define a Long-CLIP (or CLIP ViT) architecture.
+
+    Every transformer uses ``heads = width // 64`` (as OpenAI CLIP does), so the
+    architecture can be read back from a state dict's tensor shapes alone.
+    """
+
+    embed_dim: int
+    image_size: int
+    patch_size: int
+    vision_width: int
+    vision_layers: int
+    text_width: int
+    text_layers: int
+    context_length: int = LONGCLIP_CONTEXT_LENGTH
+    vocab_size: int = 49408
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "LongCLIPArch":
+        return cls(**values)
+
+    @classmethod
+    def from_json_config(cls, config: dict) -> "LongCLIPArch":
+        vision, text = config["vision_cfg"], config["text_cfg"]
+        return cls(
+            embed_dim=config["embed_dim"],
+            image_size=vision["image_size"],
+            patch_size=vision["patch_size"],
+            vision_width=vision["width"],
+            vision_layers=vision["layers"],
+            text_width=text["width"],
+            text_layers=text["layers"],
+            context_length=text.get("context_length", LONGCLIP_CONTEXT_LENGTH),
+            vocab_size=text.get("vocab_size", 49408),
+        )
+
+
+@lru_cache(maxsize=None)
+def _model_config_files() -> dict[str, Path]:
+    return {path.stem: path for path in sorted(CONFIG_DIR.glob("*.json"))}
+
+
+def list_models() -> list[str]:
+    """Names of the registered Long-CLIP architectures (``model_configs/*.json``)."""
+    return list(_model_config_files())
+
+
+def get_arch(name: str) -> LongCLIPArch:
+    """The architecture registered under ``name`` (e.g. ``LongCLIP-L-14``)."""
+    files = _model_config_files()
+    if name not in files:
+        raise KeyError(f"Unknown Long-CLIP model {name!r}; registered: {', '.join(files)}")
+    return LongCLIPArch.from_json_config(json.loads(files[name].read_text()))
+
+
+class LongCLIP(CLIP):
+    """open_clip's ``CLIP`` with QuickGELU and a text encoder that accepts any length <= 248.
+
+    Because the text mask is causal and the EOT row is pooled, tokens after the last EOT
+    cannot change the output; ``encode_text`` therefore accepts token batches already cut
+    to their longest sequence (see ``trim_text_tokens``) and slices the positional table
+    and mask to match.
+    """
+
+    def __init__(self, arch: LongCLIPArch):
+        vision_cfg = CLIPVisionCfg(
+            layers=arch.vision_layers,
+            width=arch.vision_width,
+            patch_size=arch.patch_size,
+            image_size=arch.image_size,
+        )
+        text_cfg = CLIPTextCfg(
+            context_length=arch.context_length,
+            vocab_size=arch.vocab_size,
+            width=arch.text_width,
+            heads=max(1, arch.text_width // 64),
+            layers=arch.text_layers,
+        )
+        super().__init__(arch.embed_dim, vision_cfg, text_cfg, quick_gelu=True)
+        self.arch = arch
+
+    @property
+    def embed_dim(self) -> int:
+        return self.arch.embed_dim
+
+    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Text features ``[N, embed_dim]`` from token ids ``[N, L]`` with ``L <= 248``."""
+        x = self.encode_text_tokens(text)
+        pooled = x[torch.arange(x.shape[0], device=x.device), text.argmax(dim=-1)]
+        features = pooled @ self.text_projection
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_text_tokens(self, text: torch.Tensor) -> torch.Tensor:
+        """Per-token text states after ``ln_final``, ``[N, L, text_width]`` (not projected)."""
+        length = text.shape[1]
+        if length > self.context_length:
+            raise ValueError(f"text has {length} tokens; this model reads at most {self.context_length}")
+        cast_dtype = self.transformer.get_cast_dtype()
+        x = self.token_embedding(text).to(cast_dtype)
+        x = x + self.positional_embedding[:length].to(cast_dtype)
+        x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
+        return self.ln_final(x)
+
+
+def trim_text_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """Cut a zero-padded token batch ``[N, 248]`` after its longest sequence's EOT.
+
+    Exact for causal CLIP text encoders: the columns removed are padding after every
+    row's EOT and cannot reach the pooled EOT state.
+    """
+    if tokens.numel() == 0:
+        return tokens
+    longest = int(tokens.argmax(dim=-1).max().item()) + 1
+    return tokens[:, :longest]
+
+
+def create_longclip(name_or_arch: str | LongCLIPArch) -> LongCLIP:
+    """A randomly initialised Long-CLIP from a registered name or an architecture."""
+    arch = get_arch(name_or_arch) if isinstance(name_or_arch, str) else copy.copy(name_or_arch)
+    return LongCLIP(arch)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

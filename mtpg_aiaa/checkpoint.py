@@ -1,0 +1,154 @@
+"""MTPG-AIAA weight files: the authors' released layout and our own.
+
+- Official (``model_save.pt``): a plain state dict; ``model.*`` is the whole Long-CLIP
+  backbone in its release layout, the head layers sit at the top level, and
+  ``logit_scale`` is the head's temperature. The backbone architecture is read from the
+  tensor shapes, so no model name is needed.
+- Ours (``*.safetensors``): the model's state dict plus its config (JSON in the
+  safetensors metadata), so a file alone rebuilds the model, without pickle.
+
+Both are written atomically: to a temporary file in the same folder, then renamed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+
+from .backbone.convert import (
+    CheckpointError,
+    cast_like_upstream,
+    infer_arch,
+    load_state_dict_strict,
+    read_state_dict,
+    strip_prefix,
+    to_longclip_state_dict,
+    to_release_layout,
+)
+from .backbone.longclip import LongCLIP
+from .model import MTPGAIAA, MTPGConfig, build_mtpg
+
+FORMAT_NAME = "mtpg-aiaa"
+FORMAT_VERSION = "1"
+_OFFICIAL_BACKBONE_PREFIX = "model."
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` then rename onto ``path``; a failed write leaves ``path`` as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+# -- the authors' layout --------------------------------------------------------------
+def is_official_layout(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    return "model.visual.conv1.weight" in state_dict and "fc1.weight" in state_dict
+
+
+def official_to_ours(state_dict: Mapping[str, torch.Tensor], source: str) -> tuple[MTPGConfig, dict]:
+    """Map a released state dict onto :class:`MTPGAIAA` keys; returns its config too."""
+    backbone = to_longclip_state_dict(strip_prefix(state_dict, _OFFICIAL_BACKBONE_PREFIX), source)
+    arch = infer_arch(backbone, source)
+    mapped = {f"backbone.{k}": v for k, v in backbone.items()}
+    for key, value in state_dict.items():
+        if key.startswith(_OFFICIAL_BACKBONE_PREFIX):
+            continue
+        mapped[key if key == "logit_scale" else f"fusion.{key}"] = value
+    config = MTPGConfig(backbone=arch.to_dict(), fusion="official", prompts="official", preprocess="official")
+    return config, mapped
+
+
+def ours_to_official(model: MTPGAIAA) -> dict[str, torch.Tensor]:
+    """The released layout of ``model`` (``fusion=official`` only)."""
+    if model.config.fusion != "official":
+        raise ValueError("only fusion=official models can be written in the released layout")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    backbone = to_release_layout(strip_prefix(state, "backbone."))
+    out = {f"{_OFFICIAL_BACKBONE_PREFIX}{k}": v for k, v in backbone.items()}
+    out.update({k.removeprefix("fusion."): v for k, v in state.items() if k.startswith("fusion.")})
+    out["logit_scale"] = state["logit_scale"]
+    return out
+
+
+def load_official_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu", backbone_precision: str = "fp32"
+) -> MTPGAIAA:
+    """Load the authors' ``model_save.pt`` strictly (dead layers included).
+
+    ``backbone_precision='fp16'`` casts the backbone as the authors' loader does on CUDA.
+    """
+    state_dict = read_state_dict(path)
+    if not is_official_layout(state_dict):
+        raise CheckpointError(
+            f"{path} is not in the released MTPG-AIAA layout (expected 'model.visual.conv1.weight' and 'fc1.weight')"
+        )
+    config, mapped = official_to_ours(state_dict, str(path))
+    return _instantiate(config, mapped, str(path), device, backbone_precision)
+
+
+def save_official_checkpoint(model: MTPGAIAA, path: str | Path) -> Path:
+    """Write ``model`` in the released layout (a plain state dict ``torch.save`` file)."""
+    state = ours_to_official(model)
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+# -- our layout -----------------------------------------------------------------------
+def save_model(model: MTPGAIAA, path: str | Path) -> Path:
+    """Write weights + config to one ``.safetensors`` file."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": json.dumps(model.config.to_dict())}
+    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+
+
+def read_model_config(path: str | Path) -> MTPGConfig:
+    """The config stored in one of our ``.safetensors`` files."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") != FORMAT_NAME or "config" not in metadata:
+        raise CheckpointError(f"{path} is a safetensors file but not an MTPG-AIAA model (no config metadata)")
+    return MTPGConfig.from_dict(json.loads(metadata["config"]))
+
+
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", backbone_precision: str = "fp32"
+) -> MTPGAIAA:
+    """Load any MTPG-AIAA weights file: ours (``.safetensors``) or the released ``.pt`` layout."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        return _instantiate(read_model_config(path), read_state_dict(path), str(path), device, backbone_precision)
+    return load_official_checkpoint(path, device, backbone_precision)
+
+
+def is_official_checkpoint(path: str | Path) -> bool:
+    return Path(path).suffix != ".safetensors"
+
+
+def _instantiate(
+    config: MTPGConfig, state_dict: Mapping[str, torch.Tensor], source: str, device, backbone_precision: str
+) -> MTPGAIAA:
+    model = build_mtpg(config, LongCLIP(config.arch()))
+    load_state_dict_strict(model, {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}, source)
+    if backbone_precision == "fp16":
+        cast_like_upstream(model.backbone)
+    elif backbone_precision != "fp32":
+        raise ValueError(f"backbone_precision must be 'fp32' or 'fp16', got {backbone_precision!r}")
+    return model.to(device).eval()

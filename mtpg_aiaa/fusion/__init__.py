@@ -1,0 +1,4 @@
+"""Fusion of image and description features (``official``: the released module)."""
+from .official import OfficialFusion
+
+__all__ = ["OfficialFusion"]

@@ -1,0 +1,133 @@
+"""MTPG-AIAA: Long-CLIP features of a painting and its description, fused, then matched
+against five aesthetic-level prompts; the score is the expected level (0-1).
+
+This module holds the model only (no training engine, no file formats).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone.longclip import LongCLIP, LongCLIPArch, get_arch, trim_text_tokens
+from .fusion.official import OfficialFusion, init_logit_scale
+from .prompts import expected_score, level_prompts
+from .tokenizer import get_tokenizer
+
+FUSIONS = ("official",)
+
+
+@dataclass
+class MTPGConfig:
+    """Everything needed to rebuild an MTPG-AIAA model (weights excluded).
+
+    Attributes:
+        backbone: a registered Long-CLIP name or an architecture dict (``LongCLIPArch``).
+        fusion: ``official`` (the released batch-level module).
+        prompts: ``official`` (the literal released strings) or ``clean``.
+        preprocess: ``official`` (ImageNet statistics, 224x224 squash) or ``clip``.
+    """
+
+    backbone: str | dict = "LongCLIP-L-14"
+    fusion: str = "official"
+    prompts: str = "official"
+    preprocess: str = "official"
+    extra: dict = field(default_factory=dict)
+
+    def arch(self) -> LongCLIPArch:
+        if isinstance(self.backbone, str):
+            return get_arch(self.backbone)
+        return LongCLIPArch.from_dict(dict(self.backbone))
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["backbone"] = self.arch().to_dict()  # architectures travel as numbers, not names
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "MTPGConfig":
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class MTPGAIAA(nn.Module):
+    """The MTPG-AIAA scorer.
+
+    Args:
+        backbone: a Long-CLIP model.
+        config: the model's config (fusion and prompt set are read from it).
+        trim_text: cut description tokens after the batch's longest EOT (exact; faster).
+    """
+
+    def __init__(self, backbone: LongCLIP, config: MTPGConfig, trim_text: bool = True):
+        super().__init__()
+        if config.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {config.fusion!r}; choose from {FUSIONS}")
+        self.config = config
+        self.backbone = backbone
+        self.fusion = OfficialFusion(backbone.embed_dim)
+        self.logit_scale = nn.Parameter(init_logit_scale())
+        self.trim_text = trim_text
+        self.tokenizer = get_tokenizer(backbone.context_length)
+        self.register_buffer("prompt_tokens", self.tokenizer(level_prompts(config.prompts)), persistent=False)
+        self._prompt_cache: tuple[tuple, torch.Tensor] | None = None
+
+    # -- features ---------------------------------------------------------------
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """l2-normalised fp32 image features ``[B, 3, H, W] -> [B, D]``."""
+        dtype = self.backbone.visual.conv1.weight.dtype
+        return F.normalize(self.backbone.encode_image(images.to(dtype)).float(), dim=-1)
+
+    def encode_texts(self, tokens: torch.Tensor) -> torch.Tensor:
+        """l2-normalised fp32 text features ``[N, L] -> [N, D]``."""
+        if self.trim_text:
+            tokens = trim_text_tokens(tokens)
+        return F.normalize(self.backbone.encode_text(tokens).float(), dim=-1)
+
+    def prompt_features(self) -> torch.Tensor:
+        """Level prompt features ``[5, D]``, computed once per set of text-tower weights.
+
+        The cache is keyed by the identity and in-place version counter of every text
+        parameter, so an optimizer step, ``load_state_dict`` or ``.to()`` invalidates it.
+        While the text tower trains with gradients on, features are recomputed each call.
+        """
+        text_params = self._text_parameters()
+        if torch.is_grad_enabled() and any(p.requires_grad for p in text_params):
+            return self.encode_texts(self.prompt_tokens)
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in text_params)
+        if self._prompt_cache is None or self._prompt_cache[0] != key:
+            with torch.no_grad():
+                self._prompt_cache = (key, self.encode_texts(self.prompt_tokens))
+        return self._prompt_cache[1]
+
+    def _text_parameters(self) -> list[nn.Parameter]:
+        b = self.backbone
+        return [b.token_embedding.weight, b.positional_embedding, b.text_projection,
+                *b.transformer.parameters(), *b.ln_final.parameters()]  # fmt: skip
+
+    # -- scoring ----------------------------------------------------------------
+    def score_features(self, image_features: torch.Tensor, text_features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Fuse precomputed features ``[B, D]`` and score them against the level prompts."""
+        fused = self.fusion(image_features, text_features)
+        logits = self.logit_scale.exp() * fused @ self.prompt_features().T
+        probs = logits.softmax(dim=-1)
+        return {"logits": logits, "probs": probs, "score": expected_score(probs)}
+
+    def forward(self, images: torch.Tensor, description_tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Score a batch.
+
+        Args:
+            images: ``[B, 3, H, W]`` preprocessed images.
+            description_tokens: ``[B, L]`` token ids (``L <= 248``).
+        Returns:
+            ``logits [B, 5]``, ``probs [B, 5]`` and ``score [B]`` on 0-1. With
+            ``fusion=official`` every output depends on the whole batch.
+        """
+        return self.score_features(self.encode_images(images), self.encode_texts(description_tokens))
+
+
+def build_mtpg(config: MTPGConfig, backbone: LongCLIP | None = None, trim_text: bool = True) -> MTPGAIAA:
+    """An MTPG-AIAA model from its config; a fresh randomly initialised backbone unless given."""
+    return MTPGAIAA(backbone if backbone is not None else LongCLIP(config.arch()), config, trim_text)
