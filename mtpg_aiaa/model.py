@@ -74,6 +74,13 @@ class MTPGAIAA(nn.Module):
         self.register_buffer("prompt_tokens", self.tokenizer(level_prompts(config.prompts)), persistent=False)
         self._prompt_cache: tuple[tuple, torch.Tensor] | None = None
 
+    def set_prompts(self, prompt_set: str) -> None:
+        """Switch the level prompt strings (``official`` or ``clean``); features are recomputed."""
+        tokens = self.tokenizer(level_prompts(prompt_set)).to(self.prompt_tokens.device)
+        self.prompt_tokens = tokens
+        self.config.prompts = prompt_set
+        self._prompt_cache = None
+
     # -- features ---------------------------------------------------------------
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """l2-normalised fp32 image features ``[B, 3, H, W] -> [B, D]``."""

@@ -1,0 +1,107 @@
+"""Score paintings one at a time (as the official demo does) and say which is more aesthetic.
+
+    python demo.py painting1.jpg painting2.jpg --desc1 "..." --desc2 "..."
+    python demo.py a.jpg b.jpg --ckpt checkpoints/model_save.pt --json
+
+A description comes from --descN, else from a sidecar text file (``a.txt`` or ``a.jpg.txt``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+from mtpg_aiaa.checkpoint import load_model
+from mtpg_aiaa.data import BadInputError, load_rgb_image
+from mtpg_aiaa.evaluation import resolve_device
+from mtpg_aiaa.prompts import LEVELS
+from mtpg_aiaa.transforms import build_transform
+
+DEFAULT_CKPT = Path("checkpoints/model_save.pt")
+MISSING_CKPT_HELP = """no checkpoint at {path}.
+MTPG-AIAA needs trained weights. Either:
+  - download the authors' released checkpoint `model_save.pt` (it already contains the
+    Long-CLIP-L backbone) from the MTPG-AIAA release and put it at checkpoints/model_save.pt,
+  - or pass --ckpt PATH to one of our checkpoints (`*.safetensors` written by train.py).
+See checkpoints/README.md for the expected files."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("images", nargs="+", type=Path, help="image files to score")
+    parser.add_argument("--desc1", help="description of the first image")
+    parser.add_argument("--desc2", help="description of the second image")
+    parser.add_argument("--ckpt", type=Path, default=DEFAULT_CKPT, help=f"weights (default {DEFAULT_CKPT})")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser.parse_args(argv)
+
+
+def find_description(image: Path, given: str | None) -> str:
+    """``given``, else a sidecar ``IMAGE.txt`` / ``IMAGE.ext.txt``, else ``""`` with a warning."""
+    if given is not None:
+        return given
+    for sidecar in (image.with_suffix(".txt"), image.with_name(image.name + ".txt")):
+        if sidecar.is_file():
+            return sidecar.read_text(encoding="utf-8").strip()
+    warnings.warn(f"no description for {image} (no --desc, no {image.with_suffix('.txt').name}); using an empty one")
+    return ""
+
+
+@torch.inference_mode()
+def score_images(model, images: list[Path], descriptions: list[str], device: torch.device) -> list[dict]:
+    """Each image scored alone (batch of one), as the official demo does."""
+    transform = build_transform(model.config.preprocess, model.backbone.arch.image_size)
+    results = []
+    for image_path, description in zip(images, descriptions):
+        pixels = transform(load_rgb_image(image_path)).unsqueeze(0).to(device)
+        tokens = model.tokenizer([description]).to(device)
+        out = model(pixels, tokens)
+        probs = out["probs"][0].float().cpu()
+        results.append(
+            {
+                "image": str(image_path),
+                "score": round(float(out["score"][0]), 4),
+                "score_10": round(float(out["score"][0]) * 10, 3),
+                "levels": {level: round(float(p), 4) for level, p in zip(LEVELS, probs)},
+                "description_given": bool(description),
+            }
+        )
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.ckpt.is_file():
+        print(f"error: {MISSING_CKPT_HELP.format(path=args.ckpt)}", file=sys.stderr)
+        return 2
+    given = [args.desc1, args.desc2] + [None] * max(0, len(args.images) - 2)
+    try:
+        descriptions = [find_description(path, text) for path, text in zip(args.images, given)]
+        device = resolve_device(args.device)
+        model = load_model(args.ckpt, device=device, backbone_precision="fp16" if device.type == "cuda" else "fp32")
+        results = score_images(model, args.images, descriptions, device)
+    except (BadInputError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    best = max(results, key=lambda r: r["score"])
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.ckpt), "results": results, "most_aesthetic": best["image"]}, indent=2))
+        return 0
+    header = f"{'image':<32} {'score 0-1':>9} {'0-10':>6}  " + " ".join(f"{lv:>7}" for lv in LEVELS)
+    print(header)
+    for r in results:
+        levels = " ".join(f"{p:7.3f}" for p in r["levels"].values())
+        print(f"{Path(r['image']).name:<32} {r['score']:9.4f} {r['score_10']:6.2f}  {levels}")
+    if len(results) > 1:
+        others = ", ".join(f"{Path(r['image']).name} ({r['score']:.3f})" for r in results if r is not best)
+        print(f"\nmore aesthetic: {Path(best['image']).name} ({best['score']:.3f}) over {others}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

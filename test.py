@@ -1,0 +1,110 @@
+"""Score a labelled dataset with an MTPG-AIAA checkpoint and report SRCC / PLCC / accuracy.
+
+    python test.py ckpt=checkpoints/model_save.pt data=baid data.root=/data/BAID \
+        data.descriptions_csv=/data/BAID/test_descriptions.csv
+    python test.py ckpt=run/best.safetensors data.csv=my.csv data.image_root=my_images/
+
+Writes metrics.json, predictions.csv and scatter.png into the run directory.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from mtpg_aiaa.checkpoint import is_official_checkpoint, load_model
+from mtpg_aiaa.data import AestheticsDataset, collate_samples, read_score_table
+from mtpg_aiaa.evaluation import predict, resolve_device, write_predictions
+from mtpg_aiaa.metrics import compute_metrics, format_metrics_table
+from mtpg_aiaa.plots import save_scatter_plot
+from mtpg_aiaa.transforms import build_transform
+
+log = logging.getLogger("test")
+
+
+def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict:
+    """Run the evaluation described by ``cfg`` (``configs/test.yaml``); returns the metrics."""
+    output_dir = Path(output_dir)
+    device = resolve_device(cfg.device)
+    precision = cfg.eval.precision
+    if precision == "auto":
+        precision = "fp16" if device.type == "cuda" else "fp32"
+    model = load_model(cfg.ckpt, device=device, backbone_precision=precision)
+    if cfg.eval.prompts:
+        model.set_prompts(cfg.eval.prompts)
+    preprocess = cfg.eval.preprocess or model.config.preprocess
+    data = cfg.data
+    table = read_score_table(
+        data.csv,
+        descriptions_csv=data.descriptions_csv,
+        score_scale=data.score_scale,
+        description_column=data.description_column,
+        max_description_chars=data.max_description_chars,
+    )
+    if not table.attrs.get("has_descriptions", True):
+        log.warning("%s has no descriptions: every image is scored with an empty one", data.csv)
+    truncated = sum(model.tokenizer.is_truncated(text) for text in table["description"])
+    dataset = AestheticsDataset(
+        table,
+        data.image_root,
+        build_transform(preprocess, model.backbone.arch.image_size),
+        tokenize=model.tokenizer,
+        on_bad_image=data.on_bad_image,
+        max_pixels=data.max_pixels,
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.eval.batch_size,
+        shuffle=False,  # batch composition is part of the official protocol
+        num_workers=cfg.eval.num_workers,
+        collate_fn=collate_samples,
+        pin_memory=device.type == "cuda",
+    )
+    predictions = predict(model, loader, device, batching=cfg.eval.batching, progress=cfg.eval.progress)
+    if predictions.table.empty:
+        raise RuntimeError(f"no image of {data.csv} could be scored; see {output_dir / 'skipped.csv'}")
+
+    scale = float(data.score_scale)
+    pred = predictions.table["pred"].to_numpy() * scale
+    score = predictions.table["score"].to_numpy()
+    metrics = compute_metrics(pred, score, threshold=cfg.eval.threshold * scale, n_bootstrap=cfg.eval.n_bootstrap)
+    metrics.update(
+        checkpoint=str(cfg.ckpt),
+        official_checkpoint=is_official_checkpoint(cfg.ckpt),
+        batching=cfg.eval.batching,
+        batch_size=cfg.eval.batch_size,
+        preprocess=preprocess,
+        prompts=model.config.prompts,
+        backbone_precision=precision,
+        n_skipped=len(predictions.skipped),
+        n_descriptions_truncated=int(truncated),
+        images_per_second=predictions.images_per_second,
+    )
+    write_predictions(predictions, output_dir, scale)
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    save_scatter_plot(
+        pred, score, output_dir / "scatter.png", threshold=cfg.eval.threshold * scale,
+        title=Path(str(data.csv)).name, metrics=metrics, scale_label=f"0-{scale:g}",
+    )  # fmt: skip
+    print(format_metrics_table(metrics, title=f"{Path(str(cfg.ckpt)).name} on {Path(str(data.csv)).name}"))
+    if predictions.skipped:
+        print(f"skipped {len(predictions.skipped)} unreadable image(s): see {output_dir / 'skipped.csv'}")
+    if truncated:
+        print(f"{truncated} description(s) exceeded 248 tokens and were truncated (as the authors' code does)")
+    print(f"results in {output_dir}")
+    return metrics
+
+
+@hydra.main(config_path="configs", config_name="test", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    output_dir = hydra.core.hydra_config.HydraConfig.get().runtime.output_dir
+    OmegaConf.save(cfg, Path(output_dir) / "test_config.yaml", resolve=True)
+    evaluate(cfg, output_dir)
+
+
+if __name__ == "__main__":
+    main()
