@@ -1,24 +1,31 @@
 """mtpg-aiaa: artistic image aesthetics assessment (MTPG-AIAA, CG-IAA, AesNet).
 
-Importing the package loads models, data and metrics only; the training engine lives
-elsewhere and is never imported from here.
+The package holds models, data, metrics and file formats; the training engine lives
+elsewhere and is never imported from here. Top-level names are imported lazily so that
+``mtpg_aiaa.metrics`` or ``mtpg_aiaa.data`` load without open_clip.
 """
-from .backbone import create_longclip, list_models, load_longclip
-from .checkpoint import load_model, load_official_checkpoint, save_model
-from .model import MTPGAIAA, MTPGConfig, build_mtpg
-from .tokenizer import get_tokenizer
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "MTPGAIAA",
-    "MTPGConfig",
-    "build_mtpg",
-    "create_longclip",
-    "get_tokenizer",
-    "list_models",
-    "load_longclip",
-    "load_model",
-    "load_official_checkpoint",
-    "save_model",
-]
+_PUBLIC = {
+    "MTPGAIAA": "mtpg_aiaa.model",
+    "MTPGConfig": "mtpg_aiaa.model",
+    "build_mtpg": "mtpg_aiaa.model",
+    "create_longclip": "mtpg_aiaa.backbone",
+    "list_models": "mtpg_aiaa.backbone",
+    "load_longclip": "mtpg_aiaa.backbone",
+    "load_model": "mtpg_aiaa.checkpoint",
+    "load_official_checkpoint": "mtpg_aiaa.checkpoint",
+    "save_model": "mtpg_aiaa.checkpoint",
+    "get_tokenizer": "mtpg_aiaa.tokenizer",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'mtpg_aiaa' has no attribute {name!r}")

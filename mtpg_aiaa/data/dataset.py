@@ -1,0 +1,151 @@
+"""Torch dataset over a score table: image tensor, target on [0, 1], description."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from mtpg_aiaa.data.errors import BadInputError
+from mtpg_aiaa.data.images import DEFAULT_MAX_PIXELS, load_rgb_image
+from mtpg_aiaa.data.table import TABLE_COLUMNS, read_score_table
+
+logger = logging.getLogger(__name__)
+
+BAD_IMAGE_POLICIES = ("error", "skip")
+_SKIP_REPORT_KEYS = ("index", "image_name", "reason")
+
+Transform = Callable[[Image.Image], torch.Tensor]
+Tokenize = Callable[[list[str]], torch.Tensor]
+
+
+class AestheticsDataset(Dataset):
+    """One sample per row of a table from :func:`read_score_table`.
+
+    A sample is a dict:
+        ``image``: transformed tensor, e.g. [3, 224, 224] float32;
+        ``target``: float32 scalar tensor, score / score_scale on [0, 1];
+        ``score``: the raw score (float); ``image_name``: str; ``index``: row position;
+        ``description``: str (``""`` when the table has none);
+        ``description_tokens``: LongTensor [context], only when ``tokenize`` is given.
+
+    With ``on_bad_image="skip"`` an unreadable image yields
+    ``{"skipped": True, "index", "image_name", "reason"}`` instead, and a warning is
+    logged; :func:`collate_samples` moves those into ``batch["skipped"]`` so an
+    evaluation can report exactly which images it did not score.
+    """
+
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        image_root: str | os.PathLike,
+        transform: Transform,
+        tokenize: Optional[Tokenize] = None,
+        on_bad_image: str = "error",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
+        missing = [name for name in TABLE_COLUMNS if name not in table.columns]
+        if missing:
+            raise ValueError(f"table lacks column(s) {missing}; build it with read_score_table")
+        self.image_root = Path(image_root)
+        self.transform = transform
+        self.tokenize = tokenize
+        self.on_bad_image = on_bad_image
+        self.max_pixels = max_pixels
+        # Plain lists: cheaper to index than DataFrame rows and to pickle into workers.
+        self.image_names = [str(name) for name in table["image"].tolist()]
+        self.scores = [float(score) for score in table["score"].tolist()]
+        self.targets = [float(target) for target in table["target"].tolist()]
+        self.descriptions = [str(text) for text in table["description"].tolist()]
+        self.source = table.attrs.get("source", "the score table")
+
+    def __len__(self) -> int:
+        return len(self.image_names)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = range(len(self))[index]  # normalises negatives, raises IndexError
+        image_name = self.image_names[index]
+        try:
+            image = load_rgb_image(self.image_root / image_name, max_pixels=self.max_pixels)
+        except BadInputError as error:
+            reason = f"{error} (table row {index}, 0-based, read from {self.source})"
+            if self.on_bad_image == "error":
+                raise BadInputError(reason) from error
+            logger.warning("Skipping a bad image: %s", reason)
+            return {"skipped": True, "index": index, "image_name": image_name, "reason": reason}
+
+        description = self.descriptions[index]
+        sample: dict[str, Any] = {
+            "image": self.transform(image),
+            "target": torch.tensor(self.targets[index], dtype=torch.float32),
+            "score": self.scores[index],
+            "image_name": image_name,
+            "index": index,
+            "description": description,
+        }
+        if self.tokenize is not None:
+            tokens = self.tokenize([description])[0]
+            sample["description_tokens"] = torch.as_tensor(tokens, dtype=torch.long)
+        return sample
+
+
+def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch samples from :class:`AestheticsDataset`, setting skipped ones aside.
+
+    Returns a dict with, for the B good samples: ``image`` [B, ...] and
+    ``target`` [B] (float32) and ``description_tokens`` [B, context] stacked;
+    ``score`` float64 [B]; ``index`` LongTensor [B]; ``image_name`` and
+    ``description`` lists of str. ``skipped`` is always present: a list of
+    ``{"index", "image_name", "reason"}``, possibly empty.
+
+    If every sample was skipped, the batch holds only ``index`` (an empty
+    LongTensor) and ``skipped``: there is no ``image`` key, so a loop should
+    ``continue`` when ``len(batch["index"]) == 0``.
+    """
+    good = [sample for sample in samples if not sample.get("skipped", False)]
+    skipped = [
+        {key: sample[key] for key in _SKIP_REPORT_KEYS}
+        for sample in samples
+        if sample.get("skipped", False)
+    ]
+    if not good:
+        return {"index": torch.empty(0, dtype=torch.long), "skipped": skipped}
+    batch: dict[str, Any] = {}
+    for key in good[0]:
+        values = [sample[key] for sample in good]
+        if key == "index":
+            batch[key] = torch.tensor(values, dtype=torch.long)
+        elif isinstance(values[0], torch.Tensor):
+            batch[key] = torch.stack(values)
+        elif isinstance(values[0], float):
+            batch[key] = torch.tensor(values, dtype=torch.float64)
+        else:
+            batch[key] = values
+    batch["skipped"] = skipped
+    return batch
+
+
+def build_dataset(
+    csv: str | os.PathLike,
+    image_root: str | os.PathLike,
+    transform: Transform,
+    tokenize: Optional[Tokenize] = None,
+    descriptions_csv: Optional[str | os.PathLike] = None,
+    score_scale: float = 10.0,
+    on_bad_image: str = "error",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> AestheticsDataset:
+    """Read ``csv`` with :func:`read_score_table` and wrap it in an :class:`AestheticsDataset`."""
+    table = read_score_table(csv, descriptions_csv=descriptions_csv, score_scale=score_scale)
+    return AestheticsDataset(
+        table, image_root, transform, tokenize=tokenize,
+        on_bad_image=on_bad_image, max_pixels=max_pixels,
+    )

@@ -1,0 +1,128 @@
+"""Load one user image as a fully decoded RGB ``PIL.Image``, or fail with a clear error.
+
+The authors' code calls ``Image.open(path).convert('RGB')`` with truncated JPEGs
+allowed and no pixel limit. We keep their colour conversion (so scores stay
+comparable with the released checkpoint) but refuse broken files and
+decompression bombs instead of silently scoring garbage.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from mtpg_aiaa.data.errors import BadInputError
+
+# PIL's own hard limit (2 * Image.MAX_IMAGE_PIXELS): above it PIL refuses to open.
+DEFAULT_MAX_PIXELS = 178_956_970
+
+# Modes whose samples do not fit in 8 bits; PIL's convert('RGB') clips them at 255,
+# which turns an ordinary 16-bit scan almost white.
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_WIDE_MODES = _SIXTEEN_BIT_MODES | {"I", "F"}
+
+# LOAD_TRUNCATED_IMAGES is a module global of PIL; serialise our temporary change.
+_TRUNCATION_FLAG_LOCK = threading.Lock()
+
+
+def load_rgb_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open, fully decode and convert an image file to RGB.
+
+    Args:
+        path: image file on disk.
+        max_pixels: refuse images with ``width * height`` above this, checked from
+            the header before any pixel is decoded (decompression-bomb guard).
+
+    Returns:
+        A loaded ``PIL.Image.Image`` in mode ``RGB`` (size W x H as in the file);
+        the file itself is closed.
+
+    Raises:
+        BadInputError: the file is missing, is not a decodable image, is truncated,
+            or exceeds ``max_pixels``. The message names ``path`` and the cause.
+    """
+    path = Path(path)
+    if not path.is_file():
+        reason = "is a directory, not an image file" if path.is_dir() else "does not exist"
+        raise BadInputError(f"Image file {path} {reason}")
+    try:
+        # Our explicit max_pixels check below is the guard; PIL's softer warning
+        # for images between its two thresholds would only duplicate it.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                _check_pixel_count(image, path, max_pixels)
+                _decode_fully(image)
+                return _convert_to_rgb(image)
+    except BadInputError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise BadInputError(f"Image {path} is too large to decode safely: {error}") from error
+    except Exception as error:  # noqa: BLE001 - PIL raises many types for corrupt files
+        raise BadInputError(
+            f"Cannot read image {path}: {type(error).__name__}: {error}"
+        ) from error
+
+
+def _check_pixel_count(image: Image.Image, path: Path, max_pixels: int) -> None:
+    width, height = image.size
+    if width * height > max_pixels:
+        raise BadInputError(
+            f"Image {path} is {width}x{height} = {width * height:,} pixels, above the "
+            f"limit of {max_pixels:,} (decompression-bomb guard); "
+            "raise max_pixels if the image is genuine"
+        )
+
+
+def _decode_fully(image: Image.Image) -> None:
+    """Decode every pixel now, so truncated files fail here and not in a worker later."""
+    if not ImageFile.LOAD_TRUNCATED_IMAGES:
+        image.load()
+        return
+    # Someone enabled PIL's lenient mode process-wide; a truncated file would then
+    # decode into grey padding. Turn it off for this load only.
+    with _TRUNCATION_FLAG_LOCK:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            image.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = True
+
+
+def _convert_to_rgb(image: Image.Image) -> Image.Image:
+    """Plain ``convert('RGB')`` as the authors do, except for >8-bit modes.
+
+    Alpha is dropped, not composited (faithful to the released checkpoint's inputs);
+    EXIF orientation is not applied, for the same reason.
+    """
+    if image.mode in _WIDE_MODES:
+        return Image.fromarray(_wide_to_uint8(image)).convert("RGB")
+    return image.convert("RGB")
+
+
+def _wide_to_uint8(image: Image.Image) -> np.ndarray:
+    """Map 16-bit, 32-bit integer or float samples to uint8 [H, W].
+
+    16-bit data has a nominal range, so we scale it (65535 -> 255) and keep its
+    brightness. Files store 32-bit ints and floats without a nominal range, so we
+    follow the common conventions: ints that fit 16 bits are 16-bit data (PIL
+    decodes some 16-bit files to mode ``I``), floats within [0, 1] are unit
+    intensities; anything else is stretched min..max so it stays visible.
+    """
+    values = np.asarray(image).astype(np.float64)
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(values.min()), float(values.max())
+    if image.mode in _SIXTEEN_BIT_MODES or (image.mode == "I" and low >= 0 and high <= 65535):
+        scaled = values / 257.0
+    elif image.mode == "F" and low >= 0.0 and high <= 1.0:
+        scaled = values * 255.0
+    elif high > low:
+        scaled = (values - low) * (255.0 / (high - low))
+    else:
+        scaled = np.zeros_like(values)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)

@@ -1,0 +1,108 @@
+"""Diagnostic plots of predictions against ground truth.
+
+matplotlib is imported lazily and drawn through ``Figure`` + ``FigureCanvasAgg``,
+which needs no global backend: importing this module, or calling it from a
+process with an interactive backend (or no display), changes nothing global.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from .metrics import check_scores
+
+
+def _metrics_text(metrics: dict) -> str:
+    """Short multi-line summary (SRCC/PLCC/Acc, with CIs when present) for the plot."""
+    lines = []
+    for label, key, percent in (("SRCC", "srcc", False), ("PLCC", "plcc", False), ("Acc", "acc", True)):
+        if key not in metrics:
+            continue
+        scale, fmt = (100.0, "{:.1f}%") if percent else (1.0, "{:.3f}")
+        text = f"{label} " + fmt.format(scale * metrics[key])
+        if f"{key}_ci_low" in metrics:
+            low, high = (fmt.format(scale * metrics[f"{key}_ci_{s}"]) for s in ("low", "high"))
+            text += f" [{low}, {high}]"
+        lines.append(text)
+    if "majority_acc" in metrics:
+        lines.append(f"floor {100.0 * metrics['majority_acc']:.1f}%")
+    if "n" in metrics:
+        lines.append(f"N {int(metrics['n'])}")
+    return "\n".join(lines)
+
+
+def save_scatter_plot(
+    pred,
+    target,
+    path,
+    threshold: float = 0.5,
+    title: str = "",
+    metrics: dict | None = None,
+    scale_label: str = "0-1",
+) -> Path:
+    """Save a prediction-vs-ground-truth scatter plot as a PNG.
+
+    Args:
+        pred: predicted scores [N] (y axis).
+        target: ground-truth scores [N] on the same scale (x axis).
+        path: output PNG path; parent folders are created.
+        threshold: the binary "good" cut, drawn as dashed lines on both axes.
+        title: figure title.
+        metrics: optional output of ``compute_metrics``; SRCC/PLCC/Acc are shown
+            in a text box.
+        scale_label: score range shown in the axis labels, e.g. "0-1" or "0-10".
+
+    Returns:
+        The path written. The PNG is written to a temporary file in the same
+        folder and then renamed, so readers never see a half-written image.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    p, t = check_scores(pred, target, min_n=1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    fig = Figure(figsize=(5, 5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    lo = float(min(p.min(), t.min(), threshold))
+    hi = float(max(p.max(), t.max(), threshold))
+    pad = 0.03 * (hi - lo) if hi > lo else 0.5
+    lo, hi = lo - pad, hi + pad
+
+    # Small translucent markers keep dense regions readable with thousands of points
+    # (92 % of BAID test scores lie in one narrow band).
+    ax.scatter(t, p, s=4, alpha=0.25, linewidths=0, color="tab:blue", rasterized=True)
+    ax.plot([lo, hi], [lo, hi], color="0.3", linewidth=0.8, label="y = x")
+    ax.axvline(threshold, color="tab:red", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g}")
+    ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=0.8)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"ground truth ({scale_label})")
+    ax.set_ylabel(f"prediction ({scale_label})")
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=7, frameon=False)
+    if metrics:
+        ax.text(
+            0.03, 0.97, _metrics_text(metrics), transform=ax.transAxes, va="top", ha="left",
+            fontsize=7, family="monospace", bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8},
+        )
+    fig.tight_layout()
+
+    # A unique name in the same folder (same filesystem, so os.replace is atomic);
+    # opened normally rather than via mkstemp so the PNG gets umask permissions, not 0600.
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "xb") as fh:
+            fig.savefig(fh, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        # Do not leave half-written temporaries next to the outputs.
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
