@@ -105,7 +105,9 @@ class MTPGAIAA(nn.Module):
             return self.encode_texts(self.prompt_tokens)
         key = tuple((p.data_ptr(), p._version, p.dtype) for p in text_params)
         if self._prompt_cache is None or self._prompt_cache[0] != key:
-            with torch.no_grad():
+            # A normal (not inference-mode) tensor, so a cache filled during evaluation
+            # under inference_mode stays usable when training resumes.
+            with torch.inference_mode(False), torch.no_grad():
                 self._prompt_cache = (key, self.encode_texts(self.prompt_tokens))
         return self._prompt_cache[1]
 
