@@ -13,10 +13,11 @@ from torch import nn
 
 from .backbone.longclip import LongCLIP, LongCLIPArch, get_arch, trim_text_tokens
 from .fusion.official import OfficialFusion, init_logit_scale
+from .fusion.token import NoFusion, TokenFusion
 from .prompts import expected_score, level_prompts
 from .tokenizer import get_tokenizer
 
-FUSIONS = ("official",)
+FUSIONS = ("official", "token", "none")
 
 
 @dataclass
@@ -25,7 +26,9 @@ class MTPGConfig:
 
     Attributes:
         backbone: a registered Long-CLIP name or an architecture dict (``LongCLIPArch``).
-        fusion: ``official`` (the released batch-level module).
+        fusion: ``official`` (the released module; outputs depend on the batch),
+            ``token`` (ours: per-sample cross-attention over patch and description
+            tokens) or ``none`` (image only, the ablation).
         prompts: ``official`` (the literal released strings) or ``clean``.
         preprocess: ``official`` (ImageNet statistics, 224x224 squash) or ``clip``.
     """
@@ -67,7 +70,7 @@ class MTPGAIAA(nn.Module):
             raise ValueError(f"unknown fusion {config.fusion!r}; choose from {FUSIONS}")
         self.config = config
         self.backbone = backbone
-        self.fusion = OfficialFusion(backbone.embed_dim)
+        self.fusion = build_fusion(config.fusion, backbone.embed_dim, **config.extra.get("fusion", {}))
         self.logit_scale = nn.Parameter(init_logit_scale())
         self.trim_text = trim_text
         self.tokenizer = get_tokenizer(backbone.context_length)
@@ -117,12 +120,41 @@ class MTPGAIAA(nn.Module):
                 *b.transformer.parameters(), *b.ln_final.parameters()]  # fmt: skip
 
     # -- scoring ----------------------------------------------------------------
-    def score_features(self, image_features: torch.Tensor, text_features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Fuse precomputed features ``[B, D]`` and score them against the level prompts."""
-        fused = self.fusion(image_features, text_features)
+    def encode(self, images: torch.Tensor, description_tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Everything the fusion reads, in fp32: ``image``/``text`` ``[B, D]`` l2-normalised,
+        and for ``fusion=token`` also ``image_tokens [B, N, D]``, ``text_tokens [B, L, D]``
+        and ``text_padding [B, L]`` (True after each description's EOT)."""
+        if not getattr(self.fusion, "uses_text", True):
+            return {"image": self.encode_images(images)}
+        if not self.fusion.needs_tokens:
+            return {"image": self.encode_images(images), "text": self.encode_texts(description_tokens)}
+        if self.trim_text:
+            description_tokens = trim_text_tokens(description_tokens)
+        dtype = self.backbone.visual.conv1.weight.dtype
+        image, image_tokens = self.backbone.encode_image_with_tokens(images.to(dtype))
+        text, text_tokens = self.backbone.encode_text_with_tokens(description_tokens)
+        positions = torch.arange(description_tokens.shape[1], device=description_tokens.device)
+        return {
+            "image": F.normalize(image.float(), dim=-1),
+            "text": F.normalize(text.float(), dim=-1),
+            "image_tokens": image_tokens.float(),
+            "text_tokens": text_tokens.float(),
+            "text_padding": positions[None, :] > description_tokens.argmax(dim=-1, keepdim=True),
+        }
+
+    def fuse(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The aesthetic feature ``[B, D]`` from ``encode``'s output."""
+        if isinstance(self.fusion, TokenFusion):
+            return self.fusion(features["image"], features["text"], features["image_tokens"],
+                               features["text_tokens"], features["text_padding"])  # fmt: skip
+        return self.fusion(features["image"], features.get("text"))
+
+    def score_features(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Fuse precomputed features (``encode``'s output) and score them against the level prompts."""
+        fused = self.fuse(features)
         logits = self.logit_scale.exp() * fused @ self.prompt_features().T
         probs = logits.softmax(dim=-1)
-        return {"logits": logits, "probs": probs, "score": expected_score(probs)}
+        return {"logits": logits, "probs": probs, "score": expected_score(probs), "fused": fused}
 
     def forward(self, images: torch.Tensor, description_tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """Score a batch.
@@ -131,10 +163,22 @@ class MTPGAIAA(nn.Module):
             images: ``[B, 3, H, W]`` preprocessed images.
             description_tokens: ``[B, L]`` token ids (``L <= 248``).
         Returns:
-            ``logits [B, 5]``, ``probs [B, 5]`` and ``score [B]`` on 0-1. With
-            ``fusion=official`` every output depends on the whole batch.
+            ``logits [B, 5]``, ``probs [B, 5]``, ``score [B]`` on 0-1 and the fused
+            feature ``fused [B, D]``. With ``fusion=official`` every output depends on the
+            whole batch; with ``token`` and ``none`` each sample's only on itself.
         """
-        return self.score_features(self.encode_images(images), self.encode_texts(description_tokens))
+        return self.score_features(self.encode(images, description_tokens))
+
+
+def build_fusion(name: str, embed_dim: int, **options) -> nn.Module:
+    """The fusion module called ``name`` (see ``FUSIONS``)."""
+    if name == "official":
+        return OfficialFusion(embed_dim)
+    if name == "token":
+        return TokenFusion(embed_dim, **options)
+    if name == "none":
+        return NoFusion()
+    raise ValueError(f"unknown fusion {name!r}; choose from {FUSIONS}")
 
 
 def build_mtpg(config: MTPGConfig, backbone: LongCLIP | None = None, trim_text: bool = True) -> MTPGAIAA:

@@ -117,6 +117,21 @@ class LongCLIP(CLIP):
         features = pooled @ self.text_projection
         return F.normalize(features, dim=-1) if normalize else features
 
+    def encode_text_with_tokens(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected text features: pooled ``[N, D]`` (as ``encode_text``) and per token ``[N, L, D]``."""
+        states = self.encode_text_tokens(text) @ self.text_projection
+        return states[torch.arange(states.shape[0], device=states.device), text.argmax(dim=-1)], states
+
+    def encode_image_with_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected image features: pooled ``[B, D]`` (as ``encode_image``) and patches ``[B, N, D]``.
+
+        Patch tokens go through the same ``ln_post`` and ``proj`` as the class token, so
+        both live in the joint embedding space.
+        """
+        visual = self.visual
+        x = visual.ln_post(visual.transformer(visual._embeds(images))) @ visual.proj
+        return x[:, 0], x[:, 1:]
+
     def encode_text_tokens(self, text: torch.Tensor) -> torch.Tensor:
         """Per-token text states after ``ln_final``, ``[N, L, text_width]`` (not projected)."""
         length = text.shape[1]

@@ -1,4 +1,9 @@
-"""Fusion of image and description features (``official``: the released module)."""
-from .official import OfficialFusion
+"""Fusion of image and description features.
 
-__all__ = ["OfficialFusion"]
+``official``: the released module (batch-level products); ``token``: ours, per-sample
+cross-attention over tokens; ``none``: image only.
+"""
+from .official import OfficialFusion
+from .token import NoFusion, TokenFusion
+
+__all__ = ["NoFusion", "OfficialFusion", "TokenFusion"]

@@ -43,6 +43,8 @@ class OfficialFusion(nn.Module):
     """Fuses image features ``I`` and description features ``T`` (both ``[B, D]``, l2-normalised)
     into the aesthetic feature ``F [B, D]`` compared with the level prompts."""
 
+    needs_tokens = False
+
     def __init__(self, embed_dim: int):
         super().__init__()
         if embed_dim % 2:

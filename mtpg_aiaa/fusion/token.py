@@ -1,0 +1,74 @@
+"""Batch-independent fusion of image patches and description tokens (``fusion=token``, ours).
+
+The released module (``official.py``) multiplies features across the batch axis, so a
+prediction depends on the other images in the batch. This design keeps the release's
+idea -- each modality attends to the other, then a sigmoid-gated residual on the image
+feature -- but every attention runs within one sample, over its own tokens, with
+softmax and 1/sqrt(d) scaling:
+
+- the pooled description feature queries the image's patch tokens,
+- the pooled image feature queries the description's tokens (padding masked),
+- ``r = mlp([text-side summary, image-side summary])``, ``z = sigmoid(r)``,
+  ``F = (1 - z) * I + z * r``, as in the release.
+
+See docs/method.md.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class CrossAttentionSummary(nn.Module):
+    """One query vector attends over a token sequence: ``[B, D], [B, N, D] -> [B, D]``."""
+
+    def __init__(self, embed_dim: int, num_heads: int):
+        super().__init__()
+        self.norm_query = nn.LayerNorm(embed_dim)
+        self.norm_tokens = nn.LayerNorm(embed_dim)
+        self.attention = nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)
+
+    def forward(self, query: torch.Tensor, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        keys = self.norm_tokens(tokens)
+        out, _ = self.attention(self.norm_query(query).unsqueeze(1), keys, keys, key_padding_mask=padding_mask, need_weights=False)
+        return out.squeeze(1)
+
+
+class TokenFusion(nn.Module):
+    """Fuses pooled features ``I, T [B, D]`` with patch tokens ``[B, N, D]`` and description
+    tokens ``[B, L, D]`` into ``F [B, D]``; sample ``b``'s output reads only sample ``b``."""
+
+    needs_tokens = True
+
+    def __init__(self, embed_dim: int, num_heads: int = 8):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.text_to_image = CrossAttentionSummary(embed_dim, num_heads)
+        self.image_to_text = CrossAttentionSummary(embed_dim, num_heads)
+        self.mlp = nn.Linear(2 * embed_dim, embed_dim)
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        text: torch.Tensor,
+        image_tokens: torch.Tensor,
+        text_tokens: torch.Tensor,
+        text_padding: torch.Tensor,
+    ) -> torch.Tensor:
+        """``text_padding [B, L]`` is True where a description position is padding."""
+        text_side = self.text_to_image(text, image_tokens)
+        image_side = self.image_to_text(image, text_tokens, text_padding)
+        residual = self.mlp(torch.cat([text_side, image_side], dim=-1))
+        gate = torch.sigmoid(residual)
+        return (1 - gate) * image + gate * residual
+
+
+class NoFusion(nn.Module):
+    """The image-only ablation: ``F = I``; descriptions are ignored."""
+
+    needs_tokens = False
+    uses_text = False
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        return image

@@ -1,0 +1,95 @@
+"""fusion=token (ours) and fusion=none: per-sample predictions, token features, padding."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mtpg_aiaa.backbone.longclip import create_longclip
+from mtpg_aiaa.model import MTPGConfig, build_mtpg
+
+
+@pytest.fixture(scope="module")
+def token_model():
+    torch.manual_seed(0)
+    model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny", fusion="token", prompts="clean")).eval()
+    with torch.no_grad():  # larger head weights so scores differ visibly between inputs
+        for p in model.fusion.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.3)
+    return model
+
+
+def _batch(model, n: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    words = ["warm", "cold", "balanced", "blurry", "crisp", "harmonious", "clashing", "grainy"]
+    texts = [" ".join(words[int(i)] for i in torch.randint(0, len(words), (int(k),), generator=g))
+             for k in torch.randint(1, 12, (n,), generator=g)]  # fmt: skip
+    return torch.randn(n, 3, 224, 224, generator=g), model.tokenizer(texts)
+
+
+def test_token_fusion_prediction_ignores_the_rest_of_the_batch(token_model):
+    images, tokens = _batch(token_model, 5, seed=1)
+    other_images, other_tokens = _batch(token_model, 5, seed=2)
+    with torch.no_grad():
+        full = token_model(images, tokens)["score"]
+        mixed = token_model(torch.cat([images[:1], other_images[1:]]), torch.cat([tokens[:1], other_tokens[1:]]))["score"]
+        alone = token_model(images[:1], tokens[:1])["score"]
+        bigger = token_model(torch.cat([images, other_images]), torch.cat([tokens, other_tokens]))["score"]
+    assert mixed[0] == pytest.approx(full[0].item(), abs=1e-6)
+    assert alone[0] == pytest.approx(full[0].item(), abs=1e-6)
+    assert bigger[:5] == pytest.approx(full.tolist(), abs=1e-6)
+    assert full.std() > 1e-4, "scores should differ between samples"
+
+
+def test_description_changes_the_token_fusion_score(token_model):
+    images, _ = _batch(token_model, 1, seed=3)
+    with torch.no_grad():
+        a = token_model(images, token_model.tokenizer(["a harmonious balanced painting"]))["score"]
+        b = token_model(images, token_model.tokenizer(["grainy clashing colours piled on the left"]))["score"]
+    assert abs(a.item() - b.item()) > 1e-5
+
+
+def test_padding_after_eot_is_masked(token_model):
+    images, tokens = _batch(token_model, 2, seed=4)
+    features = token_model.encode(images, tokens)
+    eot = tokens[:, : features["text_tokens"].shape[1]].argmax(dim=-1)
+    for row, position in enumerate(eot.tolist()):
+        assert not features["text_padding"][row, : position + 1].any()
+        assert features["text_padding"][row, position + 1 :].all()
+
+
+def test_pooled_token_features_match_the_plain_encoders():
+    torch.manual_seed(0)
+    backbone = create_longclip("LongCLIP-tiny").eval()
+    images = torch.randn(2, 3, 224, 224)
+    tokens = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny"), backbone).tokenizer(["a cat", "two dogs on a sofa"])
+    with torch.no_grad():
+        pooled_image, patches = backbone.encode_image_with_tokens(images)
+        pooled_text, states = backbone.encode_text_with_tokens(tokens)
+        assert torch.allclose(pooled_image, backbone.encode_image(images), atol=1e-6)
+        assert torch.allclose(pooled_text, backbone.encode_text(tokens), atol=1e-6)
+    assert patches.shape == (2, 49, 64) and states.shape == (2, 248, 64)
+
+
+def test_token_fusion_trains_end_to_end(token_model):
+    model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny", fusion="token")).train()
+    images, tokens = _batch(model, 3, seed=5)
+    model(images, tokens)["score"].sum().backward()
+    assert model.fusion.image_to_text.attention.in_proj_weight.grad.abs().sum() > 0
+    assert model.backbone.visual.conv1.weight.grad.abs().sum() > 0
+
+
+def test_image_only_ablation_ignores_descriptions():
+    torch.manual_seed(0)
+    model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny", fusion="none")).eval()
+    images, tokens = _batch(model, 2, seed=6)
+    with torch.no_grad():
+        a = model(images, tokens)["score"]
+        b = model(images, model.tokenizer(["", ""]))["score"]
+        assert torch.equal(a, b)
+        assert torch.allclose(model(images, tokens)["fused"], model.encode_images(images))
+
+
+def test_unknown_fusion_is_rejected():
+    with pytest.raises(ValueError, match="unknown fusion"):
+        build_mtpg(MTPGConfig(backbone="LongCLIP-tiny", fusion="attention"))
