@@ -1,0 +1,75 @@
+"""Training losses: values on hand-checkable cases and the direction of their gradients."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mtpg_aiaa import losses
+from mtpg_aiaa.prompts import expected_score
+
+
+def test_soft_level_distribution_tracks_the_target():
+    target = torch.tensor([0.1, 0.3, 0.5, 0.9, 0.42])
+    dist = losses.soft_level_distribution(target, sigma=0.05)
+    assert dist.sum(dim=-1) == pytest.approx([1.0] * 5)
+    assert dist.argmax(dim=-1).tolist() == [0, 1, 2, 4, 2]
+    assert expected_score(dist)[:4] == pytest.approx([0.1, 0.3, 0.5, 0.9], abs=0.01)
+
+
+def test_emd_is_zero_for_equal_distributions_and_grows_with_distance():
+    a = torch.tensor([[1.0, 0, 0, 0, 0]])
+    near = torch.tensor([[0, 1.0, 0, 0, 0]])
+    far = torch.tensor([[0, 0, 0, 0, 1.0]])
+    assert losses.emd_loss(a, a) == 0
+    # CDF differences: near -> one entry of 1; far -> four entries of 1 (r=2, mean over 5)
+    assert losses.emd_loss(a, near).item() == pytest.approx(math.sqrt(1 / 5))
+    assert losses.emd_loss(a, far).item() == pytest.approx(math.sqrt(4 / 5))
+
+
+def test_soft_cross_entropy_matches_hard_cross_entropy_on_one_hot():
+    logits = torch.randn(4, 5)
+    labels = torch.tensor([0, 3, 2, 4])
+    one_hot = torch.nn.functional.one_hot(labels, 5).float()
+    assert losses.soft_cross_entropy(logits, one_hot) == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item())
+
+
+def test_fidelity_rewards_correct_ranking():
+    target = torch.tensor([0.2, 0.5, 0.8])
+    right = losses.fidelity_loss(torch.tensor([0.1, 0.5, 0.9]), target, temperature=0.05)
+    wrong = losses.fidelity_loss(torch.tensor([0.9, 0.5, 0.1]), target, temperature=0.05)
+    assert right < 0.05 < 0.9 < wrong
+    assert losses.fidelity_loss(torch.tensor([0.3]), torch.tensor([0.4])) == 0
+
+
+def test_score_losses_weighting_and_errors():
+    logits = torch.randn(6, 5, requires_grad=True)
+    probs = logits.softmax(-1)
+    outputs = {"logits": logits, "probs": probs, "score": expected_score(probs)}
+    target = torch.rand(6)
+    out = losses.score_losses(outputs, target, {"fidelity": 1.0, "emd": 0.5, "mse": 0.0})
+    assert set(out) == {"loss", "fidelity", "emd"}
+    assert out["loss"].item() == pytest.approx(out["fidelity"].item() + 0.5 * out["emd"].item(), rel=1e-6)
+    out["loss"].backward()
+    assert logits.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="unknown stage-2 loss"):
+        losses.score_losses(outputs, target, {"huber": 1.0})
+    with pytest.raises(ValueError, match="zero"):
+        losses.score_losses(outputs, target, {"mse": 0.0})
+
+
+def test_stage1_losses():
+    features = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    prompts = torch.nn.functional.normalize(torch.randn(30, 8), dim=-1)
+    prompts[:4] = features  # the right prompt is the image itself
+    scale = torch.tensor(math.log(100.0))
+    assert losses.prompt_matching_loss(features, prompts, torch.arange(4), scale) < 0.5
+    assert losses.prompt_matching_loss(features, prompts, torch.arange(4) + 10, scale) > 1.0
+    assert losses.strength_ordering_loss(torch.tensor([[0.1, 0.2, 0.3]]), margin=0.05) == 0
+    assert losses.strength_ordering_loss(torch.tensor([[0.3, 0.2, 0.1]]), margin=0.05).item() == pytest.approx(0.15)
+    assert losses.preference_loss(torch.tensor([0.8]), torch.tensor([0.2])) == 0
+    assert losses.preference_loss(torch.tensor([0.2]), torch.tensor([0.3]), margin=0.05).item() == pytest.approx(0.15)
+    matched = losses.contrastive_loss(features, features, scale)
+    shuffled = losses.contrastive_loss(features, features.roll(1, dims=0), scale)
+    assert matched < shuffled
