@@ -8,7 +8,8 @@ the batch's longest EOT, ``inference_mode``; on CUDA the backbone in fp16 for bo
 as the authors' loader runs it.
 
 Both paths get identical random weights and inputs; the script asserts equal outputs
-(max |diff| <= 1e-5 in fp32) before reporting images/s and peak memory.
+(max |diff| <= 1e-5 in fp32) before reporting images/s (batches timed in alternation)
+and the peak memory of one batch.
 
     python scripts/benchmark_inference.py                      # LongCLIP-B-16, CPU
     python scripts/benchmark_inference.py --backbone LongCLIP-L-14 --device cuda
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -64,59 +67,72 @@ def our_forward(model: MTPGAIAA, images: torch.Tensor, descriptions: list[str]) 
     return model(images, tokens)["probs"]
 
 
-class PeakMemory:
-    """Peak memory above the level at entry: CUDA allocator stats, or sampled RSS on CPU."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.peak_bytes = device, 0
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._base = torch.cuda.memory_allocated(self.device)
-        else:
-            self._base, self._peak, self._stop = _rss(), _rss(), threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self._peak = max(self._peak, _rss())
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._base
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak_bytes = max(self._peak, _rss()) - self._base
+PATHS = {"literal": literal_forward, "ours": our_forward}
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * 4096
-
-
-def time_path(forward, model, batches, device, mode) -> dict:
-    """Mean images/s over ``batches`` after one warm-up batch, and peak memory."""
-    context = torch.inference_mode if mode == "inference" else torch.no_grad
+def _run(forward, model, images, descriptions) -> None:
+    context = torch.inference_mode if forward is our_forward else torch.no_grad
     with context():
-        forward(model, *batches[0])  # warm-up (and fills our prompt cache)
-        with PeakMemory(device) as memory:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+        forward(model, images, descriptions)
+    if images.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_paths(paths: dict, model, batches) -> dict[str, float]:
+    """Images/s of each path, timed batch by batch in alternation (A, B, A, B, ...) after a
+    warm-up of each, so a machine that gets busier or quieter affects both alike."""
+    seconds = dict.fromkeys(paths, 0.0)
+    for forward in paths.values():
+        _run(forward, model, *batches[0])  # warm-up (and fills our prompt cache)
+    for images, descriptions in batches[1:]:
+        for name, forward in paths.items():
             start = time.perf_counter()
-            for images, descriptions in batches:
-                forward(model, images, descriptions)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - start
-    n_images = sum(len(images) for images, _ in batches)
-    return {"images_per_s": n_images / seconds, "peak_mem_mb": memory.peak_bytes / 2**20, "seconds": seconds}
+            _run(forward, model, images, descriptions)
+            seconds[name] += time.perf_counter() - start
+    n_images = sum(len(images) for images, _ in batches[1:])
+    return {name: n_images / total for name, total in seconds.items()}
+
+
+def peak_memory_mb(path: str, args: argparse.Namespace, model=None, batch=None) -> float:
+    """Peak memory of one batch of ``path`` above the level before it.
+
+    CUDA: the allocator's peak, in this process. CPU: a fresh interpreter per path
+    (``--memory-of PATH``) builds the same seeded model and inputs and reports its peak
+    resident set above its size before the batch, so neither path inherits the other's heap.
+    """
+    if model is not None and batch is not None:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        _run(PATHS[path], model, *batch)
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    command = [sys.executable, __file__, "--memory-of", path, "--backbone", args.backbone,
+               "--batch-size", str(args.batch_size), "--device", "cpu", "--threads", str(torch.get_num_threads())]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def _measure_memory_here(path: str, model, batch) -> None:
+    """Print the peak RSS (MB) above the pre-batch level, sampled every millisecond."""
+    _run(PATHS[path], model, *batch)  # warm-up: our prompt cache, allocator pools
+    base_kb, peak_kb, done = _rss_kb(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak_kb[0] = max(peak_kb[0], _rss_kb())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _run(PATHS[path], model, *batch)
+    done.set()
+    sampler.join()
+    print(max(peak_kb[0] - base_kb, 0) / 1024)
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * 4096 // 1024
 
 
 def main() -> None:
@@ -127,6 +143,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=3, help="timed batches per path")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--memory-of", choices=sorted(PATHS), help=argparse.SUPPRESS)  # internal: one path's memory
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -143,6 +160,9 @@ def main() -> None:
          make_descriptions(args.batch_size, generator))
         for _ in range(args.batches + 1)
     ]  # fmt: skip
+    if args.memory_of:
+        _measure_memory_here(args.memory_of, model, batches[0])
+        return
 
     with torch.inference_mode():
         reference = literal_forward(model, *batches[0])
@@ -153,8 +173,12 @@ def main() -> None:
 
     tokens = model.tokenizer(batches[0][1])
     longest = int(tokens.argmax(dim=-1).max()) + 1
-    literal = time_path(literal_forward, model, batches[1:], device, mode="no_grad")
-    fast = time_path(our_forward, model, batches[1:], device, mode="inference")
+    speed = time_paths(PATHS, model, batches)
+    on_gpu = device.type == "cuda"
+    memory = {name: peak_memory_mb(name, args, model if on_gpu else None, batches[0] if on_gpu else None)
+              for name in PATHS}  # fmt: skip
+    literal = {"images_per_s": speed["literal"], "peak_mem_mb": memory["literal"]}
+    fast = {"images_per_s": speed["ours"], "peak_mem_mb": memory["ours"]}
     result = {
         "backbone": args.backbone, "device": str(device), "batch_size": args.batch_size,
         "torch_threads": torch.get_num_threads(), "max_abs_diff": max_diff,

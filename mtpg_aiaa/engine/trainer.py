@@ -1,0 +1,248 @@
+"""One training loop for both stages.
+
+A *task* (``stage1.PretrainTask`` / ``stage2.FinetuneTask``) supplies the dataset, the
+loss of a batch and the validation; the :class:`Trainer` owns everything else:
+accumulation, clipping, mixed precision, the schedule, validation cadence, checkpoints
+(``last.pt``, ``best.pt`` by ``val/srcc``), exact resume, logging, NaN and signal handling.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ..checkpoint import save_model
+from .checkpointing import save_training_state, unwrap
+from .loggers import MetricsLogger
+from .sampling import ResumableSampler
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the run stops and the last good checkpoint stays."""
+
+
+class Task(Protocol):
+    train_dataset: Dataset
+
+    def collate(self, samples: list) -> dict: ...
+    def training_step(self, model: nn.Module, batch: dict, device: torch.device) -> dict[str, torch.Tensor]: ...
+    def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]: ...
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 5
+    max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    batch_size: int = 16
+    accumulate: int = 1
+    clip_grad_norm: float | None = 1.0
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast on CUDA; fp32 master weights)
+    num_workers: int = 4
+    seed: int = 20240716
+    val_every: int = 0  # optimizer steps between validations; 0 = end of each epoch
+    save_every: int = 0  # optimizer steps between last.pt writes; 0 = with validation
+    log_every: int = 10
+    monitor: str = "val/srcc"
+    progress: bool = True
+
+
+class Trainer:
+    """Runs ``task`` on ``model`` with ``optimizer``/``scheduler``, writing into ``run_dir``."""
+
+    def __init__(self, model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, config: TrainerConfig, run_dir: str | Path,
+                 logger: MetricsLogger, run_config: dict, device: torch.device, rank: int = 0, world_size: int = 1):  # fmt: skip
+        self.model, self.task, self.optimizer, self.scheduler = model, task, optimizer, scheduler
+        self.cfg, self.run_dir, self.logger, self.run_config = config, Path(run_dir), logger, run_config
+        self.device, self.rank, self.world_size = device, rank, world_size
+        self.autocast_dtype = resolve_autocast(config.precision, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast_dtype == torch.float16)
+        self.sampler = ResumableSampler(len(task.train_dataset), seed=config.seed, rank=rank, world_size=world_size)
+        self.step = self.epoch = self.batch_in_epoch = 0
+        self.best_metric = -math.inf
+        self._stop_signal: int | None = None
+
+    # -- sizes -------------------------------------------------------------------------
+    @property
+    def steps_per_epoch(self) -> int:
+        micro_batches = self.sampler.per_rank // self.cfg.batch_size
+        steps = micro_batches // self.cfg.accumulate
+        if steps == 0:
+            raise ValueError(
+                f"an epoch of {self.sampler.per_rank} samples per rank gives no optimizer step at batch "
+                f"{self.cfg.batch_size} x accumulate {self.cfg.accumulate}"
+            )
+        return steps
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.max_steps or self.cfg.epochs * self.steps_per_epoch
+
+    # -- state -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": {k: v.detach().cpu() for k, v in unwrap(self.model).state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+            "best_metric": self.best_metric, "rng": torch.get_rng_state(), "config": self.run_config,
+        }  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.best_metric = state.get("best_metric", -math.inf)
+        if "rng" in state:
+            torch.set_rng_state(state["rng"])
+
+    def save(self, name: str) -> Path | None:
+        if self.rank != 0:
+            return None
+        return save_training_state(self.run_dir / name, self.state_dict())
+
+    # -- loop --------------------------------------------------------------------------
+    def fit(self) -> dict[str, float]:
+        """Train until ``total_steps``; returns the last validation metrics."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        previous_handlers = self._install_signal_handlers()
+        metrics: dict[str, float] = {}
+        try:
+            bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
+                       disable=not self.cfg.progress or self.rank != 0, dynamic_ncols=True)  # fmt: skip
+            with bar:
+                while self.step < self.total_steps and self._stop_signal is None:
+                    metrics = self._run_epoch(bar) or metrics
+            if self._stop_signal is not None:
+                self.save("last.pt")
+                log.warning("signal %d: wrote %s and stopped at step %d", self._stop_signal, self.run_dir / "last.pt", self.step)
+                return metrics
+            if not metrics or metrics.get("step") != self.step:
+                metrics = self._validate_and_save()
+        finally:
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+        return metrics
+
+    def _run_epoch(self, bar: tqdm) -> dict[str, float]:
+        cfg = self.cfg
+        self.sampler.set_epoch(self.epoch, skip=self.batch_in_epoch * cfg.batch_size)
+        set_epoch = getattr(self.task.train_dataset, "set_epoch", None)
+        if set_epoch:
+            set_epoch(self.epoch)
+        loader = DataLoader(self.task.train_dataset, batch_size=cfg.batch_size, sampler=self.sampler, drop_last=True,
+                            num_workers=cfg.num_workers, collate_fn=self.task.collate,
+                            pin_memory=self.device.type == "cuda", persistent_workers=False)  # fmt: skip
+        micro_batches_per_epoch = self.steps_per_epoch * cfg.accumulate
+        metrics: dict[str, float] = {}
+        self.model.train()
+        start, steps_this_epoch = time.perf_counter(), 0
+        for batch in loader:
+            if self.batch_in_epoch >= micro_batches_per_epoch:
+                break
+            losses = self._micro_step(batch)
+            self.batch_in_epoch += 1
+            if self.batch_in_epoch % cfg.accumulate:
+                continue
+            self._optimizer_step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+            steps_this_epoch += 1
+            if self.step % cfg.log_every == 0 or self.step == 1:
+                images_per_s = steps_this_epoch * cfg.batch_size * cfg.accumulate * self.world_size / max(time.perf_counter() - start, 1e-9)
+                self._log({f"train/{k}": v for k, v in losses.items()}
+                          | {"train/lr": self.scheduler.get_last_lr()[0], "train/images_per_s": images_per_s})  # fmt: skip
+            end_of_epoch = self.batch_in_epoch >= micro_batches_per_epoch
+            if end_of_epoch:
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            if (cfg.val_every and self.step % cfg.val_every == 0) or (not cfg.val_every and end_of_epoch) \
+                    or self.step >= self.total_steps:
+                metrics = self._validate_and_save()
+            elif cfg.save_every and self.step % cfg.save_every == 0:
+                self.save("last.pt")
+            if self.step >= self.total_steps or self._stop_signal is not None or end_of_epoch:
+                break
+        return metrics
+
+    def _micro_step(self, batch: dict) -> dict[str, float]:
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            losses = self.task.training_step(self.model, batch, self.device)
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            last = self.run_dir / "last.pt"
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at step {self.step} (epoch {self.epoch}, micro-batch {self.batch_in_epoch}); "
+                f"stopping. The last good checkpoint is {last if last.exists() else 'not written yet'}. "
+                "Lower the learning rate, enable gradient clipping or use bf16/fp32."
+            )
+        self.scaler.scale(loss / self.cfg.accumulate).backward()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def _optimizer_step(self) -> None:
+        if self.cfg.clip_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+
+    def _validate_and_save(self) -> dict[str, float]:
+        metrics = self.task.validate(self.model, self.device) if self.rank == 0 else {}
+        self.model.train()
+        metrics = {**metrics, "step": self.step, "epoch": self.epoch}
+        self._log(metrics)
+        value = metrics.get(self.cfg.monitor)
+        if value is not None and not math.isnan(value) and value > self.best_metric:
+            self.best_metric = value
+            self.save("best.pt")
+            if self.rank == 0 and hasattr(unwrap(self.model), "config"):
+                save_model(unwrap(self.model), self.run_dir / "best.safetensors")
+        self.save("last.pt")
+        return metrics
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        if self.rank == 0:
+            self.logger.log(metrics, step=self.step)
+
+    def _install_signal_handlers(self) -> dict:
+        """SIGTERM (cluster pre-emption) and SIGINT finish the current step, write last.pt, stop."""
+        previous = {}
+
+        def request_stop(signum, _frame):
+            self._stop_signal = signum
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                previous[signum] = signal.signal(signum, request_stop)
+            except ValueError:  # not the main thread: leave handlers alone
+                pass
+        return previous
+
+
+def resolve_autocast(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None: full fp32)."""
+    if precision == "fp32" or device.type != "cuda":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision in ("bf16", "fp16"):
+        return torch.bfloat16 if precision == "bf16" else torch.float16
+    raise ValueError(f"precision must be auto, fp32, bf16 or fp16; got {precision!r}")

@@ -1,0 +1,137 @@
+"""Training: real steps on a tiny model and generated images, exact resume, failure behaviour."""
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from mtpg_aiaa.engine import trainer as trainer_module
+from mtpg_aiaa.engine.checkpointing import load_training_state
+from mtpg_aiaa.engine.trainer import NonFiniteLossError
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from make_smoke_data import write_smoke_data  # noqa: E402
+from train import train  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> dict:
+    return write_smoke_data(tmp_path_factory.mktemp("smoke"), num_images=16, seed=2)
+
+
+def compose_train(smoke: dict, out: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("train", overrides=[
+            "model=tiny", "data=csv", f"data.train_csv={smoke['csv']}", f"data.val_csv={smoke['csv']}",
+            f"data.image_root={smoke['image_root']}", "debug=fast", "trainer.batch_size=4",
+            "sched.warmup_steps=1", "optim.backbone_lr=1e-4", "optim.head_lr=1e-3",
+            f"paths.output_root={out}", "run_name=run", *overrides,
+        ])  # fmt: skip
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_training_state(run_dir / "last.pt")["model"]
+
+
+def test_two_finetune_steps_write_checkpoints_and_history(smoke, tmp_path):
+    metrics = train(compose_train(smoke, tmp_path))
+    run = tmp_path / "train" / "run"
+    assert {"last.pt", "best.pt", "best.safetensors", "metrics.csv", "config.yaml"} <= {p.name for p in run.iterdir()}
+    state = load_training_state(run / "last.pt")
+    assert state["step"] == 2 and "val/srcc" in metrics
+    assert set(state) >= {"model", "optimizer", "scheduler", "scaler", "step", "epoch", "config"}
+    assert state["config"]["model"]["backbone"] == "LongCLIP-tiny"
+
+
+def test_resume_continues_exactly(smoke, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    train(compose_train(smoke, straight, "trainer.max_steps=4"))
+
+    resumed = tmp_path / "resumed"
+    original_step = trainer_module.Trainer._optimizer_step
+
+    def preempt_at_step_two(self):
+        original_step(self)
+        if self.step == 2:
+            self._stop_signal = signal.SIGTERM  # as a cluster's pre-emption would
+
+    monkeypatch.setattr(trainer_module.Trainer, "_optimizer_step", preempt_at_step_two)
+    train(compose_train(smoke, resumed, "trainer.max_steps=4"))
+    assert load_training_state(resumed / "train" / "run" / "last.pt")["step"] == 2
+    monkeypatch.setattr(trainer_module.Trainer, "_optimizer_step", original_step)
+    train(compose_train(smoke, resumed, "trainer.max_steps=4", "resume=auto"))
+
+    a, b = weights(straight / "train" / "run"), weights(resumed / "train" / "run")
+    assert load_training_state(resumed / "train" / "run" / "last.pt")["step"] == 4
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_frozen_backbone_is_unchanged_after_a_step(smoke, tmp_path):
+    from mtpg_aiaa.model import MTPGConfig, build_mtpg
+
+    train(compose_train(smoke, tmp_path, "model.freeze=frozen", "trainer.max_steps=1"))
+    trained = weights(tmp_path / "train" / "run")
+    torch.manual_seed(20240716)  # train() seeds with cfg.seed before building the model
+    initial = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny", fusion="token", prompts="clean",
+                                    extra={"fusion": {"num_heads": 4}})).state_dict()  # fmt: skip
+    for key, value in trained.items():
+        if key.startswith("backbone."):
+            assert torch.equal(value, initial[key]), key
+    assert not torch.equal(trained["fusion.mlp.weight"], initial["fusion.mlp.weight"])
+
+
+def test_last_n_policy_trains_only_the_last_blocks(smoke, tmp_path):
+    from mtpg_aiaa.engine.builders import build_training_model
+
+    cfg = compose_train(smoke, tmp_path, "model.freeze=last_n", "model.freeze_last_n=1")
+    model = build_training_model(cfg.model)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "backbone.visual.transformer.resblocks.1.attn.in_proj_weight" in trainable
+    assert "backbone.visual.transformer.resblocks.0.attn.in_proj_weight" not in trainable
+    assert "backbone.transformer.resblocks.1.mlp.c_fc.weight" in trainable
+    assert "backbone.token_embedding.weight" not in trainable and "fusion.mlp.weight" in trainable
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(smoke, tmp_path, monkeypatch):
+    from mtpg_aiaa.engine import stage2
+
+    original = stage2.FinetuneTask.training_step
+    calls = {"n": 0}
+
+    def poisoned(self, model, batch, device):
+        calls["n"] += 1
+        losses = original(self, model, batch, device)
+        if calls["n"] == 3:
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(stage2.FinetuneTask, "training_step", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 2.*last\.pt"):
+        train(compose_train(smoke, tmp_path, "trainer.max_steps=4", "trainer.save_every=1"))
+    assert load_training_state(tmp_path / "train" / "run" / "last.pt")["step"] == 2
+
+
+def test_failed_checkpoint_write_keeps_the_previous_one(smoke, tmp_path, monkeypatch):
+    train(compose_train(smoke, tmp_path))
+    last = tmp_path / "train" / "run" / "last.pt"
+    before = last.read_bytes()
+
+    def broken_save(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    from mtpg_aiaa.engine.checkpointing import save_training_state
+
+    with pytest.raises(OSError, match="disk full"):
+        save_training_state(last, load_training_state(last))
+    assert last.read_bytes() == before
+    assert [p.name for p in last.parent.iterdir() if p.name.endswith(".tmp")] == []

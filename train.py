@@ -1,0 +1,88 @@
+"""Train MTPG-AIAA: ``python train.py stage=pretrain`` or ``stage=finetune`` (see configs/train.yaml).
+
+``train(cfg)`` is a plain function (tests call it); ``main`` is the Hydra wrapper.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mtpg_aiaa.data import read_score_table
+from mtpg_aiaa.engine.builders import build_training_model
+from mtpg_aiaa.engine.checkpointing import load_training_state
+from mtpg_aiaa.engine.seeding import seed_everything
+from mtpg_aiaa.engine.stage2 import FinetuneTask
+from mtpg_aiaa.engine.trainer import Trainer, TrainerConfig
+from mtpg_aiaa.evaluation import resolve_device
+
+log = logging.getLogger("train")
+
+
+def build_task(cfg: DictConfig, model):
+    data = cfg.data
+    if not data.train_csv:
+        raise ValueError("data.train_csv is not set: pick a data group (data=baid data.root=...) or set data.train_csv")
+
+    def table(csv):
+        return read_score_table(csv, descriptions_csv=data.descriptions_csv, score_scale=data.score_scale,
+                                description_column=data.description_column,
+                                max_description_chars=data.max_description_chars)  # fmt: skip
+
+    return FinetuneTask(
+        model, table(data.train_csv), table(data.val_csv) if data.val_csv else None, data.image_root,
+        loss_weights=dict(cfg.stage.losses), level_sigma=cfg.stage.level_sigma,
+        eval_batch_size=cfg.trainer.eval_batch_size, num_workers=cfg.trainer.num_workers, seed=cfg.seed,
+        on_bad_image=data.on_bad_image, max_pixels=data.max_pixels, score_scale=data.score_scale,
+    )  # fmt: skip
+
+
+def resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
+    if cfg.resume == "never":
+        return None
+    if cfg.resume == "auto":
+        last = run_dir / "last.pt"
+        return last if last.is_file() else None
+    return Path(cfg.resume)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train as ``cfg`` says; returns the final validation metrics."""
+    run_dir = Path(cfg.paths.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    model = build_training_model(cfg.model, cfg.init_from).to(device)
+    task = build_task(cfg, model)
+    optimizer = instantiate(cfg.optim)(model)
+    trainer_cfg = TrainerConfig(**{k: v for k, v in cfg.trainer.items() if k in TrainerConfig.__dataclass_fields__},
+                                seed=cfg.seed)  # fmt: skip
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    logger = instantiate(cfg.logger)(run_dir=run_dir, **({"config": run_config} if "project" in cfg.logger else {}))
+    trainer = Trainer(model, task, optimizer, None, trainer_cfg, run_dir, logger, run_config, device)
+    trainer.scheduler = instantiate(cfg.sched)(optimizer, total_steps=trainer.total_steps)
+    checkpoint = resume_path(cfg, run_dir)
+    if checkpoint is not None:
+        trainer.load_state_dict(load_training_state(checkpoint))
+        log.info("resumed from %s at step %d (epoch %d)", checkpoint, trainer.step, trainer.epoch)
+    try:
+        metrics = trainer.fit()
+    finally:
+        logger.close()
+    log.info("done: %s", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
+    return metrics
+
+
+@hydra.main(config_path="configs", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    torch.set_float32_matmul_precision("high")
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()
