@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ class WandbLogger(MetricsLogger):
         self._wandb = wandb
         # The run id lives in the run dir, so a resumed or requeued job continues the same wandb run.
         id_file = self.run_dir / "wandb_run_id.txt"
-        run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
         id_file.write_text(run_id)
         self.run = wandb.init(project=project, entity=entity, name=name, mode=mode, config=config,
                               dir=str(self.run_dir), id=run_id, resume="allow")  # fmt: skip
