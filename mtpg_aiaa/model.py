@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone.longclip import LongCLIP, LongCLIPArch, get_arch, trim_text_tokens
+from .backbone.longclip import LongCLIP, LongCLIPArch, encode_text_by_length, get_arch, trim_text_tokens
 from .fusion.official import OfficialFusion, init_logit_scale
 from .fusion.token import NoFusion, TokenFusion
 from .prompts import expected_score, level_prompts
@@ -61,7 +61,7 @@ class MTPGAIAA(nn.Module):
     Args:
         backbone: a Long-CLIP model.
         config: the model's config (fusion and prompt set are read from it).
-        trim_text: cut description tokens after the batch's longest EOT (exact; faster).
+        trim_text: skip the padding after each description's EOT (exact; faster).
     """
 
     def __init__(self, backbone: LongCLIP, config: MTPGConfig, trim_text: bool = True):
@@ -91,10 +91,13 @@ class MTPGAIAA(nn.Module):
         return F.normalize(self.backbone.encode_image(images.to(dtype)).float(), dim=-1)
 
     def encode_texts(self, tokens: torch.Tensor) -> torch.Tensor:
-        """l2-normalised fp32 text features ``[N, L] -> [N, D]``."""
-        if self.trim_text:
-            tokens = trim_text_tokens(tokens)
-        return F.normalize(self.backbone.encode_text(tokens).float(), dim=-1)
+        """l2-normalised fp32 text features ``[N, L] -> [N, D]``.
+
+        With ``trim_text`` rows are encoded in groups of similar length, each cut after
+        its longest EOT (exact; see ``encode_text_by_length``); otherwise at full length.
+        """
+        features = encode_text_by_length(self.backbone, tokens) if self.trim_text else self.backbone.encode_text(tokens)
+        return F.normalize(features.float(), dim=-1)
 
     def prompt_features(self) -> torch.Tensor:
         """Level prompt features ``[5, D]``, computed once per set of text-tower weights.

@@ -370,3 +370,17 @@ def test_error_mismatched_positional_tables(tmp_path):
     with pytest.raises(CheckpointError, match="positional_embedding_res") as info:
         load_longclip(path)
     assert "bad_res.pt" in str(info.value)
+
+
+def test_encode_text_by_length_equals_full_length_encoding():
+    from mtpg_aiaa.backbone.longclip import encode_text_by_length
+    from mtpg_aiaa.tokenizer import get_tokenizer
+
+    torch.manual_seed(0)
+    model = create_longclip("LongCLIP-tiny").eval()
+    texts = [" ".join(["word"] * n) for n in (3, 120, 7, 60, 1, 200, 33, 90, 12, 5, 150)]
+    tokens = get_tokenizer()(texts)
+    with torch.no_grad():
+        grouped = encode_text_by_length(model, tokens, group_size=3)
+        full = model.encode_text(tokens)
+    torch.testing.assert_close(grouped, full, atol=1e-5, rtol=0)

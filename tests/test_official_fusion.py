@@ -158,11 +158,11 @@ def test_batch_of_one_matches_reference(model, batch):
 
 # -- prompt feature cache ----------------------------------------------------------------
 class _CountPromptEncodes:
-    """Wraps ``backbone.encode_text`` and counts the calls made with the prompt tokens."""
+    """Wraps ``model.encode_texts`` and counts the calls made with the prompt tokens."""
 
     def __init__(self, model):
         self.model = model
-        self.original = model.backbone.encode_text
+        self.original = model.encode_texts
         self.prompt_calls = 0
         self.all_calls = 0
 
@@ -178,7 +178,7 @@ class _CountPromptEncodes:
 def counted():
     model = _model(seed=1)
     counter = _CountPromptEncodes(model)
-    model.backbone.encode_text = counter  # instance attribute shadows the method
+    model.encode_texts = counter  # instance attribute shadows the method
     return model, counter
 
 

@@ -156,6 +156,27 @@ def trim_text_tokens(tokens: torch.Tensor) -> torch.Tensor:
     return tokens[:, :longest]
 
 
+def encode_text_by_length(model: LongCLIP, tokens: torch.Tensor, group_size: int = 4) -> torch.Tensor:
+    """``model.encode_text`` with rows grouped by length, each group cut to its own longest.
+
+    Exact for the same reason as ``trim_text_tokens`` (rows never see each other, and
+    nothing after a row's EOT reaches its pooled state), but a batch of descriptions
+    of mixed length skips most padding instead of only the tail shared by every row.
+    Returns ``[N, D]`` in the input order.
+    """
+    if tokens.shape[0] <= group_size:
+        return model.encode_text(trim_text_tokens(tokens))
+    lengths = tokens.argmax(dim=-1) + 1
+    order = lengths.argsort()
+    features = None
+    for rows in order.split(group_size):
+        chunk = model.encode_text(tokens[rows, : int(lengths[rows].max())])
+        if features is None:
+            features = chunk.new_empty(tokens.shape[0], chunk.shape[1])
+        features[rows] = chunk
+    return features
+
+
 def create_longclip(name_or_arch: str | LongCLIPArch) -> LongCLIP:
     """A randomly initialised Long-CLIP from a registered name or an architecture."""
     arch = get_arch(name_or_arch) if isinstance(name_or_arch, str) else copy.copy(name_or_arch)
