@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from mtpg_aiaa.checkpoint import is_official_checkpoint, load_model
 from mtpg_aiaa.data import AestheticsDataset, collate_samples, read_score_table
+from mtpg_aiaa.data.toy import ensure_dataset
 from mtpg_aiaa.evaluation import predict, resolve_device, write_predictions
 from mtpg_aiaa.metrics import compute_metrics, format_metrics_table
 from mtpg_aiaa.plots import save_scatter_plot
@@ -38,6 +39,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict:
         model.set_prompts(cfg.eval.prompts)
     preprocess = cfg.eval.preprocess or model.config.preprocess
     data = cfg.data
+    ensure_dataset(data)
     table = read_score_table(
         data.csv,
         descriptions_csv=data.descriptions_csv,

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mtpg_aiaa.data import read_score_table
+from mtpg_aiaa.data.toy import ensure_dataset
 from mtpg_aiaa.engine.builders import build_training_model
 from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.seeding import seed_everything
@@ -25,6 +26,7 @@ log = logging.getLogger("train")
 
 def build_task(cfg: DictConfig, model):
     data = cfg.data
+    ensure_dataset(data)
     if not data.train_csv:
         raise ValueError("data.train_csv is not set: pick a data group (data=baid data.root=...) or set data.train_csv")
 

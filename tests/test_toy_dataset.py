@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -148,3 +149,20 @@ def test_sample_is_deterministic_and_size_independent():
     assert small.image.dtype == np.uint8
     assert np.array_equal(small.image, again.image)
     assert (small.factors, small.score, small.description) == (large.factors, large.score, large.description)
+
+
+def test_data_toy_group_builds_the_set_on_first_use(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from mtpg_aiaa.data.toy import ensure_dataset
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        cfg = compose("train", overrides=["data=toy", f"data.root={tmp_path / 'toy'}", "data.build.num_images=30",
+                                          "data.build.workers=1"])  # fmt: skip
+    ensure_dataset(cfg.data)
+    table = read_score_table(cfg.data.train_csv)
+    assert len(table) == 24 and (Path(cfg.data.image_root) / table["image"][0]).is_file()
+    stamp = (tmp_path / "toy" / ".complete").stat().st_mtime_ns
+    ensure_dataset(cfg.data)
+    assert (tmp_path / "toy" / ".complete").stat().st_mtime_ns == stamp

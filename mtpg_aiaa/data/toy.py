@@ -335,3 +335,11 @@ def make_toy_dataset(root, num_images: int = 3000, image_size: int = 96, seed: i
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return _summary(root, params, built=True)
+
+
+def ensure_dataset(data_cfg) -> None:
+    """Build the toy set a data config describes (``data=toy``: a ``build`` entry) if it is
+    not there yet; other data configs are left alone."""
+    build = data_cfg.get("build") if hasattr(data_cfg, "get") else None
+    if build:
+        make_toy_dataset(data_cfg.root, **dict(build))
