@@ -6,7 +6,6 @@ the loop offers both the authors' test protocol (consecutive batches in CSV orde
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .model import MTPGAIAA
-from .prompts import LEVELS
+from .prompts import LEVELS, expected_score
 
 BATCHINGS = ("batch", "per_image")
 
@@ -86,8 +85,6 @@ def predict(
 
 
 def _batch_rows(batch: dict, probs: torch.Tensor) -> pd.DataFrame:
-    from .prompts import expected_score
-
     frame = pd.DataFrame(
         {
             "index": batch["index"].tolist(),
@@ -118,10 +115,3 @@ def write_predictions(predictions: Predictions, output_dir: Path, score_scale: f
     if predictions.skipped:
         pd.DataFrame(predictions.skipped).to_csv(output_dir / "skipped.csv", index=False)
     return path
-
-
-def autocast_context(device: torch.device, enabled: bool):
-    """fp16 autocast on CUDA when ``enabled``; a no-op elsewhere."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
