@@ -61,7 +61,7 @@ def is_official_layout(state_dict: Mapping[str, torch.Tensor]) -> bool:
 def official_to_ours(state_dict: Mapping[str, torch.Tensor], source: str) -> tuple[MTPGConfig, dict]:
     """Map a released state dict onto :class:`MTPGAIAA` keys; returns its config too."""
     backbone = to_longclip_state_dict(strip_prefix(state_dict, _OFFICIAL_BACKBONE_PREFIX), source)
-    arch = infer_arch(backbone, source)
+    arch = infer_arch(backbone, source, key_prefix=_OFFICIAL_BACKBONE_PREFIX)
     mapped = {f"backbone.{k}": v for k, v in backbone.items()}
     for key, value in state_dict.items():
         if key.startswith(_OFFICIAL_BACKBONE_PREFIX):
@@ -96,7 +96,14 @@ def load_official_checkpoint(
             f"{path} is not in the released MTPG-AIAA layout (expected 'model.visual.conv1.weight' and 'fc1.weight')"
         )
     config, mapped = official_to_ours(state_dict, str(path))
-    return _instantiate(config, mapped, str(path), device, backbone_precision)
+    return _instantiate(config, mapped, str(path), device, backbone_precision, file_key=official_key)
+
+
+def official_key(key: str) -> str:
+    """The released file's name for one of our keys (``backbone.x`` -> ``model.x``, ``fusion.x`` -> ``x``)."""
+    if key.startswith("backbone."):
+        return _OFFICIAL_BACKBONE_PREFIX + key.removeprefix("backbone.")
+    return key.removeprefix("fusion.")
 
 
 def save_official_checkpoint(model: MTPGAIAA, path: str | Path) -> Path:
@@ -143,10 +150,12 @@ def is_official_checkpoint(path: str | Path) -> bool:
 
 
 def _instantiate(
-    config: MTPGConfig, state_dict: Mapping[str, torch.Tensor], source: str, device, backbone_precision: str
+    config: MTPGConfig, state_dict: Mapping[str, torch.Tensor], source: str, device, backbone_precision: str,
+    file_key: Callable[[str], str] = lambda key: key,
 ) -> MTPGAIAA:
     model = build_mtpg(config, LongCLIP(config.arch()))
-    load_state_dict_strict(model, {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}, source)
+    floats = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+    load_state_dict_strict(model, floats, source, file_key)
     if backbone_precision == "fp16":
         cast_like_upstream(model.backbone)
     elif backbone_precision != "fp32":

@@ -130,7 +130,8 @@ def test_official_missing_key(tmp_path, official_file, key):
         load_official_checkpoint(path)
     message = str(info.value)
     assert "broken.pt" in message
-    assert key.removeprefix("model.") in message
+    # named as the file names it: an architecture key, or one the strict load misses
+    assert f"'{key}' is missing" in message or f"missing: {key}" in message, message
 
 
 @pytest.mark.parametrize("key, shape", [("fc1.weight", (64, 64)), ("exband2.weight", (64, 64)), ("fc4.bias", (32,))])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -65,8 +65,11 @@ def _is_torchscript_archive(path: Path) -> bool:
         return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
-def infer_arch(state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> LongCLIPArch:
-    """Read the architecture from tensor shapes, as the upstream Long-CLIP loader does."""
+def infer_arch(state_dict: Mapping[str, torch.Tensor], source: str = "state dict", key_prefix: str = "") -> LongCLIPArch:
+    """Read the architecture from tensor shapes, as the upstream Long-CLIP loader does.
+
+    ``key_prefix`` is how the file prefixes these keys (``model.`` in MTPG files), for errors.
+    """
     try:
         conv = state_dict["visual.conv1.weight"]
         vision_layers = sum(
@@ -87,7 +90,7 @@ def infer_arch(state_dict: Mapping[str, torch.Tensor], source: str = "state dict
         )
     except KeyError as missing:
         raise CheckpointError(
-            f"{source} is not a CLIP ViT state dict: key {missing} is missing"
+            f"{source} is not a CLIP ViT state dict: key '{key_prefix}{missing.args[0]}' is missing"
         ) from None
 
 
@@ -152,13 +155,19 @@ def to_release_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
     return out
 
 
-def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` with an error that lists missing, unexpected and mis-shaped keys."""
+def load_state_dict_strict(
+    model: torch.nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    source: str,
+    file_key: Callable[[str], str] = lambda key: key,
+) -> None:
+    """``load_state_dict(strict=True)`` with an error that lists missing, unexpected and
+    mis-shaped keys, each named as the file names it (``file_key`` maps model -> file key)."""
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
+    missing = sorted(file_key(k) for k in set(expected) - set(state_dict))
+    unexpected = sorted(file_key(k) for k in set(state_dict) - set(expected))
     mis_shaped = [
-        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        f"{file_key(k)}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
         for k in expected
         if k in state_dict and state_dict[k].shape != expected[k].shape
     ]
