@@ -12,35 +12,27 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mtpg_aiaa.data import read_score_table
 from mtpg_aiaa.data.toy import ensure_dataset
 from mtpg_aiaa.engine.builders import build_training_model
 from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.seeding import seed_everything
-from mtpg_aiaa.engine.stage2 import FinetuneTask
+from mtpg_aiaa.engine.stage1 import build_pretrain_task
+from mtpg_aiaa.engine.stage2 import build_finetune_task
 from mtpg_aiaa.engine.trainer import Trainer, TrainerConfig
 from mtpg_aiaa.evaluation import resolve_device
 
 log = logging.getLogger("train")
 
 
+TASK_BUILDERS = {"pretrain": build_pretrain_task, "finetune": build_finetune_task}
+
+
 def build_task(cfg: DictConfig, model):
-    data = cfg.data
-    ensure_dataset(data)
-    if not data.train_csv:
-        raise ValueError("data.train_csv is not set: pick a data group (data=baid data.root=...) or set data.train_csv")
-
-    def table(csv):
-        return read_score_table(csv, descriptions_csv=data.descriptions_csv, score_scale=data.score_scale,
-                                description_column=data.description_column,
-                                max_description_chars=data.max_description_chars)  # fmt: skip
-
-    return FinetuneTask(
-        model, table(data.train_csv), table(data.val_csv) if data.val_csv else None, data.image_root,
-        loss_weights=dict(cfg.stage.losses), level_sigma=cfg.stage.level_sigma,
-        eval_batch_size=cfg.trainer.eval_batch_size, num_workers=cfg.trainer.num_workers, seed=cfg.seed,
-        on_bad_image=data.on_bad_image, max_pixels=data.max_pixels, score_scale=data.score_scale,
-    )  # fmt: skip
+    """The task of ``cfg.stage.name``; ``data=toy`` builds its images first if needed."""
+    ensure_dataset(cfg.data)
+    if cfg.stage.name not in TASK_BUILDERS:
+        raise ValueError(f"stage.name={cfg.stage.name!r}; choose from {sorted(TASK_BUILDERS)}")
+    return TASK_BUILDERS[cfg.stage.name](cfg, model)
 
 
 def resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:

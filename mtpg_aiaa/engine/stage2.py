@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
+from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..data import AestheticsDataset, collate_samples
+from ..data import AestheticsDataset, collate_samples, read_score_table
 from ..evaluation import predict
 from ..losses import score_losses
 from ..metrics import compute_metrics
@@ -61,3 +62,28 @@ class FinetuneTask:
         table = predictions.table
         metrics = compute_metrics(table["pred"].to_numpy(), table["target"].to_numpy(), threshold=0.5, n_bootstrap=0)
         return {f"val/{k}": float(v) for k, v in metrics.items()}
+
+
+def read_split_tables(data: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The training and (optional) validation tables named by a ``data`` config group."""
+    if not data.train_csv:
+        raise ValueError("data.train_csv is not set: pick a data group (data=baid data.root=...) or set data.train_csv")
+
+    def table(csv):
+        return read_score_table(csv, descriptions_csv=data.descriptions_csv, score_scale=data.score_scale,
+                                description_column=data.description_column,
+                                max_description_chars=data.max_description_chars)  # fmt: skip
+
+    return table(data.train_csv), (table(data.val_csv) if data.val_csv else None)
+
+
+def build_finetune_task(cfg: DictConfig, model: nn.Module) -> FinetuneTask:
+    """Stage 2's task from the composed training config (``stage=finetune``)."""
+    data = cfg.data
+    train_table, val_table = read_split_tables(data)
+    return FinetuneTask(
+        model, train_table, val_table, data.image_root,
+        loss_weights=dict(cfg.stage.losses), level_sigma=cfg.stage.level_sigma,
+        eval_batch_size=cfg.trainer.eval_batch_size, num_workers=cfg.trainer.num_workers, seed=cfg.seed,
+        on_bad_image=data.on_bad_image, max_pixels=data.max_pixels, score_scale=data.score_scale,
+    )  # fmt: skip
