@@ -20,6 +20,7 @@ from mtpg_aiaa.engine.stage1 import build_pretrain_task
 from mtpg_aiaa.engine.stage2 import build_finetune_task
 from mtpg_aiaa.engine.trainer import Trainer, TrainerConfig
 from mtpg_aiaa.evaluation import resolve_device
+from mtpg_aiaa.plots import save_training_curves
 
 log = logging.getLogger("train")
 
@@ -68,6 +69,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics = trainer.fit()
     finally:
         logger.close()
+        save_training_curves(logger.history, run_dir / "curves.png", title=f"{cfg.stage.name}: {run_dir.name}")
     log.info("done: %s", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
     return metrics
 

@@ -14,6 +14,7 @@ from torch import nn
 from .backbone.longclip import LongCLIP, LongCLIPArch, encode_text_by_length, get_arch, trim_text_tokens
 from .fusion.official import OfficialFusion, init_logit_scale
 from .fusion.token import NoFusion, TokenFusion
+from .prompt_context import LearnablePromptContext
 from .prompts import expected_score, level_prompts
 from .tokenizer import get_tokenizer
 
@@ -31,12 +32,18 @@ class MTPGConfig:
             tokens) or ``none`` (image only, the ablation).
         prompts: ``official`` (the literal released strings) or ``clean``.
         preprocess: ``official`` (ImageNet statistics, 224x224 squash) or ``clip``.
+        prompt_context: ``0`` for the fixed prompts; ``n > 0`` learns ``n`` context
+            vectors in place of the prompts' opening words (CoOp, ours; see
+            ``prompt_context.py``).
+        prompt_context_per_level: one learned context per level instead of a shared one.
     """
 
     backbone: str | dict = "LongCLIP-L-14"
     fusion: str = "official"
     prompts: str = "official"
     preprocess: str = "official"
+    prompt_context: int = 0
+    prompt_context_per_level: bool = False
     extra: dict = field(default_factory=dict)
 
     def arch(self) -> LongCLIPArch:
@@ -75,10 +82,17 @@ class MTPGAIAA(nn.Module):
         self.trim_text = trim_text
         self.tokenizer = get_tokenizer(backbone.context_length)
         self.register_buffer("prompt_tokens", self.tokenizer(level_prompts(config.prompts)), persistent=False)
+        self.prompt_context = (
+            LearnablePromptContext(backbone.token_embedding, self.tokenizer, config.prompt_context,
+                                   config.prompt_context_per_level)
+            if config.prompt_context else None
+        )  # fmt: skip
         self._prompt_cache: tuple[tuple, torch.Tensor] | None = None
 
     def set_prompts(self, prompt_set: str) -> None:
         """Switch the level prompt strings (``official`` or ``clean``); features are recomputed."""
+        if self.prompt_context is not None:
+            raise ValueError("this model learns its prompt context; the fixed prompt strings are not used")
         tokens = self.tokenizer(level_prompts(prompt_set)).to(self.prompt_tokens.device)
         self.prompt_tokens = tokens
         self.config.prompts = prompt_set
@@ -108,39 +122,56 @@ class MTPGAIAA(nn.Module):
         """
         text_params = self._text_parameters()
         if torch.is_grad_enabled() and any(p.requires_grad for p in text_params):
-            return self.encode_texts(self.prompt_tokens)
+            return self._encode_prompts()
         key = tuple((p.data_ptr(), p._version, p.dtype) for p in text_params)
         if self._prompt_cache is None or self._prompt_cache[0] != key:
             # A normal (not inference-mode) tensor, so a cache filled during evaluation
             # under inference_mode stays usable when training resumes.
             with torch.inference_mode(False), torch.no_grad():
-                self._prompt_cache = (key, self.encode_texts(self.prompt_tokens))
+                self._prompt_cache = (key, self._encode_prompts())
         return self._prompt_cache[1]
+
+    def _encode_prompts(self) -> torch.Tensor:
+        if self.prompt_context is None:
+            return self.encode_texts(self.prompt_tokens)
+        embeddings, eot_positions = self.prompt_context.embeddings(self.backbone.token_embedding)
+        return F.normalize(self.backbone.encode_text_embeddings(embeddings, eot_positions).float(), dim=-1)
 
     def _text_parameters(self) -> list[nn.Parameter]:
         b = self.backbone
+        context = list(self.prompt_context.parameters()) if self.prompt_context is not None else []
         return [b.token_embedding.weight, b.positional_embedding, b.text_projection,
-                *b.transformer.parameters(), *b.ln_final.parameters()]  # fmt: skip
+                *b.transformer.parameters(), *b.ln_final.parameters(), *context]  # fmt: skip
 
     # -- scoring ----------------------------------------------------------------
     def encode(self, images: torch.Tensor, description_tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """Everything the fusion reads, in fp32: ``image``/``text`` ``[B, D]`` l2-normalised,
         and for ``fusion=token`` also ``image_tokens [B, N, D]``, ``text_tokens [B, L, D]``
         and ``text_padding [B, L]`` (True after each description's EOT)."""
-        if not getattr(self.fusion, "uses_text", True):
-            return {"image": self.encode_images(images)}
+        return {**self.encode_image_side(images), **self.encode_text_side(description_tokens)}
+
+    def encode_image_side(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The image half of ``encode``: ``image`` (and ``image_tokens`` for ``fusion=token``)."""
         if not self.fusion.needs_tokens:
-            return {"image": self.encode_images(images), "text": self.encode_texts(description_tokens)}
-        if self.trim_text:
-            description_tokens = trim_text_tokens(description_tokens)
+            return {"image": self.encode_images(images)}
         dtype = self.backbone.visual.conv1.weight.dtype
         image, image_tokens = self.backbone.encode_image_with_tokens(images.to(dtype))
+        return {"image": F.normalize(image.float(), dim=-1), "image_tokens": image_tokens.float()}
+
+    def encode_text_side(self, description_tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The description half of ``encode``: ``text`` (and ``text_tokens``, ``text_padding``
+        for ``fusion=token``); nothing for the image-only ablation. Encoding it once and
+        repeating it lets several views of one painting share a description pass."""
+        if not getattr(self.fusion, "uses_text", True):
+            return {}
+        if not self.fusion.needs_tokens:
+            return {"text": self.encode_texts(description_tokens)}
+        if self.trim_text:
+            description_tokens = trim_text_tokens(description_tokens)
         text, text_tokens = self.backbone.encode_text_with_tokens(description_tokens)
         positions = torch.arange(description_tokens.shape[1], device=description_tokens.device)
         return {
-            "image": F.normalize(image.float(), dim=-1),
             "text": F.normalize(text.float(), dim=-1),
-            "image_tokens": image_tokens.float(),
             "text_tokens": text_tokens.float(),
             "text_padding": positions[None, :] > description_tokens.argmax(dim=-1, keepdim=True),
         }

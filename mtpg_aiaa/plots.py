@@ -93,7 +93,57 @@ def save_scatter_plot(
             fontsize=7, family="monospace", bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8},
         )
     fig.tight_layout()
+    return _save_png(fig, path)
 
+
+def save_training_curves(history: list[dict], path, title: str = "") -> Path | None:
+    """Plot a run's history (rows of ``metrics.jsonl``): training loss terms and learning
+    rate against the optimizer step, and validation SRCC/PLCC. Returns None when the
+    history holds nothing to plot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    train_keys = sorted({k for row in history for k in row if k.startswith("train/") and k not in _NOT_LOSSES})
+    val_keys = [k for k in ("val/srcc", "val/plcc") if any(k in row for row in history)]
+    if not train_keys and not val_keys:
+        return None
+
+    def series(key):
+        rows = [row for row in history if row.get(key) is not None]
+        return [row["step"] for row in rows], [row[key] for row in rows]
+
+    fig = Figure(figsize=(9, 3.6), dpi=110)
+    FigureCanvasAgg(fig)
+    loss_ax, val_ax = fig.subplots(1, 2)
+    for key in train_keys:
+        loss_ax.plot(*series(key), linewidth=1.6 if key == "train/loss" else 0.9, label=key.removeprefix("train/"))
+    loss_ax.set_xlabel("optimizer step")
+    loss_ax.set_ylabel("training loss")
+    if train_keys:
+        loss_ax.legend(fontsize=7, frameon=False)
+    lr_ax = loss_ax.twinx()
+    lr_ax.plot(*series("train/lr"), color="0.6", linewidth=0.8, linestyle=":")
+    lr_ax.set_ylabel("learning rate (dotted)", color="0.4")
+    for key in val_keys:
+        val_ax.plot(*series(key), marker="o", markersize=3, label=key)
+    val_ax.set_xlabel("optimizer step")
+    val_ax.set_ylabel("validation")
+    if val_keys:
+        val_ax.legend(fontsize=7, frameon=False)
+    else:
+        val_ax.text(0.5, 0.5, "no validation yet", ha="center", va="center", transform=val_ax.transAxes)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save_png(fig, Path(path))
+
+
+# Logged under train/ but not losses: drawn separately or not at all.
+_NOT_LOSSES = {"train/lr", "train/images_per_s"}
+
+
+def _save_png(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     # A unique name in the same folder (same filesystem, so os.replace is atomic);
     # opened normally rather than via mkstemp so the PNG gets umask permissions, not 0600.
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"

@@ -65,3 +65,18 @@ def test_paper_defaults():
     cfg = compose_train()
     assert cfg.model.backbone == "LongCLIP-L-14" and cfg.seed == 20240716
     assert cfg.trainer.epochs == 5 and cfg.trainer.batch_size == 16 and cfg.optim.backbone_lr == 5e-6
+
+
+@pytest.mark.parametrize("experiment", group_options("experiment"))
+def test_experiments_compose_and_resolve(experiment):
+    cfg = compose_train(f"experiment={experiment}")
+    OmegaConf.to_container(cfg, resolve=True)
+    assert cfg.stage.name in group_options("stage")
+
+
+def test_quickstart_chains_the_stages():
+    pretrain, finetune = compose_train("experiment=quickstart_pretrain"), compose_train("experiment=quickstart")
+    assert (pretrain.stage.name, finetune.stage.name) == ("pretrain", "finetune")
+    assert pretrain.init_from is None
+    assert finetune.init_from == f"{finetune.paths.output_root}/train/{pretrain.run_name}"
+    assert pretrain.model.backbone == finetune.model.backbone == "LongCLIP-toy"

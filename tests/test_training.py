@@ -43,7 +43,7 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
 def test_two_finetune_steps_write_checkpoints_and_history(smoke, tmp_path):
     metrics = train(compose_train(smoke, tmp_path))
     run = tmp_path / "train" / "run"
-    assert {"last.pt", "best.pt", "best.safetensors", "metrics.csv", "config.yaml"} <= {p.name for p in run.iterdir()}
+    assert {"last.pt", "best.pt", "best.safetensors", "metrics.csv", "config.yaml", "curves.png"} <= {p.name for p in run.iterdir()}
     state = load_training_state(run / "last.pt")
     assert state["step"] == 2 and "val/srcc" in metrics
     assert set(state) >= {"model", "optimizer", "scheduler", "scaler", "step", "epoch", "config"}
@@ -135,3 +135,40 @@ def test_failed_checkpoint_write_keeps_the_previous_one(smoke, tmp_path, monkeyp
         save_training_state(last, load_training_state(last))
     assert last.read_bytes() == before
     assert [p.name for p in last.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+class _CountingTask:
+    """A least-squares task whose second micro-batch arrives with every image skipped."""
+
+    def __init__(self):
+        self.train_dataset = torch.utils.data.TensorDataset(torch.randn(8, 3))
+
+    def collate(self, samples):
+        batch = {"x": torch.stack([s[0] for s in samples]), "index": torch.arange(len(samples))}
+        return batch
+
+    def training_step(self, model, batch, device):
+        loss = model(batch["x"]).pow(2).mean()
+        return {"loss": loss}
+
+    def validate(self, model, device):
+        return {}
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # the skipped step, on purpose
+def test_a_micro_batch_of_only_skipped_images_adds_no_gradient(tmp_path):
+    from mtpg_aiaa.engine.loggers import MetricsLogger
+    from mtpg_aiaa.engine.trainer import Trainer, TrainerConfig
+
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    trainer = Trainer(model, _CountingTask(), optimizer, scheduler, TrainerConfig(batch_size=4, num_workers=0),
+                      tmp_path, MetricsLogger(tmp_path), {}, torch.device("cpu"))  # fmt: skip
+    before = [p.detach().clone() for p in model.parameters()]
+    assert trainer._micro_step({"index": torch.empty(0, dtype=torch.long), "skipped": []}) == {}
+    trainer._optimizer_step()  # nothing to apply: weights unchanged, the schedule advances
+    assert trainer.step == 1 and all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    losses = trainer._micro_step({"x": torch.randn(4, 3), "index": torch.arange(4)})
+    trainer._optimizer_step()
+    assert "loss" in losses and not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))

@@ -134,14 +134,27 @@ class LongCLIP(CLIP):
 
     def encode_text_tokens(self, text: torch.Tensor) -> torch.Tensor:
         """Per-token text states after ``ln_final``, ``[N, L, text_width]`` (not projected)."""
-        length = text.shape[1]
+        return self.text_states(self.token_embedding(text))
+
+    def text_states(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Per-token states after ``ln_final`` from token embeddings ``[N, L, text_width]``.
+
+        The entry point for learnable prompt context (CoOp), whose tokens are vectors
+        rather than vocabulary ids.
+        """
+        length = embeddings.shape[1]
         if length > self.context_length:
             raise ValueError(f"text has {length} tokens; this model reads at most {self.context_length}")
         cast_dtype = self.transformer.get_cast_dtype()
-        x = self.token_embedding(text).to(cast_dtype)
-        x = x + self.positional_embedding[:length].to(cast_dtype)
+        x = embeddings.to(cast_dtype) + self.positional_embedding[:length].to(cast_dtype)
         x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
         return self.ln_final(x)
+
+    def encode_text_embeddings(self, embeddings: torch.Tensor, eot_positions: torch.Tensor) -> torch.Tensor:
+        """Text features ``[N, embed_dim]`` from token embeddings ``[N, L, text_width]``,
+        pooled at ``eot_positions [N]`` (as ``encode_text`` pools at the EOT id)."""
+        x = self.text_states(embeddings)
+        return x[torch.arange(x.shape[0], device=x.device), eot_positions] @ self.text_projection
 
 
 def trim_text_tokens(tokens: torch.Tensor) -> torch.Tensor:

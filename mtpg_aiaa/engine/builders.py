@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 def model_config_from(cfg: DictConfig) -> MTPGConfig:
     extra = {"fusion": {"num_heads": int(cfg.fusion_heads)}} if cfg.fusion == "token" else {}
-    return MTPGConfig(backbone=cfg.backbone, fusion=cfg.fusion, prompts=cfg.prompts, preprocess=cfg.preprocess, extra=extra)
+    return MTPGConfig(backbone=cfg.backbone, fusion=cfg.fusion, prompts=cfg.prompts, preprocess=cfg.preprocess,
+                      prompt_context=int(cfg.get("prompt_context", 0)),
+                      prompt_context_per_level=bool(cfg.get("prompt_context_per_level", False)), extra=extra)  # fmt: skip
 
 
 def build_training_model(cfg: DictConfig, init_from: str | None = None) -> MTPGAIAA:

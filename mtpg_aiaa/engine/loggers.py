@@ -31,6 +31,11 @@ class MetricsLogger:
             writer.writeheader()
             writer.writerows(self._rows)
 
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Every row logged so far, a resumed run's earlier rows included."""
+        return list(self._rows)
+
     def close(self) -> None:
         pass
 

@@ -1,5 +1,13 @@
-"""Stage 2: fusion + aesthetic-level prompt learning on scored, described images."""
+"""Stage 2: fusion + aesthetic-level prompt learning on scored, described images.
+
+With a frozen backbone the task can train on cached features (``stage.feature_cache``,
+``mtpg_aiaa/feature_cache.py``, docs/feature_cache.md): the same losses, computed from
+``model.score_features`` instead of images.
+"""
 from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -9,11 +17,51 @@ from torch.utils.data import DataLoader
 
 from ..data import AestheticsDataset, collate_samples, read_score_table
 from ..evaluation import predict
+from ..feature_cache import (
+    BuildReport,
+    CachedFeatureDataset,
+    FeatureCache,
+    collate_features,
+    predict_features,
+    trainable_encode_parameters,
+)
 from ..losses import score_losses
 from ..metrics import compute_metrics
 from ..transforms import build_transform
 from .checkpointing import unwrap
 from .seeding import PerSampleSeeded
+from .trainer import resolve_autocast
+
+log = logging.getLogger(__name__)
+CACHE_SWITCHES = {"auto": "auto", True: True, "true": True, False: False, "false": False}
+
+
+@dataclass
+class FeatureCacheOptions:
+    """``stage.feature_cache``: ``enabled`` is ``auto`` (on exactly when no trainable
+    parameter reaches ``encode``), ``true`` (on; an error if one does) or ``false``;
+    ``dir`` the cache root; ``dtype`` ``float32`` (exact) or ``float16`` (half the disk)."""
+
+    enabled: str | bool = "auto"
+    dir: str = "outputs/feature_cache"
+    dtype: str = "float32"
+
+
+def resolve_feature_cache(enabled: str | bool, model: nn.Module) -> bool:
+    """Whether to train on cached features; ``enabled=true`` with a trainable backbone raises."""
+    if enabled not in CACHE_SWITCHES:
+        raise ValueError(f"stage.feature_cache.enabled must be auto, true or false; got {enabled!r}")
+    switch = CACHE_SWITCHES[enabled]
+    if switch is False:
+        return False
+    trainable = trainable_encode_parameters(model)
+    if trainable and switch is True:
+        shown = ", ".join(trainable[:3]) + (f" and {len(trainable) - 3} more" if len(trainable) > 3 else "")
+        raise ValueError(
+            f"stage.feature_cache.enabled=true needs a frozen backbone, but {shown} train and change the "
+            "features every step. Set model.freeze=frozen, or stage.feature_cache.enabled=auto|false."
+        )
+    return not trainable
 
 
 class FinetuneTask:
@@ -23,45 +71,93 @@ class FinetuneTask:
         model: the MTPG-AIAA model (its tokenizer, preprocessing and image size are used).
         train_table / val_table: tables from ``read_score_table``.
         loss_weights: e.g. ``{"fidelity": 1.0, "emd": 0.5}`` (see ``losses.score_losses``).
+        augment: random augmentation of training images (uncached path only); false
+            trains on the deterministic eval view, as the cached path does.
+        feature_cache: when and where to cache frozen-backbone features (None: never).
+            With the cache on, both splits are served as features, built here if missing,
+            and ``cached`` is True.
+        precision: the trainer's precision; cached features are computed under the same
+            autocast as the uncached path would run the backbone.
     """
 
     def __init__(self, model: nn.Module, train_table: pd.DataFrame, val_table: pd.DataFrame | None,
                  image_root: str, loss_weights: dict[str, float], level_sigma: float = 0.1,
                  eval_batch_size: int = 16, num_workers: int = 4, seed: int = 0,
-                 on_bad_image: str = "error", max_pixels: int | None = None, score_scale: float = 10.0):  # fmt: skip
+                 on_bad_image: str = "error", max_pixels: int | None = None, score_scale: float = 10.0,
+                 augment: bool = True, feature_cache: FeatureCacheOptions | None = None,
+                 precision: str = "fp32", progress: bool = True):  # fmt: skip
         base = unwrap(model)
-        preprocess, size = base.config.preprocess, base.backbone.arch.image_size
         common = {"tokenize": base.tokenizer, "on_bad_image": on_bad_image}
         if max_pixels:
             common["max_pixels"] = max_pixels
-        self.train_dataset = PerSampleSeeded(
-            AestheticsDataset(train_table, image_root, build_transform(preprocess, size, train=True), **common), seed
-        )
-        self.val_dataset = (
-            AestheticsDataset(val_table, image_root, build_transform(preprocess, size), **common)
-            if val_table is not None and len(val_table) else None
-        )  # fmt: skip
         self.loss_weights, self.level_sigma = dict(loss_weights), level_sigma
         self.eval_batch_size, self.num_workers, self.score_scale = eval_batch_size, num_workers, score_scale
+        options = feature_cache or FeatureCacheOptions(enabled=False)
+        self.cached = resolve_feature_cache(options.enabled, base)
+        self.cache_reports: dict[str, BuildReport] = {}
+        if self.cached:
+            if augment:
+                log.info("feature cache on: training images use the deterministic eval transform (no augmentation); "
+                         "stage.feature_cache.enabled=false trains on augmented views")  # fmt: skip
+            device = next(base.parameters()).device
+            cache = FeatureCache(options.dir, base, options.dtype, resolve_autocast(precision, device))
+            datasets = [AestheticsDataset(table, image_root, cache.transform, **common) if _rows(table) else None
+                        for table in (train_table, val_table)]  # fmt: skip
+            self.train_dataset, self.val_dataset = (
+                self._cached_split(cache, split, source, progress) if source is not None else None
+                for split, source in zip(("train", "val"), datasets)
+            )
+        else:
+            preprocess, size = base.config.preprocess, base.backbone.arch.image_size
+            train_transform = build_transform(preprocess, size, train=augment)
+            train = AestheticsDataset(train_table, image_root, train_transform, **common)
+            self.train_dataset = PerSampleSeeded(train, seed)
+            self.val_dataset = (
+                AestheticsDataset(val_table, image_root, build_transform(preprocess, size), **common)
+                if _rows(val_table) else None
+            )  # fmt: skip
+
+    def _cached_split(self, cache: FeatureCache, split: str, source: AestheticsDataset,
+                      progress: bool) -> CachedFeatureDataset:  # fmt: skip
+        """Build the missing entries of one split, log reuse, and serve the split from the cache."""
+        report = cache.build(source, batch_size=self.eval_batch_size, num_workers=self.num_workers, progress=progress)
+        self.cache_reports[split] = report
+        skipped = f", {len(report.skipped)} unreadable images skipped" if report.skipped else ""
+        log.info("feature cache %s (%s): %d entries reused, %d built in %.1f s%s",
+                 cache.key_dir, split, report.reused, report.built, report.seconds, skipped)  # fmt: skip
+        return cache.dataset(source, report.keys)
 
     def collate(self, samples: list) -> dict:
-        return collate_samples(samples)
+        return collate_features(samples) if self.cached else collate_samples(samples)
 
     def training_step(self, model: nn.Module, batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
-        images = batch["image"].to(device, non_blocking=True)
-        tokens = batch["description_tokens"].to(device, non_blocking=True)
-        outputs = model(images, tokens)
+        if self.cached:
+            features = {name: value.to(device, non_blocking=True) for name, value in batch["features"].items()}
+            # Called on `model` itself, not unwrap(model): under DDP this fails loudly instead
+            # of silently skipping the gradient synchronisation that DDP's forward sets up.
+            outputs = model.score_features(features)
+        else:
+            images = batch["image"].to(device, non_blocking=True)
+            tokens = batch["description_tokens"].to(device, non_blocking=True)
+            outputs = model(images, tokens)
         return score_losses(outputs, batch["target"].to(device).float(), self.loss_weights, self.level_sigma)
 
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         if self.val_dataset is None:
             return {}
+        collate = collate_features if self.cached else collate_samples
         loader = DataLoader(self.val_dataset, batch_size=self.eval_batch_size, shuffle=False,
-                            num_workers=self.num_workers, collate_fn=collate_samples)  # fmt: skip
-        predictions = predict(unwrap(model), loader, device, progress=False)
-        table = predictions.table
+                            num_workers=self.num_workers, collate_fn=collate)  # fmt: skip
+        if self.cached:
+            table = predict_features(unwrap(model), loader, device)
+        else:
+            table = predict(unwrap(model), loader, device, progress=False).table
         metrics = compute_metrics(table["pred"].to_numpy(), table["target"].to_numpy(), threshold=0.5, n_bootstrap=0)
         return {f"val/{k}": float(v) for k, v in metrics.items()}
+
+
+def _rows(table: pd.DataFrame | None) -> int:
+    return 0 if table is None else len(table)
 
 
 def read_split_tables(data: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -86,4 +182,6 @@ def build_finetune_task(cfg: DictConfig, model: nn.Module) -> FinetuneTask:
         loss_weights=dict(cfg.stage.losses), level_sigma=cfg.stage.level_sigma,
         eval_batch_size=cfg.trainer.eval_batch_size, num_workers=cfg.trainer.num_workers, seed=cfg.seed,
         on_bad_image=data.on_bad_image, max_pixels=data.max_pixels, score_scale=data.score_scale,
+        augment=cfg.stage.augment, feature_cache=FeatureCacheOptions(**cfg.stage.feature_cache),
+        precision=cfg.trainer.precision, progress=cfg.trainer.progress,
     )  # fmt: skip

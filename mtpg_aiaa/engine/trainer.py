@@ -161,9 +161,10 @@ class Trainer:
                 continue
             self._optimizer_step()
             bar.update(1)
-            bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+            if losses:
+                bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
             steps_this_epoch += 1
-            if self.step % cfg.log_every == 0 or self.step == 1:
+            if losses and (self.step % cfg.log_every == 0 or self.step == 1):
                 images_per_s = steps_this_epoch * cfg.batch_size * cfg.accumulate * self.world_size / max(time.perf_counter() - start, 1e-9)
                 self._log({f"train/{k}": v for k, v in losses.items()}
                           | {"train/lr": self.scheduler.get_last_lr()[0], "train/images_per_s": images_per_s})  # fmt: skip
@@ -180,6 +181,12 @@ class Trainer:
         return metrics
 
     def _micro_step(self, batch: dict) -> dict[str, float]:
+        if "index" in batch and len(batch["index"]) == 0:
+            # data.on_bad_image=skip dropped every image of this micro-batch. It still
+            # counts, so the data order (and resume) stay as planned; it adds no gradient.
+            log.warning("step %d: every image of micro-batch %d was unreadable and skipped; it adds no gradient",
+                        self.step, self.batch_in_epoch)  # fmt: skip
+            return {}
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             losses = self.task.training_step(self.model, batch, self.device)
         loss = losses["loss"]
@@ -194,12 +201,15 @@ class Trainer:
         return {k: float(v.detach()) for k, v in losses.items()}
 
     def _optimizer_step(self) -> None:
-        if self.cfg.clip_grad_norm:
-            self.scaler.unscale_(self.optimizer)
-            params = [p for group in self.optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        # No gradient at all when every micro-batch of the step was skipped: the schedule
+        # still advances, the weights (and the fp16 scaler, which would fail) do not.
+        if any(p.grad is not None for p in params):
+            if self.cfg.clip_grad_norm:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
