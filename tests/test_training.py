@@ -85,7 +85,7 @@ def test_frozen_backbone_is_unchanged_after_a_step(smoke, tmp_path):
     for key, value in trained.items():
         if key.startswith("backbone."):
             assert torch.equal(value, initial[key]), key
-    assert not torch.equal(trained["fusion.mlp.weight"], initial["fusion.mlp.weight"])
+    assert not torch.equal(trained["fusion.mlp.0.weight"], initial["fusion.mlp.0.weight"])
 
 
 def test_last_n_policy_trains_only_the_last_blocks(smoke, tmp_path):
@@ -97,7 +97,7 @@ def test_last_n_policy_trains_only_the_last_blocks(smoke, tmp_path):
     assert "backbone.visual.transformer.resblocks.1.attn.in_proj_weight" in trainable
     assert "backbone.visual.transformer.resblocks.0.attn.in_proj_weight" not in trainable
     assert "backbone.transformer.resblocks.1.mlp.c_fc.weight" in trainable
-    assert "backbone.token_embedding.weight" not in trainable and "fusion.mlp.weight" in trainable
+    assert "backbone.token_embedding.weight" not in trainable and "fusion.mlp.0.weight" in trainable
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(smoke, tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ softmax and 1/sqrt(d) scaling:
 
 - the pooled description feature queries the image's patch tokens,
 - the pooled image feature queries the description's tokens (padding masked),
-- ``r = mlp([text-side summary, image-side summary])``, ``z = sigmoid(r)``,
+- ``r = mlp([text-side summary, image-side summary])`` (two layers, GELU), ``z = sigmoid(r)``,
   ``F = (1 - z) * I + z * r``, as in the release.
 
 See docs/method.md.
@@ -46,7 +46,9 @@ class TokenFusion(nn.Module):
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         self.text_to_image = CrossAttentionSummary(embed_dim, num_heads)
         self.image_to_text = CrossAttentionSummary(embed_dim, num_heads)
-        self.mlp = nn.Linear(2 * embed_dim, embed_dim)
+        # Ours: a hidden layer (the release's mlp is one linear map), so the residual can
+        # combine what each modality found non-linearly.
+        self.mlp = nn.Sequential(nn.Linear(2 * embed_dim, 2 * embed_dim), nn.GELU(), nn.Linear(2 * embed_dim, embed_dim))
 
     def forward(
         self,
