@@ -12,10 +12,10 @@ from mtpg_aiaa.model import MTPGConfig, build_mtpg
 def token_model():
     torch.manual_seed(0)
     model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny", fusion="token", prompts="clean")).eval()
-    with torch.no_grad():  # larger head weights so scores differ visibly between inputs
-        for p in model.fusion.parameters():
+    with torch.no_grad():  # larger head weights so scores differ visibly between inputs,
+        for p in model.fusion.parameters():  # scaled by fan-in so the two-layer mlp does not saturate
             if p.dim() > 1:
-                p.normal_(0, 0.3)
+                p.normal_(0, 1.0 / p.shape[1] ** 0.5)
     return model
 
 
