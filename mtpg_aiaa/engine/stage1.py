@@ -23,11 +23,10 @@ from ..data.manipulated import NUM_VIEWS, ManipulatedDataset
 from ..evaluation import predict
 from ..losses import contrastive_loss, preference_loss, prompt_matching_loss, strength_ordering_loss
 from ..manipulations import prompts
-from ..metrics import compute_metrics
 from ..transforms import build_transform
 from .checkpointing import unwrap
 from .seeding import PerSampleSeeded
-from .stage2 import read_split_tables
+from .stage2 import read_split_tables, validation_metrics
 
 PRETRAIN_LOSSES = ("matching", "ordering", "preference", "contrastive")
 
@@ -212,9 +211,7 @@ def score_metrics(model: nn.Module, dataset: Dataset, device: torch.device, batc
     """``val/srcc``, ``val/plcc`` etc. of the model's level-prompt score, as stage 2 validates."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_samples)  # fmt: skip
-    table = predict(model, loader, device, progress=False).table
-    metrics = compute_metrics(table["pred"].to_numpy(), table["target"].to_numpy(), threshold=0.5, n_bootstrap=0)
-    return {f"val/{k}": float(v) for k, v in metrics.items()}
+    return validation_metrics(predict(model, loader, device, progress=False).table)
 
 
 def build_pretrain_task(cfg: DictConfig, model: nn.Module) -> PretrainTask:

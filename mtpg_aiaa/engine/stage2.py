@@ -152,8 +152,13 @@ class FinetuneTask:
             table = predict_features(unwrap(model), loader, device)
         else:
             table = predict(unwrap(model), loader, device, progress=False).table
-        metrics = compute_metrics(table["pred"].to_numpy(), table["target"].to_numpy(), threshold=0.5, n_bootstrap=0)
-        return {f"val/{k}": float(v) for k, v in metrics.items()}
+        return validation_metrics(table)
+
+
+def validation_metrics(table: pd.DataFrame) -> dict[str, float]:
+    """``val/srcc``, ``val/plcc`` etc. of a prediction table (columns ``pred``, ``target`` on 0-1)."""
+    metrics = compute_metrics(table["pred"].to_numpy(), table["target"].to_numpy(), threshold=0.5, n_bootstrap=0)
+    return {f"val/{k}": float(v) for k, v in metrics.items()}
 
 
 def _rows(table: pd.DataFrame | None) -> int:
