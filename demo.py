@@ -3,7 +3,9 @@
     python demo.py painting1.jpg painting2.jpg --desc1 "..." --desc2 "..."
     python demo.py a.jpg b.jpg --ckpt checkpoints/model_save.pt --json
 
-A description comes from --descN, else from a sidecar text file (``a.txt`` or ``a.jpg.txt``).
+A description comes from --descN, else from a sidecar text file (``a.txt`` or ``a.jpg.txt``),
+else, with --describer DIR (e.g. GalleryGPT converted by scripts/convert_gallerygpt.py), it is
+generated with the prompt and budget of configs/describer/<--describer-config>.yaml.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from mtpg_aiaa.prompts import LEVELS
 from mtpg_aiaa.transforms import build_transform
 
 DEFAULT_CKPT = Path("checkpoints/model_save.pt")
+DESCRIBER_CONFIGS = Path(__file__).resolve().parent / "configs" / "describer"
 MISSING_CKPT_HELP = """no checkpoint at {path}.
 MTPG-AIAA needs trained weights. Either:
   - download the authors' released checkpoint `model_save.pt` (it already contains the
@@ -38,18 +41,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ckpt", type=Path, default=DEFAULT_CKPT, help=f"weights (default {DEFAULT_CKPT})")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--describer", type=Path, help="model directory that writes missing descriptions")
+    parser.add_argument("--describer-config", default="gallerygpt",
+                        help="its prompt and budget: NAME of configs/describer/NAME.yaml, or a YAML file "
+                             "(default gallerygpt)")
     return parser.parse_args(argv)
 
 
-def find_description(image: Path, given: str | None) -> str:
-    """``given``, else a sidecar ``IMAGE.txt`` / ``IMAGE.ext.txt``, else ``""`` with a warning."""
+def known_description(image: Path, given: str | None) -> str | None:
+    """``given``, else a sidecar ``IMAGE.txt`` / ``IMAGE.ext.txt``, else ``None``."""
     if given is not None:
         return given
     for sidecar in (image.with_suffix(".txt"), image.with_name(image.name + ".txt")):
         if sidecar.is_file():
             return sidecar.read_text(encoding="utf-8").strip()
+    return None
+
+
+def find_description(image: Path, given: str | None) -> str:
+    """:func:`known_description`, else ``""`` with a warning."""
+    known = known_description(image, given)
+    if known is not None:
+        return known
     warnings.warn(f"no description for {image} (no --desc, no {image.with_suffix('.txt').name}); using an empty one")
     return ""
+
+
+def generate_descriptions(images: list[Path], model_dir: Path, config: str, device: torch.device) -> list[str]:
+    """Describe ``images`` with the model in ``model_dir`` and the describer ``config`` (name or YAML)."""
+    from omegaconf import OmegaConf
+
+    from mtpg_aiaa.describe import DescriberSettings, load_describer
+
+    config_path = Path(config) if config.endswith((".yaml", ".yml")) else DESCRIBER_CONFIGS / f"{config}.yaml"
+    if not config_path.is_file():
+        raise ValueError(f"no describer config {config_path}; choose one of "
+                         f"{sorted(p.stem for p in DESCRIBER_CONFIGS.glob('*.yaml'))}")  # fmt: skip
+    values = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
+    settings = DescriberSettings.from_config({**values, "model_path": str(model_dir), "device": str(device)})
+    describer = load_describer(settings, device)
+    texts = [generation.text for generation in describer.describe([load_rgb_image(path) for path in images])]
+    del describer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # room for the scoring model
+    return texts
 
 
 @torch.inference_mode()
@@ -81,10 +116,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     given = [args.desc1, args.desc2] + [None] * max(0, len(args.images) - 2)
     try:
-        descriptions = [find_description(path, text) for path, text in zip(args.images, given)]
         device = resolve_device(args.device)
+        known = [known_description(path, text) for path, text in zip(args.images, given)]
+        generated: dict[Path, str] = {}
+        if args.describer is not None and None in known:
+            missing = [path for path, text in zip(args.images, known) if text is None]
+            texts = generate_descriptions(missing, args.describer, args.describer_config, device)
+            generated = dict(zip(missing, texts))
+        descriptions = [generated[path] if path in generated else find_description(path, text)
+                        for path, text in zip(args.images, known)]  # fmt: skip
         model = load_model(args.ckpt, device=device, backbone_precision="fp16" if device.type == "cuda" else "fp32")
         results = score_images(model, args.images, descriptions, device)
+        for row, path in zip(results, args.images):
+            row["description_generated"] = path in generated
+            if path in generated:
+                row["description"] = generated[path]
     except (BadInputError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -92,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"checkpoint": str(args.ckpt), "results": results, "most_aesthetic": best["image"]}, indent=2))
         return 0
+    for r in results:
+        if r["description_generated"]:
+            print(f"generated description of {Path(r['image']).name}: {r['description']}\n")
     header = f"{'image':<32} {'score 0-1':>9} {'0-10':>6}  " + " ".join(f"{lv:>7}" for lv in LEVELS)
     print(header)
     for r in results:

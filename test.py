@@ -3,6 +3,7 @@
     python test.py ckpt=checkpoints/model_save.pt data=baid data.root=/data/BAID \
         data.descriptions_csv=/data/BAID/test_descriptions.csv
     python test.py ckpt=run/best.safetensors data.csv=my.csv data.image_root=my_images/
+    torchrun --standalone --nproc_per_node=4 test.py ckpt=...   # same numbers, 4 GPUs
 
 Writes metrics.json, predictions.csv and scatter.png into the run directory.
 """
@@ -19,18 +20,31 @@ from torch.utils.data import DataLoader
 from mtpg_aiaa.checkpoint import is_official_checkpoint, load_model
 from mtpg_aiaa.data import AestheticsDataset, collate_samples, read_score_table
 from mtpg_aiaa.data.toy import ensure_dataset
-from mtpg_aiaa.evaluation import predict, resolve_device, write_predictions
+from mtpg_aiaa.engine import distributed
+from mtpg_aiaa.engine.run_names import register_resolvers
+from mtpg_aiaa.evaluation import Predictions, predict, resolve_device, write_predictions
 from mtpg_aiaa.metrics import compute_metrics, format_metrics_table
 from mtpg_aiaa.plots import save_scatter_plot
 from mtpg_aiaa.transforms import build_transform
 
 log = logging.getLogger("test")
+register_resolvers()
 
 
 def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict:
-    """Run the evaluation described by ``cfg`` (``configs/test.yaml``); returns the metrics."""
-    output_dir = Path(output_dir)
-    device = resolve_device(cfg.device)
+    """Run the evaluation described by ``cfg`` (``configs/test.yaml``); returns the metrics.
+
+    Under torchrun every rank scores whole batches (``distributed.shard_batches``) and rank 0
+    gathers them in input order, writes the outputs and returns the metrics (others: ``{}``).
+    """
+    context, device = distributed.init_distributed(resolve_device(cfg.device))
+    try:
+        return _evaluate(cfg, Path(output_dir), context, device)
+    finally:
+        distributed.shutdown()
+
+
+def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.DistributedContext, device) -> dict:
     precision = cfg.eval.precision
     if precision == "auto":
         precision = "fp16" if device.type == "cuda" else "fp32"
@@ -39,7 +53,9 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict:
         model.set_prompts(cfg.eval.prompts)
     preprocess = cfg.eval.preprocess or model.config.preprocess
     data = cfg.data
-    ensure_dataset(data)
+    if context.is_main:
+        ensure_dataset(data)
+    distributed.barrier()
     table = read_score_table(
         data.csv,
         descriptions_csv=data.descriptions_csv,
@@ -58,15 +74,17 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict:
         on_bad_image=data.on_bad_image,
         max_pixels=data.max_pixels,
     )
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.eval.batch_size,
-        shuffle=False,  # batch composition is part of the official protocol
-        num_workers=cfg.eval.num_workers,
-        collate_fn=collate_samples,
-        pin_memory=device.type == "cuda",
-    )
-    predictions = predict(model, loader, device, batching=cfg.eval.batching, progress=cfg.eval.progress)
+    # Batch composition is part of the official protocol: consecutive batches in CSV order,
+    # whole batches per rank, so any number of processes gives the single-process numbers.
+    batches = distributed.shard_batches(len(dataset), cfg.eval.batch_size, context.rank, context.world_size)
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.eval.num_workers,
+                        collate_fn=collate_samples, pin_memory=device.type == "cuda")  # fmt: skip
+    predictions = predict(model, loader, device, batching=cfg.eval.batching,
+                          progress=cfg.eval.progress and context.is_main)  # fmt: skip
+    if context.enabled:
+        predictions = Predictions.merge(distributed.all_gather_objects(predictions))
+        if not context.is_main:
+            return {}
     if predictions.table.empty:
         raise RuntimeError(f"no image of {data.csv} could be scored; see {output_dir / 'skipped.csv'}")
 

@@ -1,6 +1,9 @@
 """Train MTPG-AIAA: ``python train.py stage=pretrain`` or ``stage=finetune`` (see configs/train.yaml).
 
-``train(cfg)`` is a plain function (tests call it); ``main`` is the Hydra wrapper.
+Several GPUs: ``torchrun --standalone --nproc_per_node=N train.py ...``; SLURM:
+``python train.py -m hydra/launcher=slurm ...`` or ``scripts/slurm/train.sbatch``
+(docs/distributed.md). ``train(cfg)`` is a plain function (tests call it); ``main`` is
+the Hydra wrapper.
 """
 from __future__ import annotations
 
@@ -14,7 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtpg_aiaa.data.toy import ensure_dataset
 from mtpg_aiaa.engine.builders import build_training_model
+from mtpg_aiaa.engine import distributed
 from mtpg_aiaa.engine.checkpointing import load_training_state
+from mtpg_aiaa.engine.loggers import MetricsLogger
+from mtpg_aiaa.engine.run_names import register_resolvers
 from mtpg_aiaa.engine.seeding import seed_everything
 from mtpg_aiaa.engine.stage1 import build_pretrain_task
 from mtpg_aiaa.engine.stage2 import build_finetune_task
@@ -23,14 +29,17 @@ from mtpg_aiaa.evaluation import resolve_device
 from mtpg_aiaa.plots import save_training_curves
 
 log = logging.getLogger("train")
+register_resolvers()
 
 
 TASK_BUILDERS = {"pretrain": build_pretrain_task, "finetune": build_finetune_task}
 
 
-def build_task(cfg: DictConfig, model):
-    """The task of ``cfg.stage.name``; ``data=toy`` builds its images first if needed."""
-    ensure_dataset(cfg.data)
+def build_task(cfg: DictConfig, model, context: distributed.DistributedContext | None = None):
+    """The task of ``cfg.stage.name``; ``data=toy`` builds its images first if needed (rank 0)."""
+    if context is None or context.is_main:
+        ensure_dataset(cfg.data)
+    distributed.barrier()
     if cfg.stage.name not in TASK_BUILDERS:
         raise ValueError(f"stage.name={cfg.stage.name!r}; choose from {sorted(TASK_BUILDERS)}")
     return TASK_BUILDERS[cfg.stage.name](cfg, model)
@@ -46,20 +55,39 @@ def resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Train as ``cfg`` says; returns the final validation metrics."""
+    """Train as ``cfg`` says; returns the final validation metrics (rank 0's under DDP)."""
+    context, device = distributed.init_distributed(resolve_device(cfg.device))
+    try:
+        return _train(cfg, context, device)
+    finally:
+        distributed.shutdown()
+
+
+def _train(cfg: DictConfig, context: distributed.DistributedContext, device: torch.device) -> dict[str, float]:
     run_dir = Path(cfg.paths.run_dir)
+    agreed = distributed.broadcast_object(str(run_dir))
+    if agreed != str(run_dir):
+        raise RuntimeError(
+            f"rank {context.rank} resolved the run directory {run_dir}, rank 0 {agreed}: a per-process value "
+            "(such as ${now:...}) is in run_name. Set run_name=NAME explicitly for multi-process runs."
+        )
+    if not context.is_main:
+        logging.getLogger().setLevel(logging.WARNING)  # one copy of the progress messages
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    if context.is_main:
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
     model = build_training_model(cfg.model, cfg.init_from).to(device)
-    task = build_task(cfg, model)
+    task = build_task(cfg, model, context)
     optimizer = instantiate(cfg.optim)(model)
     trainer_cfg = TrainerConfig(**{k: v for k, v in cfg.trainer.items() if k in TrainerConfig.__dataclass_fields__},
                                 seed=cfg.seed)  # fmt: skip
     run_config = OmegaConf.to_container(cfg, resolve=True)
-    logger = instantiate(cfg.logger)(run_dir=run_dir, **({"config": run_config} if "project" in cfg.logger else {}))
-    trainer = Trainer(model, task, optimizer, None, trainer_cfg, run_dir, logger, run_config, device)
+    # Only rank 0 writes metrics and talks to wandb; the others keep an unused history.
+    logger = (instantiate(cfg.logger)(run_dir=run_dir, **({"config": run_config} if "project" in cfg.logger else {}))
+              if context.is_main else MetricsLogger(run_dir))  # fmt: skip
+    trainer = Trainer(model, task, optimizer, None, trainer_cfg, run_dir, logger, run_config, device,
+                      rank=context.rank, world_size=context.world_size)  # fmt: skip
     trainer.scheduler = instantiate(cfg.sched)(optimizer, total_steps=trainer.total_steps)
     checkpoint = resume_path(cfg, run_dir)
     if checkpoint is not None:
@@ -69,7 +97,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics = trainer.fit()
     finally:
         logger.close()
-        save_training_curves(logger.history, run_dir / "curves.png", title=f"{cfg.stage.name}: {run_dir.name}")
+        if context.is_main:
+            save_training_curves(logger.history, run_dir / "curves.png", title=f"{cfg.stage.name}: {run_dir.name}")
     log.info("done: %s", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
     return metrics
 

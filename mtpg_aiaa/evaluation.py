@@ -33,6 +33,15 @@ class Predictions:
     def images_per_second(self) -> float:
         return len(self.table) / self.seconds if self.seconds > 0 else float("nan")
 
+    @classmethod
+    def merge(cls, parts: list["Predictions"]) -> "Predictions":
+        """One table in input order from shards scored in parallel (``seconds``: the slowest)."""
+        tables = [part.table for part in parts if not part.table.empty]
+        table = pd.concat(tables, ignore_index=True) if tables else _empty_table()
+        skipped = sorted((row for part in parts for row in part.skipped), key=lambda row: row.get("index", 0))
+        return cls(table.sort_values("index", kind="stable").reset_index(drop=True), skipped,
+                   max(part.seconds for part in parts))  # fmt: skip
+
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when available; anything else is passed to ``torch.device``."""
@@ -62,7 +71,10 @@ def predict(
     rows: list[pd.DataFrame] = []
     skipped: list[dict] = []
     start = time.perf_counter()
-    total = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None
+    if isinstance(loader.batch_sampler, list):  # a shard of whole batches (distributed test.py)
+        total = sum(len(batch) for batch in loader.batch_sampler)
+    else:
+        total = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None
     bar = tqdm(total=total, desc="scoring", unit="img", disable=not progress, dynamic_ncols=True)
     with bar:
         for batch in loader:

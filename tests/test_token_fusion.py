@@ -5,13 +5,15 @@ import pytest
 import torch
 
 from mtpg_aiaa.backbone.longclip import create_longclip
+from mtpg_aiaa.fusion.token import token_statistics
 from mtpg_aiaa.model import MTPGConfig, build_mtpg
 
 
-@pytest.fixture(scope="module")
-def token_model():
+@pytest.fixture(scope="module", params=[False, True], ids=["attention", "attention+statistics"])
+def token_model(request):
     torch.manual_seed(0)
-    model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny", fusion="token", prompts="clean")).eval()
+    extra = {"fusion": {"token_statistics": request.param}}
+    model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny", fusion="token", prompts="clean", extra=extra)).eval()
     with torch.no_grad():  # larger head weights so scores differ visibly between inputs,
         for p in model.fusion.parameters():  # scaled by fan-in so the two-layer mlp does not saturate
             if p.dim() > 1:
@@ -93,3 +95,16 @@ def test_image_only_ablation_ignores_descriptions():
 def test_unknown_fusion_is_rejected():
     with pytest.raises(ValueError, match="unknown fusion"):
         build_mtpg(MTPGConfig(backbone="LongCLIP-tiny", fusion="attention"))
+
+
+def test_token_statistics_ignore_description_padding():
+    g = torch.Generator().manual_seed(5)
+    image_tokens, text_tokens = torch.randn(2, 9, 8, generator=g), torch.randn(2, 6, 8, generator=g)
+    padding = torch.tensor([[False] * 4 + [True] * 2, [False] * 6])
+    changed = text_tokens.clone()
+    changed[0, 4:] = 100.0  # padding positions only
+    before, after = token_statistics(image_tokens, text_tokens, padding), token_statistics(image_tokens, changed, padding)
+    for a, b in zip(before, after):
+        assert torch.allclose(a, b)
+    assert torch.allclose(before[2][0], text_tokens[0, :4].mean(0))
+    assert torch.allclose(before[1], image_tokens.std(1))

@@ -25,6 +25,7 @@ from ..losses import contrastive_loss, preference_loss, prompt_matching_loss, st
 from ..manipulations import prompts
 from ..transforms import build_transform
 from .checkpointing import unwrap
+from .distributed import gather_with_grad
 from .seeding import PerSampleSeeded
 from .stage2 import read_split_tables, validation_metrics
 
@@ -115,17 +116,23 @@ class PretrainTask:
 
     def training_step(self, model: nn.Module, batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
         # The model's own methods, not its forward: the losses need image features and
-        # scores of the same pass. (A DDP wrapper would need a forward that returns both.)
+        # scores of the same pass. Under DDP the trainer wraps this whole step as the
+        # module's forward (trainer.TaskStep), so gradients still synchronise.
         base = unwrap(model)
         views = batch["views"].to(device, non_blocking=True)  # [B, V, 3, S, S]
         tokens = batch["description_tokens"].to(device, non_blocking=True)  # [B, L]
-        described = batch["has_description"].to(device)
         outputs = self._encode_views(base, views, tokens)
         prompt_features = base.encode_texts(self.prompt_tokens.to(device))  # with gradients when the text tower trains
+        # Every loss sees the global batch (all ranks' samples): InfoNCE gets every
+        # description as a negative, and the step equals one process on the whole batch.
+        image = gather_with_grad(outputs["image"].transpose(0, 1)).transpose(0, 1)
+        scores = gather_with_grad(outputs["score"].T).T if "score" in outputs else None
+        text = gather_with_grad(outputs["text"]) if "text" in outputs else None
         return pretrain_losses(
-            outputs["image"], batch["labels"].to(device).T, batch["ordered"].to(device), prompt_features,
-            base.logit_scale, self.loss_weights, scores=outputs.get("score"), text=outputs.get("text"),
-            described=described, ordering_margin=self.ordering_margin, preference_margin=self.preference_margin,
+            image, gather_with_grad(batch["labels"].to(device)).T, gather_with_grad(batch["ordered"].to(device)),
+            prompt_features, base.logit_scale, self.loss_weights, scores=scores, text=text,
+            described=gather_with_grad(batch["has_description"].to(device)),
+            ordering_margin=self.ordering_margin, preference_margin=self.preference_margin,
         )  # fmt: skip
 
     def _encode_views(self, base: nn.Module, views: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:

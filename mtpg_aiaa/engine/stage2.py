@@ -29,6 +29,7 @@ from ..losses import score_losses
 from ..metrics import compute_metrics
 from ..transforms import build_transform
 from .checkpointing import unwrap
+from .distributed import barrier, current, gather_with_grad
 from .seeding import PerSampleSeeded
 from .trainer import resolve_autocast
 
@@ -120,7 +121,11 @@ class FinetuneTask:
     def _cached_split(self, cache: FeatureCache, split: str, source: AestheticsDataset,
                       progress: bool) -> CachedFeatureDataset:  # fmt: skip
         """Build the missing entries of one split, log reuse, and serve the split from the cache."""
-        report = cache.build(source, batch_size=self.eval_batch_size, num_workers=self.num_workers, progress=progress)
+        # Every rank builds its share of the missing entries, then all read the whole split.
+        context = current()
+        report = cache.build(source, batch_size=self.eval_batch_size, num_workers=self.num_workers,
+                             rank=context.rank, world_size=context.world_size, progress=progress and context.is_main)  # fmt: skip
+        barrier()
         self.cache_reports[split] = report
         skipped = f", {len(report.skipped)} unreadable images skipped" if report.skipped else ""
         log.info("feature cache %s (%s): %d entries reused, %d built in %.1f s%s",
@@ -133,14 +138,16 @@ class FinetuneTask:
     def training_step(self, model: nn.Module, batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
         if self.cached:
             features = {name: value.to(device, non_blocking=True) for name, value in batch["features"].items()}
-            # Called on `model` itself, not unwrap(model): under DDP this fails loudly instead
-            # of silently skipping the gradient synchronisation that DDP's forward sets up.
             outputs = model.score_features(features)
         else:
             images = batch["image"].to(device, non_blocking=True)
             tokens = batch["description_tokens"].to(device, non_blocking=True)
             outputs = model(images, tokens)
-        return score_losses(outputs, batch["target"].to(device).float(), self.loss_weights, self.level_sigma)
+        # The losses see the global batch (all ranks' samples): the pairwise fidelity loss
+        # compares across ranks, and the step equals one process on the whole batch.
+        outputs = {name: gather_with_grad(outputs[name]) for name in ("score", "probs", "logits")}
+        target = gather_with_grad(batch["target"].to(device).float())
+        return score_losses(outputs, target, self.loss_weights, self.level_sigma)
 
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         if self.val_dataset is None:

@@ -3,7 +3,8 @@
 A *task* (``stage1.PretrainTask`` / ``stage2.FinetuneTask``) supplies the dataset, the
 loss of a batch and the validation; the :class:`Trainer` owns everything else:
 accumulation, clipping, mixed precision, the schedule, validation cadence, checkpoints
-(``last.pt``, ``best.pt`` by ``val/srcc``), exact resume, logging, NaN and signal handling.
+(``last.pt``, ``best.pt`` by ``val/srcc``), exact resume, logging, NaN and signal handling,
+and, with ``world_size > 1``, DistributedDataParallel (docs/distributed.md).
 """
 from __future__ import annotations
 
@@ -11,21 +12,27 @@ import logging
 import math
 import signal
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from torch import distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..checkpoint import save_model
 from .checkpointing import save_training_state, unwrap
+from .distributed import any_rank
 from .loggers import MetricsLogger
 from .sampling import ResumableSampler
 
 log = logging.getLogger(__name__)
+# Cluster schedulers announce pre-emption and time limits with these; all stop gracefully.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2") if hasattr(signal, name))
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -55,6 +62,21 @@ class TrainerConfig:
     log_every: int = 10
     monitor: str = "val/srcc"
     progress: bool = True
+    find_unused_parameters: bool = False  # DDP: set when some trainable parameter gets no gradient in a step
+
+
+class TaskStep(nn.Module):
+    """The task's training step as a module's ``forward``, so DistributedDataParallel can
+    wrap a step that calls several model methods (stage 1 encodes views and descriptions
+    separately) and still synchronise the gradients of every parameter it used."""
+
+    def __init__(self, model: nn.Module, task: Task):
+        super().__init__()
+        self.model = model
+        self.task = task
+
+    def forward(self, batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
+        return self.task.training_step(self.model, batch, device)
 
 
 class Trainer:
@@ -68,10 +90,17 @@ class Trainer:
         self.device, self.rank, self.world_size = device, rank, world_size
         self.autocast_dtype = resolve_autocast(config.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast_dtype == torch.float16)
-        self.sampler = ResumableSampler(len(task.train_dataset), seed=config.seed, rank=rank, world_size=world_size)
+        self.sampler = ResumableSampler(task.train_dataset, seed=config.seed, rank=rank, world_size=world_size)
+        self.step_module: nn.Module = TaskStep(model, task)
+        if world_size > 1:
+            self.step_module = DistributedDataParallel(
+                self.step_module, device_ids=[device] if device.type == "cuda" else None,
+                find_unused_parameters=config.find_unused_parameters,
+            )  # fmt: skip
         self.step = self.epoch = self.batch_in_epoch = 0
         self.best_metric = -math.inf
         self._stop_signal: int | None = None
+        self._skipped_last_micro_batch = False
 
     # -- sizes -------------------------------------------------------------------------
     @property
@@ -111,6 +140,10 @@ class Trainer:
         if "rng" in state:
             torch.set_rng_state(state["rng"])
 
+    @property
+    def distributed(self) -> bool:
+        return isinstance(self.step_module, DistributedDataParallel)
+
     def save(self, name: str) -> Path | None:
         if self.rank != 0:
             return None
@@ -130,7 +163,10 @@ class Trainer:
                     metrics = self._run_epoch(bar) or metrics
             if self._stop_signal is not None:
                 self.save("last.pt")
-                log.warning("signal %d: wrote %s and stopped at step %d", self._stop_signal, self.run_dir / "last.pt", self.step)
+                if self.rank == 0:
+                    log.warning("signal %d: wrote %s and stopped at step %d", self._stop_signal,
+                                self.run_dir / "last.pt", self.step)  # fmt: skip
+                _chain_previous_handler(self._stop_signal, previous_handlers)
                 return metrics
             if not metrics or metrics.get("step") != self.step:
                 metrics = self._validate_and_save()
@@ -160,6 +196,8 @@ class Trainer:
             if self.batch_in_epoch % cfg.accumulate:
                 continue
             self._optimizer_step()
+            if self.distributed and any_rank(self._stop_signal is not None, self.device) and self._stop_signal is None:
+                self._stop_signal = 0  # another rank was signalled: every rank stops at the same step
             bar.update(1)
             if losses:
                 bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
@@ -181,23 +219,36 @@ class Trainer:
         return metrics
 
     def _micro_step(self, batch: dict) -> dict[str, float]:
-        if "index" in batch and len(batch["index"]) == 0:
-            # data.on_bad_image=skip dropped every image of this micro-batch. It still
-            # counts, so the data order (and resume) stay as planned; it adds no gradient.
+        empty = "index" in batch and len(batch["index"]) == 0
+        if self.distributed:
+            empty = any_rank(empty, self.device)  # ranks must run the same collectives
+        if empty:
+            # data.on_bad_image=skip dropped every image of this micro-batch (on some rank).
+            # It still counts, so the data order (and resume) stay as planned; it adds no gradient.
             log.warning("step %d: every image of micro-batch %d was unreadable and skipped; it adds no gradient",
                         self.step, self.batch_in_epoch)  # fmt: skip
+            self._skipped_last_micro_batch = True
             return {}
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            losses = self.task.training_step(self.model, batch, self.device)
-        loss = losses["loss"]
-        if not torch.isfinite(loss):
-            last = self.run_dir / "last.pt"
-            raise NonFiniteLossError(
-                f"loss is {loss.item()} at step {self.step} (epoch {self.epoch}, micro-batch {self.batch_in_epoch}); "
-                f"stopping. The last good checkpoint is {last if last.exists() else 'not written yet'}. "
-                "Lower the learning rate, enable gradient clipping or use bf16/fp32."
-            )
-        self.scaler.scale(loss / self.cfg.accumulate).backward()
+        self._skipped_last_micro_batch = False
+        # Gradients are all-reduced once per optimizer step: earlier micro-batches run under no_sync.
+        last_of_step = (self.batch_in_epoch + 1) % self.cfg.accumulate == 0
+        sync = nullcontext() if last_of_step or not self.distributed else self.step_module.no_sync()
+        with sync:
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+                losses = self.step_module(batch, self.device)
+            loss = losses["loss"]
+            finite = bool(torch.isfinite(loss))
+            if self.distributed:
+                finite = not any_rank(not finite, self.device)
+            if not finite:
+                last = self.run_dir / "last.pt"
+                raise NonFiniteLossError(
+                    f"loss is {loss.item()} at step {self.step} (epoch {self.epoch}, micro-batch {self.batch_in_epoch})"
+                    f"{' on some rank' if self.distributed else ''}; stopping. The last good checkpoint is "
+                    f"{last if last.exists() else 'not written yet'}. "
+                    "Lower the learning rate, enable gradient clipping or use bf16/fp32."
+                )
+            self.scaler.scale(loss / self.cfg.accumulate).backward()
         return {k: float(v.detach()) for k, v in losses.items()}
 
     def _optimizer_step(self) -> None:
@@ -205,6 +256,8 @@ class Trainer:
         # No gradient at all when every micro-batch of the step was skipped: the schedule
         # still advances, the weights (and the fp16 scaler, which would fail) do not.
         if any(p.grad is not None for p in params):
+            if self.distributed and self._skipped_last_micro_batch:
+                _average_gradients(params, self.world_size)  # the skipped micro-batch never ran DDP's all-reduce
             if self.cfg.clip_grad_norm:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad_norm)
@@ -233,13 +286,14 @@ class Trainer:
             self.logger.log(metrics, step=self.step)
 
     def _install_signal_handlers(self) -> dict:
-        """SIGTERM (cluster pre-emption) and SIGINT finish the current step, write last.pt, stop."""
+        """SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 (cluster pre-emption and time limits) finish
+        the current step, write last.pt and stop; see ``_chain_previous_handler``."""
         previous = {}
 
         def request_stop(signum, _frame):
             self._stop_signal = signum
 
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             try:
                 previous[signum] = signal.signal(signum, request_stop)
             except ValueError:  # not the main thread: leave handlers alone
@@ -256,3 +310,18 @@ def resolve_autocast(precision: str, device: torch.device) -> torch.dtype | None
     if precision in ("bf16", "fp16"):
         return torch.bfloat16 if precision == "bf16" else torch.float16
     raise ValueError(f"precision must be auto, fp32, bf16 or fp16; got {precision!r}")
+
+
+def _chain_previous_handler(signum: int, previous: dict) -> None:
+    """After last.pt is written, hand the signal to whoever listened before us: under
+    submitit that handler requeues the job (and exits), so pre-emption resumes from it."""
+    handler = previous.get(signum)
+    if callable(handler) and handler is not signal.default_int_handler:
+        handler(signum, None)
+
+
+def _average_gradients(params: list[nn.Parameter], world_size: int) -> None:
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world_size

@@ -40,7 +40,7 @@ class TokenFusion(nn.Module):
 
     needs_tokens = True
 
-    def __init__(self, embed_dim: int, num_heads: int = 8):
+    def __init__(self, embed_dim: int, num_heads: int = 8, token_statistics: bool = False):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
@@ -48,7 +48,9 @@ class TokenFusion(nn.Module):
         self.image_to_text = CrossAttentionSummary(embed_dim, num_heads)
         # Ours: a hidden layer (the release's mlp is one linear map), so the residual can
         # combine what each modality found non-linearly.
-        self.mlp = nn.Sequential(nn.Linear(2 * embed_dim, 2 * embed_dim), nn.GELU(), nn.Linear(2 * embed_dim, embed_dim))
+        self.token_statistics = token_statistics
+        summaries = 5 if token_statistics else 2
+        self.mlp = nn.Sequential(nn.Linear(summaries * embed_dim, 2 * embed_dim), nn.GELU(), nn.Linear(2 * embed_dim, embed_dim))
 
     def forward(
         self,
@@ -61,9 +63,20 @@ class TokenFusion(nn.Module):
         """``text_padding [B, L]`` is True where a description position is padding."""
         text_side = self.text_to_image(text, image_tokens)
         image_side = self.image_to_text(image, text_tokens, text_padding)
-        residual = self.mlp(torch.cat([text_side, image_side], dim=-1))
+        summaries = [text_side, image_side]
+        if self.token_statistics:
+            summaries += token_statistics(image_tokens, text_tokens, text_padding)
+        residual = self.mlp(torch.cat(summaries, dim=-1))
         gate = torch.sigmoid(residual)
         return (1 - gate) * image + gate * residual
+
+
+def token_statistics(image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_padding: torch.Tensor) -> list[torch.Tensor]:
+    """Per-channel mean and standard deviation of the patch tokens and the mean of the
+    description tokens (padding excluded), each ``[B, D]``."""
+    kept = (~text_padding).unsqueeze(-1).to(text_tokens.dtype)
+    text_mean = (text_tokens * kept).sum(1) / kept.sum(1).clamp(min=1)
+    return [image_tokens.mean(1), image_tokens.std(1), text_mean]
 
 
 class NoFusion(nn.Module):
