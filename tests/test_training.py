@@ -172,3 +172,57 @@ def test_a_micro_batch_of_only_skipped_images_adds_no_gradient(tmp_path):
     losses = trainer._micro_step({"x": torch.randn(4, 3), "index": torch.arange(4)})
     trainer._optimizer_step()
     assert "loss" in losses and not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_weight_average_is_a_bias_corrected_moving_average():
+    from mtpg_aiaa.engine.ema import WeightAverage
+
+    model = torch.nn.Linear(2, 1)
+    model.bias.requires_grad_(False)  # frozen parameters are not averaged
+    average = WeightAverage(model, decay=0.9)
+    with average.applied(model):  # nothing averaged yet: the weights as they are
+        assert average.averaged() == {}
+    history = []
+    for delta in (1.0, 2.0, 4.0):
+        with torch.no_grad():
+            model.weight.add_(delta)
+        history.append(model.weight.detach().clone())
+        average.update(model)
+    weights = torch.tensor([0.9**2, 0.9, 1.0]) * 0.1 / (1 - 0.9**3)  # exponential weights, summing to 1
+    expected = sum(w * h for w, h in zip(weights, history))
+    assert torch.allclose(average.averaged()["weight"], expected) and "bias" not in average.shadow
+    with average.applied(model):
+        assert torch.allclose(model.weight, expected)
+    assert torch.equal(model.weight, history[-1])  # the raw weights come back
+
+
+def test_resume_with_weight_average_continues_exactly(smoke, tmp_path, monkeypatch):
+    overrides = ("trainer.max_steps=4", "trainer.ema_decay=0.9", "model.freeze=frozen")
+    straight = tmp_path / "straight"
+    train(compose_train(smoke, straight, *overrides))
+    original_step = trainer_module.Trainer._optimizer_step
+
+    def preempt_at_step_two(self):
+        original_step(self)
+        if self.step == 2:
+            self._stop_signal = signal.SIGTERM
+
+    monkeypatch.setattr(trainer_module.Trainer, "_optimizer_step", preempt_at_step_two)
+    train(compose_train(smoke, tmp_path / "resumed", *overrides))
+    monkeypatch.setattr(trainer_module.Trainer, "_optimizer_step", original_step)
+    train(compose_train(smoke, tmp_path / "resumed", *overrides))
+    a = load_training_state(straight / "train" / "run" / "last.pt")
+    b = load_training_state(tmp_path / "resumed" / "train" / "run" / "last.pt")
+    assert a["ema"]["updates"] == b["ema"]["updates"] == 4
+    for key, value in a["ema"]["shadow"].items():
+        assert torch.equal(value, b["ema"]["shadow"][key]), key
+    averaged = {k: v / (1 - 0.9**4) for k, v in a["ema"]["shadow"].items()}
+    assert any(not torch.allclose(v, a["model"][k]) for k, v in averaged.items()), "the average differs from the weights"
+    # best.safetensors holds the averaged weights that were validated
+    from mtpg_aiaa.checkpoint import load_model
+
+    best = dict(load_model(straight / "train" / "run" / "best.safetensors").named_parameters())
+    best_state = load_training_state(straight / "train" / "run" / "best.pt")
+    correction = 1 - 0.9 ** best_state["ema"]["updates"]
+    for key, value in best_state["ema"]["shadow"].items():
+        assert torch.allclose(best[key].detach(), value / correction, atol=1e-6), key

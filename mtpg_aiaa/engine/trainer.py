@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import save_model
 from .checkpointing import save_training_state, unwrap
 from .distributed import any_rank
+from .ema import WeightAverage
 from .loggers import MetricsLogger
 from .sampling import ResumableSampler
 
@@ -63,6 +64,7 @@ class TrainerConfig:
     monitor: str = "val/srcc"
     progress: bool = True
     find_unused_parameters: bool = False  # DDP: set when some trainable parameter gets no gradient in a step
+    ema_decay: float = 0.0  # > 0: validate and keep the best of an average of the weights (ema.py)
 
 
 class TaskStep(nn.Module):
@@ -91,6 +93,7 @@ class Trainer:
         self.autocast_dtype = resolve_autocast(config.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast_dtype == torch.float16)
         self.sampler = ResumableSampler(task.train_dataset, seed=config.seed, rank=rank, world_size=world_size)
+        self.average = WeightAverage(unwrap(model), config.ema_decay) if config.ema_decay else None
         self.step_module: nn.Module = TaskStep(model, task)
         if world_size > 1:
             self.step_module = DistributedDataParallel(
@@ -127,6 +130,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "best_metric": self.best_metric, "rng": torch.get_rng_state(), "config": self.run_config,
+            **({"ema": self.average.state_dict()} if self.average else {}),
         }  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -139,6 +143,11 @@ class Trainer:
         self.best_metric = state.get("best_metric", -math.inf)
         if "rng" in state:
             torch.set_rng_state(state["rng"])
+        if self.average is not None:
+            if "ema" not in state:
+                raise KeyError("trainer.ema_decay is set but the checkpoint has no weight average; resume=never, "
+                               "or resume with trainer.ema_decay=0")  # fmt: skip
+            self.average.load_state_dict(state["ema"])
 
     @property
     def distributed(self) -> bool:
@@ -266,18 +275,26 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
+        if self.average is not None:
+            self.average.update(unwrap(self.model))
 
     def _validate_and_save(self) -> dict[str, float]:
-        metrics = self.task.validate(self.model, self.device) if self.rank == 0 else {}
+        base = unwrap(self.model)
+        with self.average.applied(base) if self.average else nullcontext():
+            metrics = self.task.validate(self.model, self.device) if self.rank == 0 else {}
+            metrics = {**metrics, "step": self.step, "epoch": self.epoch}
+            self._log(metrics)
+            value = metrics.get(self.cfg.monitor)
+            if value is not None and not math.isnan(value) and value > self.best_metric:
+                self.best_metric = value
+                if self.rank == 0 and hasattr(base, "config"):
+                    save_model(base, self.run_dir / "best.safetensors")  # the validated (averaged) weights
+                improved = True
+            else:
+                improved = False
         self.model.train()
-        metrics = {**metrics, "step": self.step, "epoch": self.epoch}
-        self._log(metrics)
-        value = metrics.get(self.cfg.monitor)
-        if value is not None and not math.isnan(value) and value > self.best_metric:
-            self.best_metric = value
-            self.save("best.pt")
-            if self.rank == 0 and hasattr(unwrap(self.model), "config"):
-                save_model(unwrap(self.model), self.run_dir / "best.safetensors")
+        if improved:
+            self.save("best.pt")  # raw weights + average: a training state to resume from
         self.save("last.pt")
         return metrics
 
