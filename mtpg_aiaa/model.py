@@ -77,7 +77,11 @@ class MTPGAIAA(nn.Module):
             raise ValueError(f"unknown fusion {config.fusion!r}; choose from {FUSIONS}")
         self.config = config
         self.backbone = backbone
-        self.fusion = build_fusion(config.fusion, backbone.embed_dim, **config.extra.get("fusion", {}))
+        options = dict(config.extra.get("fusion", {}))
+        if options.pop("layer_statistics", False):
+            arch = backbone.arch  # per block and the patch embedding: mean and std of each channel
+            options["layer_statistics_dim"] = (arch.vision_layers + 1) * 2 * arch.vision_width
+        self.fusion = build_fusion(config.fusion, backbone.embed_dim, **options)
         self.logit_scale = nn.Parameter(init_logit_scale())
         self.trim_text = trim_text
         self.tokenizer = get_tokenizer(backbone.context_length)
@@ -155,6 +159,10 @@ class MTPGAIAA(nn.Module):
         if not self.fusion.needs_tokens:
             return {"image": self.encode_images(images)}
         dtype = self.backbone.visual.conv1.weight.dtype
+        if getattr(self.fusion, "layer_statistics_dim", 0):
+            image, image_tokens, statistics = self.backbone.encode_image_with_layer_statistics(images.to(dtype))
+            return {"image": F.normalize(image.float(), dim=-1), "image_tokens": image_tokens.float(),
+                    "image_layer_statistics": statistics.flatten(1).float()}  # fmt: skip
         image, image_tokens = self.backbone.encode_image_with_tokens(images.to(dtype))
         return {"image": F.normalize(image.float(), dim=-1), "image_tokens": image_tokens.float()}
 
@@ -180,7 +188,8 @@ class MTPGAIAA(nn.Module):
         """The aesthetic feature ``[B, D]`` from ``encode``'s output."""
         if isinstance(self.fusion, TokenFusion):
             return self.fusion(features["image"], features["text"], features["image_tokens"],
-                               features["text_tokens"], features["text_padding"])  # fmt: skip
+                               features["text_tokens"], features["text_padding"],
+                               features.get("image_layer_statistics"))  # fmt: skip
         return self.fusion(features["image"], features.get("text"))
 
     def score_features(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

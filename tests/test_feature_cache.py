@@ -34,9 +34,10 @@ def smoke(tmp_path_factory) -> dict:
 
 
 def tiny_model(fusion: str = "token", freeze: str = "frozen") -> torch.nn.Module:
+    """``fusion``: official, token, none, or token+layers (multi-level statistics)."""
     torch.manual_seed(0)
-    extra = {"fusion": {"num_heads": 4}} if fusion == "token" else {}
-    model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny", fusion=fusion, prompts="clean", extra=extra))
+    extra = {"fusion": {"num_heads": 4, "layer_statistics": fusion == "token+layers"}} if fusion.startswith("token") else {}
+    model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny", fusion=fusion.split("+")[0], prompts="clean", extra=extra))
     apply_freeze_policy(model.backbone, freeze)
     return model
 
@@ -70,7 +71,7 @@ def step(task: FinetuneTask, model, rows: list[int]) -> tuple[dict, dict]:
     return losses, grads
 
 
-@pytest.mark.parametrize("fusion", ["official", "token", "none"])
+@pytest.mark.parametrize("fusion", ["official", "token", "token+layers", "none"])
 def test_cached_batch_gives_the_uncached_losses_gradients_and_metrics(smoke, tmp_path, fusion):
     model = tiny_model(fusion)
     plain, cached = make_task(model, smoke), make_task(model, smoke, tmp_path)
@@ -88,6 +89,22 @@ def test_cached_batch_gives_the_uncached_losses_gradients_and_metrics(smoke, tmp
     assert plain_metrics.keys() == cached_metrics.keys() and "val/srcc" in cached_metrics
     for name in plain_metrics:
         assert cached_metrics[name] == pytest.approx(plain_metrics[name], abs=1e-6), name
+
+
+def test_layer_statistics_standardisation_is_fitted_alike_from_images_and_cache(smoke, tmp_path):
+    plain_model, cached_model = tiny_model("token+layers"), tiny_model("token+layers")
+    assert not plain_model.fusion.layer_fitted
+    make_task(plain_model, smoke)
+    make_task(cached_model, smoke, tmp_path)
+    for model in (plain_model, cached_model):
+        assert model.fusion.layer_fitted and not torch.allclose(model.fusion.layer_scale, torch.ones(1))
+    torch.testing.assert_close(cached_model.fusion.layer_mean, plain_model.fusion.layer_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cached_model.fusion.layer_scale, plain_model.fusion.layer_scale, rtol=1e-5, atol=1e-6)
+    fitted = plain_model.fusion.layer_mean.clone()
+    with torch.no_grad():
+        plain_model.fusion.layer_mean.add_(1.0)  # as if fitted elsewhere (init_from a stage-2 run)
+    make_task(plain_model, smoke)  # a fitted model keeps its own standardisation
+    assert torch.equal(plain_model.fusion.layer_mean, fitted + 1.0)
 
 
 def test_entries_are_reused_until_weights_preprocessing_files_or_descriptions_change(tmp_path):

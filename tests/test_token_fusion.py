@@ -9,10 +9,17 @@ from mtpg_aiaa.fusion.token import token_statistics
 from mtpg_aiaa.model import MTPGConfig, build_mtpg
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["attention", "attention+statistics"])
+FUSION_OPTIONS = {
+    "attention": {},
+    "attention+statistics": {"token_statistics": True},
+    "attention+layer-statistics": {"layer_statistics": True},
+}
+
+
+@pytest.fixture(scope="module", params=list(FUSION_OPTIONS))
 def token_model(request):
     torch.manual_seed(0)
-    extra = {"fusion": {"token_statistics": request.param}}
+    extra = {"fusion": FUSION_OPTIONS[request.param]}
     model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny", fusion="token", prompts="clean", extra=extra)).eval()
     with torch.no_grad():  # larger head weights so scores differ visibly between inputs,
         for p in model.fusion.parameters():  # scaled by fan-in so the two-layer mlp does not saturate
@@ -108,3 +115,23 @@ def test_token_statistics_ignore_description_padding():
         assert torch.allclose(a, b)
     assert torch.allclose(before[2][0], text_tokens[0, :4].mean(0))
     assert torch.allclose(before[1], image_tokens.std(1))
+
+
+def test_layer_statistics_are_pooled_block_outputs():
+    torch.manual_seed(1)
+    backbone = create_longclip("LongCLIP-tiny").eval()
+    images = torch.randn(2, 3, 224, 224)
+    outputs = {}
+    hooks = [block.register_forward_hook(lambda m, i, o, k=k: outputs.__setitem__(k, o))
+             for k, block in enumerate(backbone.visual.transformer.resblocks)]  # fmt: skip
+    with torch.no_grad():
+        pooled, tokens = backbone.encode_image_with_tokens(images)
+        pooled_2, tokens_2, statistics = backbone.encode_image_with_layer_statistics(images)
+    for hook in hooks:
+        hook.remove()
+    assert torch.allclose(pooled, pooled_2, atol=1e-6) and torch.allclose(tokens, tokens_2, atol=1e-6)
+    layers, width = backbone.arch.vision_layers, backbone.arch.vision_width
+    assert statistics.shape == (2, layers + 1, 2, width)
+    last = outputs[layers - 1][:, 1:]  # patch tokens of the last block, class token left out
+    assert torch.allclose(statistics[:, -1, 0], last.mean(1), atol=1e-5)
+    assert torch.allclose(statistics[:, -1, 1], last.std(1), atol=1e-5)

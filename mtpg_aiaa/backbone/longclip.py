@@ -132,6 +132,19 @@ class LongCLIP(CLIP):
         x = visual.ln_post(visual.transformer(visual._embeds(images))) @ visual.proj
         return x[:, 0], x[:, 1:]
 
+    def encode_image_with_layer_statistics(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``encode_image_with_tokens`` plus ``[B, layers + 1, 2, width]``: the per-channel mean
+        and standard deviation over the patch tokens of the embedded patches and of every
+        block's output (multi-level pooled statistics; the class token is left out)."""
+        visual = self.visual
+        x = visual._embeds(images)
+        statistics = [_patch_statistics(x)]
+        for block in visual.transformer.resblocks:  # the transformer's own loop (batch-first), one block at a time
+            x = block(x)
+            statistics.append(_patch_statistics(x))
+        x = visual.ln_post(x) @ visual.proj
+        return x[:, 0], x[:, 1:], torch.stack(statistics, dim=1)
+
     def encode_text_tokens(self, text: torch.Tensor) -> torch.Tensor:
         """Per-token text states after ``ln_final``, ``[N, L, text_width]`` (not projected)."""
         return self.text_states(self.token_embedding(text))
@@ -155,6 +168,12 @@ class LongCLIP(CLIP):
         pooled at ``eot_positions [N]`` (as ``encode_text`` pools at the EOT id)."""
         x = self.text_states(embeddings)
         return x[torch.arange(x.shape[0], device=x.device), eot_positions] @ self.text_projection
+
+
+def _patch_statistics(x: torch.Tensor) -> torch.Tensor:
+    """``[B, 1 + N, W] -> [B, 2, W]``: mean and standard deviation over the N patch tokens."""
+    patches = x[:, 1:].float()
+    return torch.stack([patches.mean(dim=1), patches.std(dim=1)], dim=1)
 
 
 def trim_text_tokens(tokens: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,11 @@ log = logging.getLogger(__name__)
 
 
 def model_config_from(cfg: DictConfig) -> MTPGConfig:
-    extra = {"fusion": {"num_heads": int(cfg.fusion_heads), "token_statistics": bool(cfg.get("fusion_statistics", False))}} if cfg.fusion == "token" else {}
+    extra = {}
+    if cfg.fusion == "token":
+        extra["fusion"] = {"num_heads": int(cfg.fusion_heads),
+                           "token_statistics": bool(cfg.get("fusion_statistics", False)),
+                           "layer_statistics": bool(cfg.get("fusion_layer_statistics", False))}  # fmt: skip
     return MTPGConfig(backbone=cfg.backbone, fusion=cfg.fusion, prompts=cfg.prompts, preprocess=cfg.preprocess,
                       prompt_context=int(cfg.get("prompt_context", 0)),
                       prompt_context_per_level=bool(cfg.get("prompt_context_per_level", False)), extra=extra)  # fmt: skip

@@ -40,7 +40,8 @@ class TokenFusion(nn.Module):
 
     needs_tokens = True
 
-    def __init__(self, embed_dim: int, num_heads: int = 8, token_statistics: bool = False):
+    def __init__(self, embed_dim: int, num_heads: int = 8, token_statistics: bool = False,
+                 layer_statistics_dim: int = 0):  # fmt: skip
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
@@ -49,7 +50,16 @@ class TokenFusion(nn.Module):
         # Ours: a hidden layer (the release's mlp is one linear map), so the residual can
         # combine what each modality found non-linearly.
         self.token_statistics = token_statistics
-        summaries = 5 if token_statistics else 2
+        summaries = (5 if token_statistics else 2) + (1 if layer_statistics_dim else 0)
+        self.layer_statistics_dim = layer_statistics_dim
+        if layer_statistics_dim:
+            # Multi-level statistics (backbone.encode_image_with_layer_statistics), standardised
+            # with a mean and scale fitted once on the training split (fit_layer_standardization):
+            # fixed buffers, so a prediction never depends on the rest of the batch.
+            self.register_buffer("layer_mean", torch.zeros(layer_statistics_dim))
+            self.register_buffer("layer_scale", torch.ones(layer_statistics_dim))
+            self.register_buffer("layer_fitted", torch.zeros((), dtype=torch.bool))
+            self.layer_projection = nn.Linear(layer_statistics_dim, embed_dim)
         self.mlp = nn.Sequential(nn.Linear(summaries * embed_dim, 2 * embed_dim), nn.GELU(), nn.Linear(2 * embed_dim, embed_dim))
 
     def forward(
@@ -59,16 +69,30 @@ class TokenFusion(nn.Module):
         image_tokens: torch.Tensor,
         text_tokens: torch.Tensor,
         text_padding: torch.Tensor,
+        layer_statistics: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``text_padding [B, L]`` is True where a description position is padding."""
+        """``text_padding [B, L]`` is True where a description position is padding;
+        ``layer_statistics [B, S]`` is needed when the module was built with them."""
         text_side = self.text_to_image(text, image_tokens)
         image_side = self.image_to_text(image, text_tokens, text_padding)
         summaries = [text_side, image_side]
         if self.token_statistics:
             summaries += token_statistics(image_tokens, text_tokens, text_padding)
+        if self.layer_statistics_dim:
+            if layer_statistics is None:
+                raise ValueError("this fusion reads multi-level statistics: encode with encode_image_side")
+            summaries.append(self.layer_projection((layer_statistics - self.layer_mean) / self.layer_scale))
         residual = self.mlp(torch.cat(summaries, dim=-1))
         gate = torch.sigmoid(residual)
         return (1 - gate) * image + gate * residual
+
+
+    @torch.no_grad()
+    def fit_layer_standardization(self, values: torch.Tensor) -> None:
+        """Per-feature mean and standard deviation of ``values [M, S]`` (training images)."""
+        self.layer_mean.copy_(values.mean(dim=0))
+        self.layer_scale.copy_(values.std(dim=0).clamp(min=1e-6))
+        self.layer_fitted.fill_(True)
 
 
 def token_statistics(image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_padding: torch.Tensor) -> list[torch.Tensor]:
