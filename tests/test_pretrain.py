@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import math
-import signal
 import sys
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from PIL import Image
 from mtpg_aiaa.data import BadInputError, collate_samples, read_score_table
 from mtpg_aiaa.data import manipulated
 from mtpg_aiaa.data.manipulated import ORIGINAL_ID, ManipulatedDataset, draw_view_ids
-from mtpg_aiaa.engine import trainer as trainer_module
 from mtpg_aiaa.engine.builders import build_training_model
 from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.seeding import PerSampleSeeded
@@ -30,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from preemption import train_preempted  # noqa: E402
 from make_smoke_data import write_smoke_data  # noqa: E402
 from train import train  # noqa: E402
 
@@ -98,16 +97,7 @@ def test_finetune_init_from_a_pretrain_run_loads_its_backbone(smoke, pretrained_
 def test_pretrain_resume_continues_exactly(smoke, tmp_path, monkeypatch):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(compose_pretrain(smoke, straight, "trainer.max_steps=4"))
-    original_step = trainer_module.Trainer._optimizer_step
-
-    def preempt_at_step_two(self):
-        original_step(self)
-        if self.step == 2:
-            self._stop_signal = signal.SIGTERM
-
-    monkeypatch.setattr(trainer_module.Trainer, "_optimizer_step", preempt_at_step_two)
-    train(compose_pretrain(smoke, resumed, "trainer.max_steps=4"))
-    monkeypatch.setattr(trainer_module.Trainer, "_optimizer_step", original_step)
+    train_preempted(train, compose_pretrain(smoke, resumed, "trainer.max_steps=4"), monkeypatch)
     train(compose_pretrain(smoke, resumed, "trainer.max_steps=4", "resume=auto"))
     a = load_training_state(straight / "train" / "run" / "last.pt")
     b = load_training_state(resumed / "train" / "run" / "last.pt")

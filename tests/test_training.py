@@ -1,7 +1,6 @@
 """Training: real steps on a tiny model and generated images, exact resume, failure behaviour."""
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
@@ -9,7 +8,6 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from mtpg_aiaa.engine import trainer as trainer_module
 from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.trainer import NonFiniteLossError
 
@@ -17,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from preemption import train_preempted  # noqa: E402
 from make_smoke_data import write_smoke_data  # noqa: E402
 from train import train  # noqa: E402
 
@@ -55,17 +54,8 @@ def test_resume_continues_exactly(smoke, tmp_path, monkeypatch):
     train(compose_train(smoke, straight, "trainer.max_steps=4"))
 
     resumed = tmp_path / "resumed"
-    original_step = trainer_module.Trainer._optimizer_step
-
-    def preempt_at_step_two(self):
-        original_step(self)
-        if self.step == 2:
-            self._stop_signal = signal.SIGTERM  # as a cluster's pre-emption would
-
-    monkeypatch.setattr(trainer_module.Trainer, "_optimizer_step", preempt_at_step_two)
-    train(compose_train(smoke, resumed, "trainer.max_steps=4"))
+    train_preempted(train, compose_train(smoke, resumed, "trainer.max_steps=4"), monkeypatch)
     assert load_training_state(resumed / "train" / "run" / "last.pt")["step"] == 2
-    monkeypatch.setattr(trainer_module.Trainer, "_optimizer_step", original_step)
     train(compose_train(smoke, resumed, "trainer.max_steps=4", "resume=auto"))
 
     a, b = weights(straight / "train" / "run"), weights(resumed / "train" / "run")
@@ -200,16 +190,7 @@ def test_resume_with_weight_average_continues_exactly(smoke, tmp_path, monkeypat
     overrides = ("trainer.max_steps=4", "trainer.ema_decay=0.9", "model.freeze=frozen")
     straight = tmp_path / "straight"
     train(compose_train(smoke, straight, *overrides))
-    original_step = trainer_module.Trainer._optimizer_step
-
-    def preempt_at_step_two(self):
-        original_step(self)
-        if self.step == 2:
-            self._stop_signal = signal.SIGTERM
-
-    monkeypatch.setattr(trainer_module.Trainer, "_optimizer_step", preempt_at_step_two)
-    train(compose_train(smoke, tmp_path / "resumed", *overrides))
-    monkeypatch.setattr(trainer_module.Trainer, "_optimizer_step", original_step)
+    train_preempted(train, compose_train(smoke, tmp_path / "resumed", *overrides), monkeypatch)
     train(compose_train(smoke, tmp_path / "resumed", *overrides))
     a = load_training_state(straight / "train" / "run" / "last.pt")
     b = load_training_state(tmp_path / "resumed" / "train" / "run" / "last.pt")
