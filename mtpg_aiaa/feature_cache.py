@@ -172,7 +172,7 @@ class FeatureCache:
         self.identity = {
             "format": FORMAT_NAME, "version": FORMAT_VERSION,
             "backbone_blake2b": backbone_fingerprint(model.backbone),
-            "features": sorted(self.feature_shapes),
+            "features": dict(sorted(self.feature_shapes.items())),  # names and per-sample shapes
             "preprocess": {"name": preprocess, "image_size": size, "transform": repr(self.transform)},
             "tokenizer": {"context_length": model.tokenizer.context_length},
             "compute": str(autocast_dtype or torch.float32).removeprefix("torch."),

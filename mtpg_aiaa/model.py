@@ -78,9 +78,11 @@ class MTPGAIAA(nn.Module):
         self.config = config
         self.backbone = backbone
         options = dict(config.extra.get("fusion", {}))
-        if options.pop("layer_statistics", False):
-            arch = backbone.arch  # per block and the patch embedding: mean and std of each channel
+        arch = backbone.arch
+        if options.pop("layer_statistics", False):  # per vision block and the patch embedding: mean and std of each channel
             options["layer_statistics_dim"] = (arch.vision_layers + 1) * 2 * arch.vision_width
+        if options.pop("description_statistics", False):  # per text block and the embedding: mean of each channel
+            options["description_statistics_dim"] = (arch.text_layers + 1) * arch.text_width
         self.fusion = build_fusion(config.fusion, backbone.embed_dim, **options)
         self.logit_scale = nn.Parameter(init_logit_scale())
         self.trim_text = trim_text
@@ -159,7 +161,7 @@ class MTPGAIAA(nn.Module):
         if not self.fusion.needs_tokens:
             return {"image": self.encode_images(images)}
         dtype = self.backbone.visual.conv1.weight.dtype
-        if getattr(self.fusion, "layer_statistics_dim", 0):
+        if "image_layer_statistics" in self.statistics_keys():
             image, image_tokens, statistics = self.backbone.encode_image_with_layer_statistics(images.to(dtype))
             return {"image": F.normalize(image.float(), dim=-1), "image_tokens": image_tokens.float(),
                     "image_layer_statistics": statistics.flatten(1).float()}  # fmt: skip
@@ -176,20 +178,26 @@ class MTPGAIAA(nn.Module):
             return {"text": self.encode_texts(description_tokens)}
         if self.trim_text:
             description_tokens = trim_text_tokens(description_tokens)
-        text, text_tokens = self.backbone.encode_text_with_tokens(description_tokens)
         positions = torch.arange(description_tokens.shape[1], device=description_tokens.device)
-        return {
-            "text": F.normalize(text.float(), dim=-1),
-            "text_tokens": text_tokens.float(),
-            "text_padding": positions[None, :] > description_tokens.argmax(dim=-1, keepdim=True),
-        }
+        padding = positions[None, :] > description_tokens.argmax(dim=-1, keepdim=True)
+        if "text_layer_statistics" in self.statistics_keys():
+            text, text_tokens, statistics = self.backbone.encode_text_with_layer_statistics(description_tokens)
+            return {"text": F.normalize(text.float(), dim=-1), "text_tokens": text_tokens.float(), "text_padding": padding,
+                    "text_layer_statistics": statistics.flatten(1).float()}  # fmt: skip
+        text, text_tokens = self.backbone.encode_text_with_tokens(description_tokens)
+        return {"text": F.normalize(text.float(), dim=-1), "text_tokens": text_tokens.float(), "text_padding": padding}
+
+    def statistics_keys(self) -> tuple[str, ...]:
+        """The multi-level statistics the fusion reads (``encode`` output keys); often none."""
+        statistics = getattr(self.fusion, "statistics", None)
+        return tuple(statistics.keys()) if statistics is not None else ()
 
     def fuse(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """The aesthetic feature ``[B, D]`` from ``encode``'s output."""
         if isinstance(self.fusion, TokenFusion):
+            statistics = {key: features[key] for key in self.statistics_keys() if key in features}
             return self.fusion(features["image"], features["text"], features["image_tokens"],
-                               features["text_tokens"], features["text_padding"],
-                               features.get("image_layer_statistics"))  # fmt: skip
+                               features["text_tokens"], features["text_padding"], statistics)  # fmt: skip
         return self.fusion(features["image"], features.get("text"))
 
     def score_features(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,6 +1,6 @@
 """Build the synthetic toy-art dataset (BAID layout) for quickstarts and tests without BAID.
 
-    python scripts/make_toy_dataset.py --root data/toy --num-images 3000 --image-size 96
+    python scripts/make_toy_dataset.py --root data/toy --num-images 6000 --image-size 96
     python scripts/make_toy_dataset.py --root data/toy --check   # + learnability baselines
 
 ``--check`` fits two ridge regressions on the train split and reports test SRCC:
@@ -107,7 +107,7 @@ def learnability(paths: dict) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=Path("data/toy"))
-    parser.add_argument("--num-images", type=int, default=3000)
+    parser.add_argument("--num-images", type=int, default=6000)  # as data=toy
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)

@@ -34,9 +34,12 @@ def smoke(tmp_path_factory) -> dict:
 
 
 def tiny_model(fusion: str = "token", freeze: str = "frozen") -> torch.nn.Module:
-    """``fusion``: official, token, none, or token+layers (multi-level statistics)."""
+    """``fusion``: official, token, none, or token+layers (multi-level statistics of the image
+    and of the description)."""
     torch.manual_seed(0)
-    extra = {"fusion": {"num_heads": 4, "layer_statistics": fusion == "token+layers"}} if fusion.startswith("token") else {}
+    layers = fusion == "token+layers"
+    extra = ({"fusion": {"num_heads": 4, "layer_statistics": layers, "description_statistics": layers}}
+             if fusion.startswith("token") else {})  # fmt: skip
     model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny", fusion=fusion.split("+")[0], prompts="clean", extra=extra))
     apply_freeze_policy(model.backbone, freeze)
     return model
@@ -91,20 +94,24 @@ def test_cached_batch_gives_the_uncached_losses_gradients_and_metrics(smoke, tmp
         assert cached_metrics[name] == pytest.approx(plain_metrics[name], abs=1e-6), name
 
 
-def test_layer_statistics_standardisation_is_fitted_alike_from_images_and_cache(smoke, tmp_path):
+def test_statistics_standardisation_is_fitted_alike_from_images_and_cache(smoke, tmp_path):
     plain_model, cached_model = tiny_model("token+layers"), tiny_model("token+layers")
-    assert not plain_model.fusion.layer_fitted
+    keys = ("image_layer_statistics", "text_layer_statistics")
+    assert plain_model.statistics_keys() == keys
+    assert not any(plain_model.fusion.statistics[key].fitted for key in keys)
     make_task(plain_model, smoke)
     make_task(cached_model, smoke, tmp_path)
-    for model in (plain_model, cached_model):
-        assert model.fusion.layer_fitted and not torch.allclose(model.fusion.layer_scale, torch.ones(1))
-    torch.testing.assert_close(cached_model.fusion.layer_mean, plain_model.fusion.layer_mean, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(cached_model.fusion.layer_scale, plain_model.fusion.layer_scale, rtol=1e-5, atol=1e-6)
-    fitted = plain_model.fusion.layer_mean.clone()
+    for key in keys:
+        plain, cached = plain_model.fusion.statistics[key], cached_model.fusion.statistics[key]
+        assert plain.fitted and cached.fitted and not torch.allclose(plain.scale, torch.ones(1))
+        torch.testing.assert_close(cached.mean, plain.mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(cached.scale, plain.scale, rtol=1e-5, atol=1e-6)
+    image_statistics = plain_model.fusion.statistics["image_layer_statistics"]
+    fitted = image_statistics.mean.clone()
     with torch.no_grad():
-        plain_model.fusion.layer_mean.add_(1.0)  # as if fitted elsewhere (init_from a stage-2 run)
+        image_statistics.mean.add_(1.0)  # as if fitted elsewhere (init_from a stage-2 run)
     make_task(plain_model, smoke)  # a fitted model keeps its own standardisation
-    assert torch.equal(plain_model.fusion.layer_mean, fitted + 1.0)
+    assert torch.equal(image_statistics.mean, fitted + 1.0)
 
 
 def test_entries_are_reused_until_weights_preprocessing_files_or_descriptions_change(tmp_path):

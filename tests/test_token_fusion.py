@@ -13,6 +13,7 @@ FUSION_OPTIONS = {
     "attention": {},
     "attention+statistics": {"token_statistics": True},
     "attention+layer-statistics": {"layer_statistics": True},
+    "attention+description-statistics": {"description_statistics": True},
 }
 
 
@@ -135,3 +136,27 @@ def test_layer_statistics_are_pooled_block_outputs():
     last = outputs[layers - 1][:, 1:]  # patch tokens of the last block, class token left out
     assert torch.allclose(statistics[:, -1, 0], last.mean(1), atol=1e-5)
     assert torch.allclose(statistics[:, -1, 1], last.std(1), atol=1e-5)
+
+
+def test_description_statistics_are_token_means_up_to_the_eot():
+    torch.manual_seed(2)
+    backbone = create_longclip("LongCLIP-tiny").eval()
+    model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny", fusion="token", prompts="clean"), backbone)
+    tokens = model.tokenizer(["a balanced harmonious painting with crisp details", "grainy"])[:, :12]
+    outputs = {}
+    hooks = [block.register_forward_hook(lambda m, i, o, k=k: outputs.__setitem__(k, o))
+             for k, block in enumerate(backbone.transformer.resblocks)]  # fmt: skip
+    with torch.no_grad():
+        pooled, states = backbone.encode_text_with_tokens(tokens)
+        pooled_2, states_2, statistics = backbone.encode_text_with_layer_statistics(tokens)
+        padded = backbone.encode_text_with_layer_statistics(torch.nn.functional.pad(tokens, (0, 20)))[2]
+    for hook in hooks:
+        hook.remove()
+    assert torch.allclose(pooled, pooled_2, atol=1e-6) and torch.allclose(states, states_2, atol=1e-6)
+    layers, width = backbone.arch.text_layers, backbone.arch.text_width
+    assert statistics.shape == (2, layers + 1, width)
+    eot = int(tokens[1].argmax())  # the short description: padding after its EOT is left out
+    embedded = backbone.token_embedding(tokens[1, : eot + 1]) + backbone.positional_embedding[: eot + 1]
+    assert torch.allclose(statistics[1, 0], embedded.mean(0), atol=1e-5)
+    assert torch.allclose(statistics[1, -1], outputs[layers - 1][1, : eot + 1].mean(0), atol=1e-5)
+    assert torch.allclose(padded, statistics, atol=1e-5), "trailing padding must not change the statistics"

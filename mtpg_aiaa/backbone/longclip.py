@@ -145,6 +145,27 @@ class LongCLIP(CLIP):
         x = visual.ln_post(x) @ visual.proj
         return x[:, 0], x[:, 1:], torch.stack(statistics, dim=1)
 
+    def encode_text_with_layer_statistics(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``encode_text_with_tokens`` plus ``[N, text_layers + 1, text_width]``: the per-channel
+        mean over each description's tokens up to its EOT of the text transformer's input
+        (token + position embeddings) and of every block's output. The description-side
+        twin of ``encode_image_with_layer_statistics``; the input level is a bag of word
+        embeddings, which keeps which words were used even when the blocks mix them."""
+        length = text.shape[1]
+        if length > self.context_length:
+            raise ValueError(f"text has {length} tokens; this model reads at most {self.context_length}")
+        cast_dtype = self.transformer.get_cast_dtype()
+        x = self.token_embedding(text).to(cast_dtype) + self.positional_embedding[:length].to(cast_dtype)
+        eot = text.argmax(dim=-1)
+        kept = (torch.arange(length, device=text.device)[None, :] <= eot[:, None]).unsqueeze(-1)
+        statistics = [_token_means(x, kept)]
+        mask = self.attn_mask[:length, :length]
+        for block in self.transformer.resblocks:  # batch-first, as the transformer's own loop
+            x = block(x, attn_mask=mask)
+            statistics.append(_token_means(x, kept))
+        states = self.ln_final(x) @ self.text_projection
+        return states[torch.arange(states.shape[0], device=states.device), eot], states, torch.stack(statistics, dim=1)
+
     def encode_text_tokens(self, text: torch.Tensor) -> torch.Tensor:
         """Per-token text states after ``ln_final``, ``[N, L, text_width]`` (not projected)."""
         return self.text_states(self.token_embedding(text))
@@ -174,6 +195,12 @@ def _patch_statistics(x: torch.Tensor) -> torch.Tensor:
     """``[B, 1 + N, W] -> [B, 2, W]``: mean and standard deviation over the N patch tokens."""
     patches = x[:, 1:].float()
     return torch.stack([patches.mean(dim=1), patches.std(dim=1)], dim=1)
+
+
+def _token_means(x: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """``[N, L, W]`` and ``kept [N, L, 1]`` (bool) ``-> [N, W]``: the mean over the kept tokens."""
+    kept = kept.to(torch.float32)
+    return (x.float() * kept).sum(dim=1) / kept.sum(dim=1).clamp(min=1)
 
 
 def trim_text_tokens(tokens: torch.Tensor) -> torch.Tensor:

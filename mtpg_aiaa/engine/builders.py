@@ -21,7 +21,8 @@ def model_config_from(cfg: DictConfig) -> MTPGConfig:
     if cfg.fusion == "token":
         extra["fusion"] = {"num_heads": int(cfg.fusion_heads),
                            "token_statistics": bool(cfg.get("fusion_statistics", False)),
-                           "layer_statistics": bool(cfg.get("fusion_layer_statistics", False))}  # fmt: skip
+                           "layer_statistics": bool(cfg.get("fusion_layer_statistics", False)),
+                           "description_statistics": bool(cfg.get("fusion_description_statistics", False))}  # fmt: skip
     return MTPGConfig(backbone=cfg.backbone, fusion=cfg.fusion, prompts=cfg.prompts, preprocess=cfg.preprocess,
                       prompt_context=int(cfg.get("prompt_context", 0)),
                       prompt_context_per_level=bool(cfg.get("prompt_context_per_level", False)), extra=extra)  # fmt: skip

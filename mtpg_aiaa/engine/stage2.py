@@ -117,30 +117,37 @@ class FinetuneTask:
                 AestheticsDataset(val_table, image_root, build_transform(preprocess, size), **common)
                 if _rows(val_table) else None
             )  # fmt: skip
-        self._fit_layer_standardization(base, train_table, image_root, common)
+        self._fit_statistics_standardization(base, train_table, image_root, common)
 
-    def _fit_layer_standardization(self, base: nn.Module, train_table: pd.DataFrame, image_root: str,
-                                   common: dict, max_images: int = 4096) -> None:  # fmt: skip
-        """Fit ``fusion=token``'s multi-level statistics standardisation on the training split
-        (at most ``max_images``, eval view), once: a model that arrives fitted keeps its own."""
-        fusion = base.fusion
-        if not getattr(fusion, "layer_statistics_dim", 0) or bool(fusion.layer_fitted):
+    def _fit_statistics_standardization(self, base: nn.Module, train_table: pd.DataFrame, image_root: str,
+                                        common: dict, max_samples: int = 4096) -> None:  # fmt: skip
+        """Fit the standardisation of every multi-level statistic ``fusion=token`` reads
+        (``StandardizedProjection``) on the training split (at most ``max_samples``, eval
+        view), once: a model that arrives fitted keeps its own."""
+        unfitted = [key for key in base.statistics_keys() if not bool(base.fusion.statistics[key].fitted)]
+        if not unfitted:
             return
         if self.cached:
-            loader = DataLoader(Subset(self.train_dataset, range(min(max_images, len(self.train_dataset)))),
+            loader = DataLoader(Subset(self.train_dataset, range(min(max_samples, len(self.train_dataset)))),
                                 batch_size=self.eval_batch_size, collate_fn=collate_features)  # fmt: skip
-            values = [batch["features"]["image_layer_statistics"] for batch in loader]
+            values = {key: [batch["features"][key] for batch in loader] for key in unfitted}
         else:
             preprocess, size = base.config.preprocess, base.backbone.arch.image_size
-            source = AestheticsDataset(train_table.iloc[:max_images], image_root, build_transform(preprocess, size), **common)
+            source = AestheticsDataset(train_table.iloc[:max_samples], image_root, build_transform(preprocess, size), **common)
             loader = DataLoader(source, batch_size=self.eval_batch_size, num_workers=self.num_workers,
                                 collate_fn=collate_samples)  # fmt: skip
             device = next(base.parameters()).device
+            values = {key: [] for key in unfitted}
             with torch.inference_mode():
-                values = [base.encode_image_side(batch["image"].to(device))["image_layer_statistics"].cpu()
-                          for batch in loader if len(batch["index"])]  # fmt: skip
-        fusion.fit_layer_standardization(torch.cat(values).to(fusion.layer_mean.device))
-        log.info("fitted the multi-level statistics' standardisation on %d training images", sum(len(v) for v in values))
+                for batch in loader:
+                    if len(batch["index"]):
+                        features = base.encode(batch["image"].to(device), batch["description_tokens"].to(device))
+                        for key in unfitted:
+                            values[key].append(features[key].cpu())
+        for key in unfitted:
+            statistics = base.fusion.statistics[key]
+            statistics.fit(torch.cat(values[key]).to(statistics.mean.device))
+            log.info("fitted the standardisation of %s on %d training samples", key, sum(len(v) for v in values[key]))
 
     def _cached_split(self, cache: FeatureCache, split: str, source: AestheticsDataset,
                       progress: bool) -> CachedFeatureDataset:  # fmt: skip

@@ -8,8 +8,10 @@ softmax and 1/sqrt(d) scaling:
 
 - the pooled description feature queries the image's patch tokens,
 - the pooled image feature queries the description's tokens (padding masked),
-- ``r = mlp([text-side summary, image-side summary])`` (two layers, GELU), ``z = sigmoid(r)``,
-  ``F = (1 - z) * I + z * r``, as in the release.
+- ``r = mlp([text-side summary, image-side summary, ...])`` (two layers, GELU), ``z = sigmoid(r)``,
+  ``F = (1 - z) * I + z * r``, as in the release; optional summaries join the concatenation:
+  token statistics, and standardised multi-level statistics of the image and of the
+  description (``StandardizedProjection``).
 
 See docs/method.md.
 """
@@ -41,25 +43,21 @@ class TokenFusion(nn.Module):
     needs_tokens = True
 
     def __init__(self, embed_dim: int, num_heads: int = 8, token_statistics: bool = False,
-                 layer_statistics_dim: int = 0):  # fmt: skip
+                 layer_statistics_dim: int = 0, description_statistics_dim: int = 0):  # fmt: skip
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         self.text_to_image = CrossAttentionSummary(embed_dim, num_heads)
         self.image_to_text = CrossAttentionSummary(embed_dim, num_heads)
+        self.token_statistics = token_statistics
+        # Multi-level statistics, keyed by the encode() feature that carries them: the image's
+        # (backbone.encode_image_with_layer_statistics) and the description's
+        # (backbone.encode_text_with_layer_statistics).
+        sizes = {"image_layer_statistics": layer_statistics_dim, "text_layer_statistics": description_statistics_dim}
+        self.statistics = nn.ModuleDict({key: StandardizedProjection(size, embed_dim) for key, size in sizes.items() if size})
+        summaries = (5 if token_statistics else 2) + len(self.statistics)
         # Ours: a hidden layer (the release's mlp is one linear map), so the residual can
         # combine what each modality found non-linearly.
-        self.token_statistics = token_statistics
-        summaries = (5 if token_statistics else 2) + (1 if layer_statistics_dim else 0)
-        self.layer_statistics_dim = layer_statistics_dim
-        if layer_statistics_dim:
-            # Multi-level statistics (backbone.encode_image_with_layer_statistics), standardised
-            # with a mean and scale fitted once on the training split (fit_layer_standardization):
-            # fixed buffers, so a prediction never depends on the rest of the batch.
-            self.register_buffer("layer_mean", torch.zeros(layer_statistics_dim))
-            self.register_buffer("layer_scale", torch.ones(layer_statistics_dim))
-            self.register_buffer("layer_fitted", torch.zeros((), dtype=torch.bool))
-            self.layer_projection = nn.Linear(layer_statistics_dim, embed_dim)
         self.mlp = nn.Sequential(nn.Linear(summaries * embed_dim, 2 * embed_dim), nn.GELU(), nn.Linear(2 * embed_dim, embed_dim))
 
     def forward(
@@ -69,30 +67,45 @@ class TokenFusion(nn.Module):
         image_tokens: torch.Tensor,
         text_tokens: torch.Tensor,
         text_padding: torch.Tensor,
-        layer_statistics: torch.Tensor | None = None,
+        statistics: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """``text_padding [B, L]`` is True where a description position is padding;
-        ``layer_statistics [B, S]`` is needed when the module was built with them."""
+        ``statistics`` maps each key of ``self.statistics`` to its ``[B, S]`` values."""
         text_side = self.text_to_image(text, image_tokens)
         image_side = self.image_to_text(image, text_tokens, text_padding)
         summaries = [text_side, image_side]
         if self.token_statistics:
             summaries += token_statistics(image_tokens, text_tokens, text_padding)
-        if self.layer_statistics_dim:
-            if layer_statistics is None:
-                raise ValueError("this fusion reads multi-level statistics: encode with encode_image_side")
-            summaries.append(self.layer_projection((layer_statistics - self.layer_mean) / self.layer_scale))
+        for key, projection in self.statistics.items():
+            if statistics is None or key not in statistics:
+                raise ValueError(f"this fusion reads {key}: encode with the model's encode(), which adds it")
+            summaries.append(projection(statistics[key]))
         residual = self.mlp(torch.cat(summaries, dim=-1))
         gate = torch.sigmoid(residual)
         return (1 - gate) * image + gate * residual
 
 
+class StandardizedProjection(nn.Module):
+    """``[B, S] -> [B, D]``: standardise with a per-feature mean and scale fitted once on the
+    training split (``fit``), then a linear map. The mean and scale are fixed buffers, so a
+    prediction never depends on the rest of the batch (batch norm's would)."""
+
+    def __init__(self, size: int, embed_dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(size))
+        self.register_buffer("scale", torch.ones(size))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        self.projection = nn.Linear(size, embed_dim)
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        return self.projection((values - self.mean) / self.scale)
+
     @torch.no_grad()
-    def fit_layer_standardization(self, values: torch.Tensor) -> None:
-        """Per-feature mean and standard deviation of ``values [M, S]`` (training images)."""
-        self.layer_mean.copy_(values.mean(dim=0))
-        self.layer_scale.copy_(values.std(dim=0).clamp(min=1e-6))
-        self.layer_fitted.fill_(True)
+    def fit(self, values: torch.Tensor) -> None:
+        """Per-feature mean and standard deviation of ``values [M, S]`` (training samples)."""
+        self.mean.copy_(values.mean(dim=0))
+        self.scale.copy_(values.std(dim=0).clamp(min=1e-6))
+        self.fitted.fill_(True)
 
 
 def token_statistics(image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_padding: torch.Tensor) -> list[torch.Tensor]:
