@@ -269,7 +269,7 @@ def _summary(root: Path, params: dict, built: bool) -> dict[str, Any]:
             "factors_csv": str(root / "factors.csv"), "params": params, "built": built}
 
 
-def make_toy_dataset(root, num_images: int = 3000, image_size: int = 96, seed: int = 0,
+def make_toy_dataset(root, num_images: int = 6000, image_size: int = 96, seed: int = 0,
                      splits=(0.8, 0.1, 0.1), workers: int = 1, progress: bool = True) -> dict[str, Any]:
     """Write the toy-art dataset under ``root`` (or reuse it if already built the same way).
 
