@@ -232,3 +232,13 @@ def test_training_with_a_frozen_backbone_runs_on_cached_features(smoke, tmp_path
     assert (task.cache_reports["train"].built, task.cache_reports["val"].reused) == (8, 8)  # val = train images
     assert len(list((tmp_path / "feature_cache").glob("tokens-*/*/*.safetensors"))) == 8
     assert (tmp_path / "train" / "run" / "last.pt").is_file()
+
+
+def test_cache_key_changes_when_a_feature_changes_shape_under_the_same_name(tmp_path, monkeypatch):
+    model = tiny_model("token+layers")
+    before = FeatureCache(tmp_path, model).key_dir
+    encode = model.backbone.encode_text_with_layer_statistics
+    monkeypatch.setattr(model.backbone, "encode_text_with_layer_statistics",
+                        lambda text: (lambda out: (out[0], out[1], out[2][:, :1]))(encode(text)))  # fmt: skip
+    after = FeatureCache(tmp_path, model)
+    assert "text_layer_statistics" in after.feature_shapes and after.key_dir != before

@@ -160,3 +160,22 @@ def test_description_statistics_are_token_means_up_to_the_eot():
     assert torch.allclose(statistics[1, 0], embedded.mean(0), atol=1e-5)
     assert torch.allclose(statistics[1, -1], outputs[layers - 1][1, : eot + 1].mean(0), atol=1e-5)
     assert torch.allclose(padded, statistics, atol=1e-5), "trailing padding must not change the statistics"
+
+
+def test_description_statistics_reach_the_score_standardised():
+    torch.manual_seed(3)
+    extra = {"fusion": {"num_heads": 4, "description_statistics": True}}
+    model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny", fusion="token", prompts="clean", extra=extra)).eval()
+    images, tokens = _batch(model, 3, seed=4)
+    with torch.no_grad():
+        features = model.encode(images, tokens)
+        base = model.score_features(features)["fused"]
+        statistics = model.fusion.statistics["text_layer_statistics"]
+        moved = dict(features, text_layer_statistics=features["text_layer_statistics"] + 1.0)
+        assert not torch.allclose(model.score_features(moved)["fused"], base), "the statistics must reach the output"
+        statistics.fit(features["text_layer_statistics"])  # standardised: a shifted fit undoes the shift
+        fitted = model.score_features(features)["fused"]
+        statistics.mean.add_(1.0)
+        torch.testing.assert_close(model.score_features(moved)["fused"], fitted)
+    with pytest.raises(ValueError, match="text_layer_statistics"):
+        model.fuse({key: value for key, value in features.items() if key != "text_layer_statistics"})

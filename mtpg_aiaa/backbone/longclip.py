@@ -151,15 +151,10 @@ class LongCLIP(CLIP):
         (token + position embeddings) and of every block's output. The description-side
         twin of ``encode_image_with_layer_statistics``; the input level is a bag of word
         embeddings, which keeps which words were used even when the blocks mix them."""
-        length = text.shape[1]
-        if length > self.context_length:
-            raise ValueError(f"text has {length} tokens; this model reads at most {self.context_length}")
-        cast_dtype = self.transformer.get_cast_dtype()
-        x = self.token_embedding(text).to(cast_dtype) + self.positional_embedding[:length].to(cast_dtype)
+        x, mask = self._text_input(self.token_embedding(text))
         eot = text.argmax(dim=-1)
-        kept = (torch.arange(length, device=text.device)[None, :] <= eot[:, None]).unsqueeze(-1)
+        kept = (torch.arange(text.shape[1], device=text.device)[None, :] <= eot[:, None]).unsqueeze(-1)
         statistics = [_token_means(x, kept)]
-        mask = self.attn_mask[:length, :length]
         for block in self.transformer.resblocks:  # batch-first, as the transformer's own loop
             x = block(x, attn_mask=mask)
             statistics.append(_token_means(x, kept))
@@ -176,13 +171,18 @@ class LongCLIP(CLIP):
         The entry point for learnable prompt context (CoOp), whose tokens are vectors
         rather than vocabulary ids.
         """
+        x, mask = self._text_input(embeddings)
+        return self.ln_final(self.transformer(x, attn_mask=mask))
+
+    def _text_input(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The text transformer's input for ``[N, L, text_width]`` embeddings (positions added,
+        in the transformer's dtype) and its causal mask, both cut to length ``L``."""
         length = embeddings.shape[1]
         if length > self.context_length:
             raise ValueError(f"text has {length} tokens; this model reads at most {self.context_length}")
         cast_dtype = self.transformer.get_cast_dtype()
         x = embeddings.to(cast_dtype) + self.positional_embedding[:length].to(cast_dtype)
-        x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
-        return self.ln_final(x)
+        return x, self.attn_mask[:length, :length]
 
     def encode_text_embeddings(self, embeddings: torch.Tensor, eot_positions: torch.Tensor) -> torch.Tensor:
         """Text features ``[N, embed_dim]`` from token embeddings ``[N, L, text_width]``,
