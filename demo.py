@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from mtpg_aiaa.checkpoint import load_model
+from mtpg_aiaa.models.mtpg.checkpoint import load_model
 from mtpg_aiaa.data import BadInputError, load_rgb_image
 from mtpg_aiaa.evaluation import resolve_device
-from mtpg_aiaa.prompts import LEVELS
+from mtpg_aiaa.models.mtpg.prompts import LEVELS
 from mtpg_aiaa.transforms import build_transform
 
 DEFAULT_CKPT = Path("checkpoints/model_save.pt")

@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from mtpg_aiaa.checkpoint import is_official_checkpoint, load_model
+from mtpg_aiaa.models.mtpg.checkpoint import is_official_checkpoint, load_model
 from mtpg_aiaa.data import AestheticsDataset, collate_samples, read_score_table
 from mtpg_aiaa.data.toy import ensure_dataset
 from mtpg_aiaa.engine import distributed

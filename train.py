@@ -22,8 +22,7 @@ from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.loggers import MetricsLogger
 from mtpg_aiaa.engine.run_names import register_resolvers
 from mtpg_aiaa.engine.seeding import seed_everything
-from mtpg_aiaa.engine.stage1 import build_pretrain_task
-from mtpg_aiaa.engine.stage2 import build_finetune_task
+from mtpg_aiaa.engine.tasks import get_task_builder, list_tasks
 from mtpg_aiaa.engine.trainer import Trainer, TrainerConfig
 from mtpg_aiaa.evaluation import resolve_device
 from mtpg_aiaa.plots import save_training_curves
@@ -32,17 +31,15 @@ log = logging.getLogger("train")
 register_resolvers()
 
 
-TASK_BUILDERS = {"pretrain": build_pretrain_task, "finetune": build_finetune_task}
-
-
 def build_task(cfg: DictConfig, model, context: distributed.DistributedContext | None = None):
     """The task of ``cfg.stage.name``; ``data=toy`` builds its images first if needed (rank 0)."""
     if context is None or context.is_main:
         ensure_dataset(cfg.data)
     distributed.barrier()
-    if cfg.stage.name not in TASK_BUILDERS:
-        raise ValueError(f"stage.name={cfg.stage.name!r}; choose from {sorted(TASK_BUILDERS)}")
-    return TASK_BUILDERS[cfg.stage.name](cfg, model)
+    name = f"mtpg/{cfg.stage.name}"
+    if name not in list_tasks():
+        raise ValueError(f"stage.name={cfg.stage.name!r}; registered tasks: {list_tasks()}")
+    return get_task_builder(name)(cfg, model)
 
 
 def resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:

@@ -11,15 +11,15 @@ import importlib
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "MTPGAIAA": "mtpg_aiaa.model",
-    "MTPGConfig": "mtpg_aiaa.model",
-    "build_mtpg": "mtpg_aiaa.model",
+    "MTPGAIAA": "mtpg_aiaa.models.mtpg.model",
+    "MTPGConfig": "mtpg_aiaa.models.mtpg.model",
+    "build_mtpg": "mtpg_aiaa.models.mtpg.model",
     "create_longclip": "mtpg_aiaa.backbone",
     "list_models": "mtpg_aiaa.backbone",
     "load_longclip": "mtpg_aiaa.backbone",
-    "load_model": "mtpg_aiaa.checkpoint",
-    "load_official_checkpoint": "mtpg_aiaa.checkpoint",
-    "save_model": "mtpg_aiaa.checkpoint",
+    "load_model": "mtpg_aiaa.models.mtpg.checkpoint",
+    "load_official_checkpoint": "mtpg_aiaa.models.mtpg.checkpoint",
+    "save_model": "mtpg_aiaa.models.mtpg.checkpoint",
     "get_tokenizer": "mtpg_aiaa.tokenizer",
 }
 __all__ = sorted(_PUBLIC)

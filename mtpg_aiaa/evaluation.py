@@ -15,8 +15,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .model import MTPGAIAA
-from .prompts import LEVELS, expected_score
+from .models.mtpg.model import MTPGAIAA
+from .models.mtpg.prompts import LEVELS, expected_score
 
 BATCHINGS = ("batch", "per_image")
 

@@ -37,9 +37,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from . import __version__
-from .checkpoint import atomic_write
+from .fileio import atomic_write
 from .data import AestheticsDataset, BadInputError, collate_samples
-from .prompts import LEVELS, expected_score
+from .models.mtpg.prompts import LEVELS, expected_score
 from .transforms import build_transform
 
 log = logging.getLogger(__name__)

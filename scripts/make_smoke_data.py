@@ -15,8 +15,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from mtpg_aiaa.checkpoint import save_model
-from mtpg_aiaa.model import MTPGConfig, build_mtpg
+from mtpg_aiaa.models.mtpg.checkpoint import save_model
+from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
 
 PALETTE_WORDS = ("warm", "cool", "muted", "vivid", "earthy", "pastel")
 

@@ -11,16 +11,16 @@ import pytest
 import torch
 
 from mtpg_aiaa.backbone import CheckpointError
-from mtpg_aiaa.checkpoint import (
-    atomic_write,
+from mtpg_aiaa.fileio import atomic_write
+from mtpg_aiaa.models.mtpg.checkpoint import (
     load_model,
     load_official_checkpoint,
     read_model_config,
     save_model,
     save_official_checkpoint,
 )
-from mtpg_aiaa.model import MTPGConfig, build_mtpg
-from mtpg_aiaa.prompts import level_prompts
+from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
+from mtpg_aiaa.models.mtpg.prompts import level_prompts
 from mtpg_aiaa.tokenizer import get_tokenizer
 
 # The head layers of the released checkpoint, as listed in mtpg_official.md.

@@ -13,9 +13,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from mtpg_aiaa.checkpoint import load_model, save_official_checkpoint
+from mtpg_aiaa.models.mtpg.checkpoint import load_model, save_official_checkpoint
 from mtpg_aiaa.data import read_score_table
-from mtpg_aiaa.model import MTPGConfig, build_mtpg
+from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
 from mtpg_aiaa.transforms import build_transform
 
 ROOT = Path(__file__).resolve().parents[1]

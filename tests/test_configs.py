@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from mtpg_aiaa.engine.builders import model_config_from
-from mtpg_aiaa.model import build_mtpg
+from mtpg_aiaa.models.mtpg.model import build_mtpg
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

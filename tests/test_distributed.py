@@ -15,12 +15,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DistributedSampler
 
-from mtpg_aiaa.checkpoint import save_official_checkpoint
+from mtpg_aiaa.models.mtpg.checkpoint import save_official_checkpoint
 from mtpg_aiaa.engine import trainer as trainer_module
 from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.distributed import gather_with_grad, shard_batches
 from mtpg_aiaa.engine.sampling import ResumableSampler
-from mtpg_aiaa.model import MTPGConfig, build_mtpg
+from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

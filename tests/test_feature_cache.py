@@ -12,9 +12,9 @@ from hydra import compose, initialize_config_dir
 
 from mtpg_aiaa.data import AestheticsDataset, read_score_table
 from mtpg_aiaa.engine.freezing import apply_freeze_policy
-from mtpg_aiaa.engine.stage2 import FeatureCacheOptions, FinetuneTask
+from mtpg_aiaa.engine.tasks.mtpg.finetune import FeatureCacheOptions, FinetuneTask
 from mtpg_aiaa.feature_cache import FeatureCache, FeatureCacheError
-from mtpg_aiaa.model import MTPGConfig, build_mtpg
+from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

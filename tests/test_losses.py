@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from mtpg_aiaa import losses
-from mtpg_aiaa.prompts import expected_score
+from mtpg_aiaa.models.mtpg import losses
+from mtpg_aiaa.models.mtpg.prompts import expected_score
 
 
 def test_soft_level_distribution_tracks_the_target():

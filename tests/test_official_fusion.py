@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mtpg_aiaa.model import MTPGConfig, build_mtpg
-from mtpg_aiaa.prompts import level_prompts
+from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
+from mtpg_aiaa.models.mtpg.prompts import level_prompts
 from mtpg_aiaa.tokenizer import get_tokenizer
 
 DESCRIPTIONS = [

@@ -20,7 +20,7 @@ from mtpg_aiaa.data.manipulated import ORIGINAL_ID, ManipulatedDataset, draw_vie
 from mtpg_aiaa.engine.builders import build_training_model
 from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.seeding import PerSampleSeeded
-from mtpg_aiaa.engine.stage1 import build_pretrain_task, pretrain_losses
+from mtpg_aiaa.engine.tasks.mtpg.pretrain import build_pretrain_task, pretrain_losses
 from mtpg_aiaa.manipulations import MANIPULATIONS, operation_groups
 from mtpg_aiaa.transforms import IMAGENET_MEAN, IMAGENET_STD
 

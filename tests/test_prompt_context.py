@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtpg_aiaa.checkpoint import load_model, save_model
-from mtpg_aiaa.model import MTPGConfig, build_mtpg
-from mtpg_aiaa.prompt_context import INIT_PHRASE
+from mtpg_aiaa.models.mtpg.checkpoint import load_model, save_model
+from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
+from mtpg_aiaa.models.mtpg.prompt_context import INIT_PHRASE
 from mtpg_aiaa.tokenizer import get_tokenizer
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from mtpg_aiaa.backbone.longclip import create_longclip
-from mtpg_aiaa.fusion.token import token_statistics
-from mtpg_aiaa.model import MTPGConfig, build_mtpg
+from mtpg_aiaa.models.mtpg.fusion.token import token_statistics
+from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
 
 
 FUSION_OPTIONS = {

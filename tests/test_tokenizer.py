@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtpg_aiaa.prompts import LEVEL_SCORES, LEVELS, expected_score, level_prompts
+from mtpg_aiaa.models.mtpg.prompts import LEVEL_SCORES, LEVELS, expected_score, level_prompts
 from mtpg_aiaa.tokenizer import EOT_TOKEN_ID, SOT_TOKEN_ID, get_tokenizer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

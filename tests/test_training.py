@@ -65,7 +65,7 @@ def test_resume_continues_exactly(smoke, tmp_path, monkeypatch):
 
 
 def test_frozen_backbone_is_unchanged_after_a_step(smoke, tmp_path):
-    from mtpg_aiaa.model import MTPGConfig, build_mtpg
+    from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
 
     train(compose_train(smoke, tmp_path, "model.freeze=frozen", "trainer.max_steps=1"))
     trained = weights(tmp_path / "train" / "run")
@@ -91,7 +91,7 @@ def test_last_n_policy_trains_only_the_last_blocks(smoke, tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(smoke, tmp_path, monkeypatch):
-    from mtpg_aiaa.engine import stage2
+    from mtpg_aiaa.engine.tasks.mtpg import finetune as stage2
 
     original = stage2.FinetuneTask.training_step
     calls = {"n": 0}
@@ -200,7 +200,7 @@ def test_resume_with_weight_average_continues_exactly(smoke, tmp_path, monkeypat
     averaged = {k: v / (1 - 0.9**4) for k, v in a["ema"]["shadow"].items()}
     assert any(not torch.allclose(v, a["model"][k]) for k, v in averaged.items()), "the average differs from the weights"
     # best.safetensors holds the averaged weights that were validated
-    from mtpg_aiaa.checkpoint import load_model
+    from mtpg_aiaa.models.mtpg.checkpoint import load_model
 
     best = dict(load_model(straight / "train" / "run" / "best.safetensors").named_parameters())
     best_state = load_training_state(straight / "train" / "run" / "best.pt")

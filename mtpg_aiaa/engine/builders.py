@@ -8,8 +8,8 @@ import torch
 from omegaconf import DictConfig
 
 from ..backbone.convert import CheckpointError, load_longclip, read_state_dict
-from ..checkpoint import is_official_layout, load_model, official_to_ours
-from ..model import MTPGAIAA, MTPGConfig, build_mtpg
+from ..models.mtpg.checkpoint import is_official_layout, load_model, official_to_ours
+from ..models.mtpg.model import MTPGAIAA, MTPGConfig, build_mtpg
 from .checkpointing import load_training_state
 from .freezing import apply_freeze_policy
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..backbone.convert import CheckpointError
-from ..checkpoint import atomic_write
+from ..fileio import atomic_write
 
 REQUIRED_KEYS = ("model", "optimizer", "scheduler", "step", "epoch", "batch_in_epoch", "config")
 

@@ -1,6 +1,6 @@
 """One training loop for both stages.
 
-A *task* (``stage1.PretrainTask`` / ``stage2.FinetuneTask``) supplies the dataset, the
+A *task* (``tasks.mtpg.pretrain.PretrainTask`` / ``tasks.mtpg.finetune.FinetuneTask``) supplies the dataset, the
 loss of a batch and the validation; the :class:`Trainer` owns everything else:
 accumulation, clipping, mixed precision, the schedule, validation cadence, checkpoints
 (``last.pt``, ``best.pt`` by ``val/srcc``), exact resume, logging, NaN and signal handling,
@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..checkpoint import save_model
+from ..models.mtpg.checkpoint import save_model
 from .checkpointing import save_training_state, unwrap
 from .distributed import any_rank
 from .ema import WeightAverage

@@ -12,14 +12,12 @@ Both are written atomically: to a temporary file in the same folder, then rename
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 
-from .backbone.convert import (
+from ...backbone.convert import (
     CheckpointError,
     cast_like_upstream,
     infer_arch,
@@ -29,28 +27,13 @@ from .backbone.convert import (
     to_longclip_state_dict,
     to_release_layout,
 )
-from .backbone.longclip import LongCLIP
+from ...backbone.longclip import LongCLIP
+from ...fileio import atomic_write
 from .model import MTPGAIAA, MTPGConfig, build_mtpg
 
 FORMAT_NAME = "mtpg-aiaa"
 FORMAT_VERSION = "1"
 _OFFICIAL_BACKBONE_PREFIX = "model."
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``; a failed write leaves ``path`` as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
 
 
 # -- the authors' layout --------------------------------------------------------------

@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone.longclip import LongCLIP, LongCLIPArch, encode_text_by_length, get_arch, trim_text_tokens
+from ...backbone.longclip import LongCLIP, LongCLIPArch, encode_text_by_length, get_arch, trim_text_tokens
 from .fusion.official import OfficialFusion, init_logit_scale
 from .fusion.token import NoFusion, TokenFusion
 from .prompt_context import LearnablePromptContext
 from .prompts import expected_score, level_prompts
-from .tokenizer import get_tokenizer
+from ...tokenizer import get_tokenizer
 
 FUSIONS = ("official", "token", "none")
 

@@ -18,16 +18,16 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..data import AestheticsDataset, collate_samples
-from ..data.manipulated import NUM_VIEWS, ManipulatedDataset
-from ..evaluation import predict
-from ..losses import contrastive_loss, preference_loss, prompt_matching_loss, strength_ordering_loss
-from ..manipulations import prompts
-from ..transforms import build_transform
-from .checkpointing import unwrap
-from .distributed import gather_with_grad
-from .seeding import PerSampleSeeded
-from .stage2 import read_split_tables, validation_metrics
+from ....data import AestheticsDataset, collate_samples
+from ....data.manipulated import NUM_VIEWS, ManipulatedDataset
+from ....evaluation import predict
+from ....models.mtpg.losses import contrastive_loss, preference_loss, prompt_matching_loss, strength_ordering_loss
+from ....manipulations import prompts
+from ....transforms import build_transform
+from ...checkpointing import unwrap
+from ...distributed import gather_with_grad
+from ...seeding import PerSampleSeeded
+from .finetune import read_split_tables, validation_metrics
 
 PRETRAIN_LOSSES = ("matching", "ordering", "preference", "contrastive")
 

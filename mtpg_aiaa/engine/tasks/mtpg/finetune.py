@@ -15,9 +15,9 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from ..data import AestheticsDataset, collate_samples, read_score_table
-from ..evaluation import predict
-from ..feature_cache import (
+from ....data import AestheticsDataset, collate_samples, read_score_table
+from ....evaluation import predict
+from ....feature_cache import (
     BuildReport,
     CachedFeatureDataset,
     FeatureCache,
@@ -25,13 +25,13 @@ from ..feature_cache import (
     predict_features,
     trainable_encode_parameters,
 )
-from ..losses import score_losses
-from ..metrics import compute_metrics
-from ..transforms import build_transform
-from .checkpointing import unwrap
-from .distributed import barrier, current, gather_with_grad
-from .seeding import PerSampleSeeded
-from .trainer import resolve_autocast
+from ....models.mtpg.losses import score_losses
+from ....metrics import compute_metrics
+from ....transforms import build_transform
+from ...checkpointing import unwrap
+from ...distributed import barrier, current, gather_with_grad
+from ...seeding import PerSampleSeeded
+from ...trainer import resolve_autocast
 
 log = logging.getLogger(__name__)
 CACHE_SWITCHES = {"auto": "auto", True: True, "true": True, False: False, "false": False}

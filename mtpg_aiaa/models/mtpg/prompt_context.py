@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbone.longclip import trim_text_tokens
+from ...backbone.longclip import trim_text_tokens
 from .prompts import LEVELS
 
 INIT_PHRASE = "An image with"
