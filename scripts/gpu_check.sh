@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The GPU check on a machine without internet: install the pure-Python dependencies from
+# .whl/ (filled by scripts/gpu_wheels.sh) when they are missing, then run scripts/gpu_check.py.
+#
+#   bash scripts/gpu_check.sh                       # writes ${OUT:-outputs/gpu_check}/gpu_check.json
+#   bash scripts/gpu_check.sh --quick --device cpu  # extra arguments go to gpu_check.py
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+SITE=${SITE:-/tmp/site}
+export HF_HUB_OFFLINE=1 WANDB_MODE=disabled
+if ! "$PY" -c "import open_clip, hydra, omegaconf, ftfy, regex, submitit" 2>/dev/null; then
+    ls .whl/*.whl >/dev/null 2>&1 || { echo "gpu_check.sh: dependencies missing and no .whl/ (run scripts/gpu_wheels.sh)" >&2; exit 2; }
+    "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" .whl/*.whl
+    export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+else
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+"$PY" -c "import mtpg_aiaa, open_clip, hydra; print('mtpg_aiaa from', mtpg_aiaa.__file__)"
+exec "$PY" scripts/gpu_check.py --out "${OUT:-outputs/gpu_check}" "$@"
