@@ -120,3 +120,18 @@ def test_demo_on_cuda(smoke, tmp_path):
     report = json.loads(result.stdout)
     assert len(report["results"]) == 2
     assert all(0 <= row["score"] <= 1 for row in report["results"])
+
+
+def test_description_features_on_cuda_match_the_grouped_cpu_path():
+    from mtpg_aiaa.backbone.longclip import encode_text_by_length
+
+    torch.manual_seed(0)
+    model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny")).eval()
+    tokens = torch.zeros(9, 40, dtype=torch.long)
+    for row in range(9):
+        tokens[row, : 5 + 3 * row] = torch.randint(1, 49000, (5 + 3 * row,))
+        tokens[row, 5 + 3 * row] = 49407
+    with torch.inference_mode():
+        expected = torch.nn.functional.normalize(encode_text_by_length(model.backbone, tokens), dim=-1)
+        got = model.cuda().encode_texts(tokens.cuda()).cpu()
+    assert (got - expected).abs().max() <= 1e-4
