@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,12 +42,12 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 # name: (hard cap in seconds on a GPU, in --quick mode)
 PARTS = {
-    "cuda_tests": (100, 120),
-    "inference_b16": (40, 90),
-    "forward_b256": (45, 60),
-    "test_py": (140, 120),
-    "train_full": (60, 120),
-    "stage2_epoch": (40, 60),
+    "cuda_tests": (100, 200),
+    "inference_b16": (40, 200),
+    "forward_b256": (45, 200),
+    "stage2_epoch": (40, 200),
+    "train_full": (60, 200),
+    "test_py": (140, 200),
 }
 BAID_TRAIN_ROWS = 50_737
 BAID_TEST_ROWS = 6_400
@@ -128,7 +129,11 @@ def random_tokens(batch: int, length: int, seed: int = 0):
 def part_cuda_tests(args, device, size, work: Path) -> dict:
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda", "tests/test_cuda.py"]
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    try:  # stop short of the part's cap, so what pytest printed so far is kept
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=args.cap - 10)
+    except subprocess.TimeoutExpired as error:
+        output = error.stdout.decode() if isinstance(error.stdout, bytes) else (error.stdout or "")
+        raise RuntimeError(f"pytest -m cuda still running after {args.cap - 10} s:\n{output[-3000:]}") from None
     summary = (result.stdout.strip().splitlines() or [""])[-1]
     ran = device.type == "cuda" and " passed" in summary and " skipped" not in summary
     passed = result.returncode == 0 and ran
@@ -400,12 +405,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto | cuda | cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (proves the script on a CPU)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "gpu_check")
-    parser.add_argument("--budget", type=float, default=450, help="seconds for all parts together")
+    parser.add_argument("--budget", type=float, help="seconds for all parts together (default 450; --quick: 1200)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--part", choices=list(PARTS), help=argparse.SUPPRESS)  # internal: run one part here
     parser.add_argument("--part-json", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
+    parser.add_argument("--cap", type=float, default=600, help=argparse.SUPPRESS)  # internal: this part's cap
     args = parser.parse_args(argv)
+    if args.budget is None:
+        args.budget = 1200 if args.quick else 450
     if args.part:
         run_part_here(args)
         return 0
@@ -420,8 +428,6 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.parts.split(","):
         cap = PARTS[name][1 if args.quick else 0]
         part_json = work / f"{name}.json"
-        command = [sys.executable, __file__, "--part", name, "--part-json", str(part_json), "--work", str(work),
-                   "--device", args.device, *(["--quick"] if args.quick else [])]  # fmt: skip
         start = time.perf_counter()
         print(f"[gpu_check] {name} (cap {cap} s) ...", flush=True)
         left = args.budget - (time.perf_counter() - started)
@@ -429,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
             part = {"status": "skipped", "error": f"the {args.budget} s budget was spent"}
         else:
             cap = min(cap, int(left))
+            command = [sys.executable, __file__, "--part", name, "--part-json", str(part_json), "--work", str(work),
+                       "--device", args.device, "--cap", str(cap), *(["--quick"] if args.quick else [])]  # fmt: skip
             returncode, stderr = run_capped(command, env, cap)
             if returncode is None:
                 part = {"status": "timeout", "error": f"stopped at its cap of {cap} s", "stderr_tail": stderr[-2000:]}
@@ -450,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         value, target = row["value"], row["target"]
         show = (lambda v: f"{v:.3g}" if isinstance(v, float) else str(v))
         print(f"{key:<40} {show(value):>12} {show(target) if target is not None else '-':>10}  {row['met']}")
+    shutil.rmtree(work, ignore_errors=True)  # generated images and checkpoints (GBs at full size)
     print(f"\nwrote {args.out / 'gpu_check.json'} in {report['total_wall_s']:.0f} s")
     return 0
 

@@ -9,9 +9,13 @@ cd "$(dirname "$0")/.."
 PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 SITE=${SITE:-/tmp/site}
 export HF_HUB_OFFLINE=1 WANDB_MODE=disabled
-if ! "$PY" -c "import open_clip, hydra, omegaconf, ftfy, regex, submitit" 2>/dev/null; then
+if ! "$PY" -c "import open_clip, hydra, omegaconf, ftfy, regex, submitit, pytest" 2>/dev/null; then
     ls .whl/*.whl >/dev/null 2>&1 || { echo "gpu_check.sh: dependencies missing and no .whl/ (run scripts/gpu_wheels.sh)" >&2; exit 2; }
-    "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" .whl/*.whl
+    if "$PY" -m pip --version >/dev/null 2>&1; then
+        "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" .whl/*.whl
+    else  # no pip: a wheel is a zip of the files to put on the path
+        for wheel in .whl/*.whl; do "$PY" -m zipfile -e "$wheel" "$SITE"; done
+    fi
     export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 else
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"

@@ -28,6 +28,9 @@ packages=(
     "$(pin submitit)" "$(pin hydra-submitit-launcher)"
     wcwidth==0.9.4       # ftfy's dependency
     cloudpickle==3.1.3   # submitit's dependency
+    # the CUDA tests (scripts/gpu_check.py runs pytest -m cuda); pytest is pinned in requirements-dev.txt
+    "pytest==$(sed -n 's/^pytest==\([^ #]*\).*/\1/p' requirements-dev.txt)"
+    iniconfig==2.3.1 pluggy==1.7.0 pygments==2.21.0
 )
 "$PY" -m pip download --quiet --no-deps --only-binary=:all: --dest "$DEST" \
     --python-version "$PYTHON_VERSION" --implementation cp --platform manylinux2014_x86_64 "${packages[@]}"

@@ -135,3 +135,11 @@ def test_description_features_on_cuda_match_the_grouped_cpu_path():
         expected = torch.nn.functional.normalize(encode_text_by_length(model.backbone, tokens), dim=-1)
         got = model.cuda().encode_texts(tokens.cuda()).cpu()
     assert (got - expected).abs().max() <= 1e-4
+
+
+def test_adamw_is_fused_on_cuda():
+    from mtpg_aiaa.engine.optim import build_optimizer
+
+    model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny")).cuda()
+    optimizer = build_optimizer(model, backbone_lr=1e-5, head_lr=1e-4)
+    assert optimizer.defaults["fused"] is True
