@@ -355,8 +355,10 @@ PART_FUNCTIONS = {name: globals()[f"part_{name}"] for name in PARTS}
 def environment(device) -> dict:
     import torch
 
+    import mtpg_aiaa
+
     env = {"torch": torch.__version__, "device": str(device), "python": sys.version.split()[0],
-           "cpu_count": len(os.sched_getaffinity(0))}  # fmt: skip
+           "cpu_count": len(os.sched_getaffinity(0)), "mtpg_aiaa": str(Path(mtpg_aiaa.__file__).parent)}  # fmt: skip
     if device.type == "cuda":
         env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
                    gpu_memory_gib=round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1))
@@ -405,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto | cuda | cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (proves the script on a CPU)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "gpu_check")
-    parser.add_argument("--budget", type=float, help="seconds for all parts together (default 450; --quick: 1200)")
+    parser.add_argument("--budget", type=float, help="seconds for all parts together (default 420; --quick: 1200)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--part", choices=list(PARTS), help=argparse.SUPPRESS)  # internal: run one part here
     parser.add_argument("--part-json", help=argparse.SUPPRESS)
@@ -413,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cap", type=float, default=600, help=argparse.SUPPRESS)  # internal: this part's cap
     args = parser.parse_args(argv)
     if args.budget is None:
-        args.budget = 1200 if args.quick else 450
+        args.budget = 1200 if args.quick else 420
     if args.part:
         run_part_here(args)
         return 0
