@@ -380,8 +380,7 @@ def run_part_here(args) -> None:
     except Exception as error:  # recorded, so the other parts' figures survive
         result = {"status": "error", "error": f"{type(error).__name__}: {error}"[-4000:], "traceback": traceback.format_exc()[-4000:]}
     result["seconds"] = time.perf_counter() - start
-    if args.part == "cuda_tests" or args.part == "forward_b256":
-        result["environment"] = environment(device)
+    result["environment"] = environment(device)
     if device.type == "cuda":
         result["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     Path(args.part_json).write_text(json.dumps(result, indent=2, default=str) + "\n")
