@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 
-.PHONY: install test quickstart benchmark clean
+.PHONY: install test quickstart benchmark gpu-check clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ quickstart: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark_inference.py
+
+# CUDA tests and every GPU benchmark, one JSON (outputs/gpu_check/gpu_check.json); docs/performance.md
+gpu-check: $(STAMP)
+	PY=$(PY) bash scripts/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=3, help="timed batches per path")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--no-memory", action="store_true", help="skip peak memory (CPU: a fresh process per path)")
     parser.add_argument("--memory-of", choices=sorted(PATHS), help=argparse.SUPPRESS)  # internal: one path's memory
     args = parser.parse_args()
     if args.threads:
@@ -175,7 +176,8 @@ def main() -> None:
     longest = int(tokens.argmax(dim=-1).max()) + 1
     speed = time_paths(PATHS, model, batches)
     on_gpu = device.type == "cuda"
-    memory = {name: peak_memory_mb(name, args, model if on_gpu else None, batches[0] if on_gpu else None)
+    memory = {name: float("nan") if args.no_memory else
+              peak_memory_mb(name, args, model if on_gpu else None, batches[0] if on_gpu else None)
               for name in PATHS}  # fmt: skip
     literal = {"images_per_s": speed["literal"], "peak_mem_mb": memory["literal"]}
     fast = {"images_per_s": speed["ours"], "peak_mem_mb": memory["ours"]}

@@ -30,7 +30,9 @@ from make_smoke_data import write_smoke_data  # noqa: E402
 from test import evaluate  # noqa: E402
 from train import train  # noqa: E402
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+# CPU (gloo) runs by design: the commands must not pick a GPU through device=auto (tests/conftest.py)
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
+       "CUDA_VISIBLE_DEVICES": ""}
 
 
 @pytest.fixture(scope="module")

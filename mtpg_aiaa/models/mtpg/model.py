@@ -113,10 +113,18 @@ class MTPGAIAA(nn.Module):
     def encode_texts(self, tokens: torch.Tensor) -> torch.Tensor:
         """l2-normalised fp32 text features ``[N, L] -> [N, D]``.
 
-        With ``trim_text`` rows are encoded in groups of similar length, each cut after
-        its longest EOT (exact; see ``encode_text_by_length``); otherwise at full length.
+        With ``trim_text`` padding after the EOTs is skipped (exact): on a CPU rows are
+        encoded in groups of similar length, each cut after its own longest EOT
+        (``encode_text_by_length``); on a GPU, where many small launches cost more than
+        the padding they save, the whole batch is cut after its longest EOT in one call.
+        Without ``trim_text``: the full 248 tokens.
         """
-        features = encode_text_by_length(self.backbone, tokens) if self.trim_text else self.backbone.encode_text(tokens)
+        if not self.trim_text:
+            features = self.backbone.encode_text(tokens)
+        elif tokens.device.type == "cpu":
+            features = encode_text_by_length(self.backbone, tokens)
+        else:
+            features = self.backbone.encode_text(trim_text_tokens(tokens))
         return F.normalize(features.float(), dim=-1)
 
     def prompt_features(self) -> torch.Tensor:
