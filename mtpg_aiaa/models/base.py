@@ -76,6 +76,13 @@ class Scorer(nn.Module):
         ``{"config": json}``; ``save_scorer`` adds the format, system and score range."""
         raise NotImplementedError
 
+    def save(self, path: str | Path) -> Path:
+        """Write weights and ``scorer_metadata`` to one ``.safetensors`` file, atomically;
+        ``models.loading.load_model`` rebuilds the model from that file alone."""
+        from .loading import save_scorer  # loading.py imports this module
+
+        return save_scorer(self, path)
+
 
 def scorer_metadata(scorer: Scorer) -> dict[str, str]:
     """The safetensors metadata of a saved scorer: format, system, score range and its own."""
