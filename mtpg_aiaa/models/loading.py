@@ -14,6 +14,7 @@ Anything else gets a one-line ``CheckpointError`` saying what the file is.
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,9 @@ def _load_safetensors(path: Path, device, options: dict) -> Scorer:
                 f"{path} is a safetensors file without this package's metadata whose tensor names match no "
                 f"registered system ({', '.join(sorted(_names()))}); is it a backbone rather than a scorer?"
             )
-    return _call_loader(entry, path, metadata, device, options)
+    ours = metadata.get("format") == FORMAT_NAME
+    kind = f"{entry.name} weights (safetensors, {'our format' if ours else 'recognised by its keys'})"
+    return _call_loader(entry, path, metadata, device, options, kind)
 
 
 # -- PyTorch files ------------------------------------------------------------------------
@@ -125,7 +128,7 @@ def _load_torch_file(path: Path, device, options: dict) -> Scorer:
         shown = ", ".join(sorted(raw)[:3])
         raise CheckpointError(f"{path} is a PyTorch state dict whose keys ({shown}, ...) match no registered system "
                               f"({', '.join(sorted(_names()))})")  # fmt: skip
-    return _call_loader(entry, path, {}, device, options)
+    return _call_loader(entry, path, {}, device, options, f"{entry.name} weights (PyTorch state dict)")
 
 
 def _load_training_state(path: Path, state: Mapping[str, Any], device) -> Scorer:
@@ -147,6 +150,7 @@ def _load_training_state(path: Path, state: Mapping[str, Any], device) -> Scorer
         raise CheckpointError(f"{path}: training checkpoint weights do not fit the model its config builds "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")  # fmt: skip
     model.load_state_dict(incoming)
+    model.weights_kind = f"{entry.name} training checkpoint (raw weights, step {state.get('step')})"
     return model.to(device).eval()
 
 
@@ -183,6 +187,10 @@ def _entry_or_error(system: str, path: Path) -> ModelEntry:
     return entry
 
 
-def _call_loader(entry: ModelEntry, path: Path, metadata: Mapping[str, str], device, options: dict) -> Scorer:
-    model = entry.load(path, metadata, **options)
+def _call_loader(entry: ModelEntry, path: Path, metadata: Mapping[str, str], device, options: dict,
+                 kind: str) -> Scorer:  # fmt: skip
+    accepted = inspect.signature(entry.load).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    model = entry.load(path, metadata, **{k: v for k, v in options.items() if takes_any or k in accepted})
+    model.weights_kind = kind  # what the file was, for reports (test.py's metrics.json)
     return model.to(device).eval()
