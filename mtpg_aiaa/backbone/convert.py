@@ -47,7 +47,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
         return dict(load_file(str(path), device="cpu"))
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as handle:  # by content: torch.load would take a ".safetensors" name for safetensors
+            obj = torch.load(handle, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - re-raised with the file named
         if _is_torchscript_archive(path):
             return {k: v for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}

@@ -114,6 +114,16 @@ def attach_distribution(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def read_text_file(path: str | os.PathLike, column: str) -> dict[str, str]:
+    """``{image: text}`` from a CSV (``image`` and ``column``) or JSON file (module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"text file {path} does not exist")
+    head = path.read_text(encoding="utf-8-sig")[:4096].lstrip()[:1]
+    found = _json_texts(path, column) if head in ("{", "[") else _csv_texts(path, column)
+    return {image: _checked(text, path, where, image, column) for image, (where, text) in found.items()}
+
+
 # -- sources ----------------------------------------------------------------------------
 def _texts_from_column(source: Path, column: str, images: list[str], name: str) -> list[str]:
     file = _read_csv(source)

@@ -63,7 +63,8 @@ def read_init_state(source: str | Path) -> dict[str, torch.Tensor]:
     if not source.is_file():
         raise CheckpointError(f"init_from={source} not found")
     if file_kind(source) == "torch":
-        raw = torch.load(source, map_location="cpu", weights_only=True)
+        with open(source, "rb") as handle:
+            raw = torch.load(handle, map_location="cpu", weights_only=True)
         if isinstance(raw, dict) and "model" in raw and "optimizer" in raw:
             return load_training_state(source)["model"]
     return load_model(source).state_dict()  # any system's weights file, told by its content

@@ -107,7 +107,8 @@ def _load_safetensors(path: Path, device, options: dict) -> Scorer:
 # -- PyTorch files ------------------------------------------------------------------------
 def _torch_load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as handle:  # a handle: torch.load would read a ".safetensors" name as safetensors
+            return torch.load(handle, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - re-raised naming the file
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"cannot read {path} as plain tensors (weights_only=True): {first}") from error

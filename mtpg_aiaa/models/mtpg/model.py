@@ -119,6 +119,11 @@ class MTPGAIAA(Scorer):
         self._prompt_cache = None
 
     # -- the scorer interface ----------------------------------------------------
+    @property
+    def outputs_depend_on_batch(self) -> bool:
+        """``fusion=official`` mixes the samples of a batch: score images alone for the demo's numbers."""
+        return self.config.fusion == "official"
+
     def build_transform(self, train: bool = False, preprocess: str | None = None):
         """PIL image -> ``[3, S, S]``: the config's preprocessing (or ``preprocess``) at the backbone's size."""
         return build_transform(preprocess or self.config.preprocess, self.backbone.arch.image_size, train=train)
