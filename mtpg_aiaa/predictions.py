@@ -32,7 +32,15 @@ def prediction_frame(batch: dict[str, Any], outputs: dict[str, torch.Tensor], mo
     ``collate_features`` (``index``, ``image_name``, ``score``, ``target``), ``outputs``
     from ``model(batch)`` or ``model.score_features`` (``score [B]``, optional ``distribution [B, K]``)."""
     score_range: ScoreRange = getattr(model, "score_range", ScoreRange())
-    pred = score_range.rescale(outputs["score"].detach().float().cpu(), 0.0, 1.0)
+    distribution = outputs.get("distribution")
+    distribution = distribution.detach().float().cpu() if distribution is not None else None
+    if distribution is not None and getattr(model, "score_is_expected_value", False):
+        # Recomputed on CPU over the whole table's batch, as the release does, so the figures do
+        # not depend on the device's matmul or on how many samples one forward pass held.
+        score = distribution @ torch.tensor(model.distribution_values, dtype=distribution.dtype)
+    else:
+        score = outputs["score"].detach().float().cpu()
+    pred = score_range.rescale(score, 0.0, 1.0)
     frame = pd.DataFrame({
         "index": batch["index"].tolist(),
         "image": list(batch["image_name"]),
@@ -40,9 +48,7 @@ def prediction_frame(batch: dict[str, Any], outputs: dict[str, torch.Tensor], mo
         "target": batch["target"].float().tolist(),
         "pred": pred.tolist(),
     })  # fmt: skip
-    distribution = outputs.get("distribution")
     if distribution is not None:
-        distribution = distribution.detach().float().cpu()
         for column, values in zip(distribution_columns(model, distribution.shape[1]), distribution.T):
             frame[column] = values.tolist()
     return frame

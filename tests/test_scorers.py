@@ -79,6 +79,15 @@ def test_saved_file_records_system_and_range_and_loads_by_content(weights, tmp_p
     assert load_model(official).config.fusion == "official"
 
 
+def test_files_written_before_systems_were_recorded_load_as_mtpg(weights, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model, path = weights
+    old = {k: v for k, v in read_metadata(path).items() if k not in ("system", "score_range")}
+    save_file(load_file(str(path)), str(tmp_path / "old.safetensors"), metadata=old)
+    assert load_model(tmp_path / "old.safetensors").system == "mtpg"
+
+
 def _training_state(model, target="mtpg_aiaa.models.mtpg.build_mtpg_model"):
     config = {"model": {"_target_": target, **TINY, "backbone_weights": "absent.pt", "freeze": "frozen"}}
     return {"model": model.state_dict(), "optimizer": {"state": {}}, "scheduler": {}, "step": 7, "epoch": 0,

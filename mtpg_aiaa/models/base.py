@@ -58,6 +58,7 @@ class Scorer(nn.Module):
     text_names: tuple[str, ...] = ()  # the named texts a row must carry, in order
     distribution_values: Sequence[float] | None = None  # the K values a ``distribution`` is over
     outputs_depend_on_batch: bool = False  # True: a sample's score depends on its batch-mates
+    score_is_expected_value: bool = False  # True: score == distribution @ distribution_values
 
     def build_transform(self, train: bool = False) -> Callable[[Any], torch.Tensor]:
         """PIL image -> ``[3, H, W]`` tensor: the system's own preprocessing (eval unless ``train``)."""

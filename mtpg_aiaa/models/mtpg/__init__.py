@@ -6,14 +6,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..registry import ModelEntry, register_model
-from .checkpoint import load_official_checkpoint, load_our_file
+from .checkpoint import is_official_layout, load_official_checkpoint, load_our_file
 from .factory import build_mtpg_model, mtpg_config
 from .model import MTPGAIAA, MTPGConfig, build_mtpg
 
 
 def _recognizes(keys: set[str], metadata: Mapping[str, str]) -> bool:
     """The authors' released layout (``model.*`` backbone beside the head's ``fc1``)."""
-    return "model.visual.conv1.weight" in keys and "fc1.weight" in keys
+    return is_official_layout(keys)
 
 
 def _load(path: str | Path, metadata: Mapping[str, str], device="cpu", backbone_precision: str = "fp32") -> MTPGAIAA:

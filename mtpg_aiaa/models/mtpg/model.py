@@ -84,6 +84,7 @@ class MTPGAIAA(Scorer):
     text_names = ("description",)
     distribution_values = LEVEL_SCORES
     distribution_labels = LEVELS  # prediction tables name the columns prob_<level>
+    score_is_expected_value = True
 
     def __init__(self, backbone: LongCLIP, config: MTPGConfig, trim_text: bool = True):
         super().__init__()
