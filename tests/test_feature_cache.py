@@ -218,8 +218,10 @@ def test_training_with_a_frozen_backbone_runs_on_cached_features(smoke, tmp_path
         tasks.append(build_finetune_task(cfg, model))
         return tasks[-1]
 
-    build_finetune_task = train_module.TASK_BUILDERS["finetune"]
-    monkeypatch.setitem(train_module.TASK_BUILDERS, "finetune", recording_builder)
+    from mtpg_aiaa.engine import tasks as task_registry
+
+    build_finetune_task = task_registry.get_task_builder("mtpg/finetune")
+    monkeypatch.setitem(task_registry._TASKS, "mtpg/finetune", recording_builder)
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=[
             "model=tiny", "model.freeze=frozen", "data=csv", f"data.train_csv={smoke['csv']}",
