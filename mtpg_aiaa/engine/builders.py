@@ -40,6 +40,7 @@ def build_training_model(cfg: DictConfig, init_from: str | None = None) -> nn.Mo
     new fusion head), then the freezing policy applied."""
     kwargs = _model_kwargs(cfg)
     kwargs.setdefault("_target_", DEFAULT_MODEL_TARGET)
+    kwargs["_convert_"] = "all"  # plain dicts and lists reach the build function, not DictConfigs
     if init_from and "backbone_weights" in kwargs:
         kwargs["backbone_weights"] = None
     model = instantiate(kwargs)
