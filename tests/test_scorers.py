@@ -153,3 +153,27 @@ def test_cli_scores_skips_bad_images_and_lists(weights, images, tmp_path, capsys
     assert cli_main(["list"]) == 0
     listed = capsys.readouterr().out
     assert "mtpg" in listed and "mtpg/finetune" in listed and "ava" in listed
+
+
+def test_test_py_scores_a_training_checkpoint_and_says_what_it_was(weights, tmp_path):
+    import sys
+
+    from hydra import compose, initialize_config_dir
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "scripts"))
+    sys.path.insert(0, str(root))
+    from make_smoke_data import write_smoke_data
+    from test import evaluate
+
+    smoke = write_smoke_data(tmp_path / "smoke", num_images=4, seed=2)
+    model, _ = weights
+    torch.save(_training_state(model), tmp_path / "last.pt")
+    with initialize_config_dir(config_dir=str(root / "configs"), version_base="1.3"):
+        cfg = compose("test", overrides=[f"ckpt={tmp_path / 'last.pt'}", f"data.csv={smoke['csv']}",
+                                         f"data.image_root={smoke['image_root']}", "eval.num_workers=0",
+                                         "eval.n_bootstrap=0", "eval.progress=false"])  # fmt: skip
+    metrics = evaluate(cfg, tmp_path / "run")
+    assert metrics["official_checkpoint"] is False and metrics["system"] == "mtpg"
+    assert metrics["checkpoint_kind"].startswith("mtpg training checkpoint")
+    assert "prob_perfect" in pd.read_csv(tmp_path / "run" / "predictions.csv").columns
