@@ -24,7 +24,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..models.mtpg.checkpoint import save_model
 from .checkpointing import save_training_state, unwrap
 from .distributed import any_rank
 from .ema import WeightAverage
@@ -287,8 +286,8 @@ class Trainer:
             value = metrics.get(self.cfg.monitor)
             if value is not None and not math.isnan(value) and value > self.best_metric:
                 self.best_metric = value
-                if self.rank == 0 and hasattr(base, "config"):
-                    save_model(base, self.run_dir / "best.safetensors")  # the validated (averaged) weights
+                if self.rank == 0 and hasattr(base, "save"):  # a Scorer saves itself (models/base.py)
+                    base.save(self.run_dir / "best.safetensors")  # the validated (averaged) weights
                 improved = True
             else:
                 improved = False

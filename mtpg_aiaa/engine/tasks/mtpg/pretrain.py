@@ -23,7 +23,6 @@ from ....data.manipulated import NUM_VIEWS, ManipulatedDataset
 from ....evaluation import predict
 from ....models.mtpg.losses import contrastive_loss, preference_loss, prompt_matching_loss, strength_ordering_loss
 from ....manipulations import prompts
-from ....transforms import build_transform
 from ...checkpointing import unwrap
 from ...distributed import gather_with_grad
 from ...seeding import PerSampleSeeded
@@ -105,7 +104,7 @@ class PretrainTask:
         self.train_dataset = PerSampleSeeded(train_views, seed)
         self.score_dataset = self.matching_dataset = None
         if val_table is not None and len(val_table) > 0:
-            self.score_dataset = AestheticsDataset(val_table, image_root, build_transform(preprocess, size), **common)
+            self.score_dataset = AestheticsDataset(val_table, image_root, base.build_transform(), **common)
             if val_matching_images:
                 views = ManipulatedDataset(val_table, image_root, preprocess, size, **common)
                 self.matching_dataset = fixed_view_set(views, val_matching_images, seed)
