@@ -45,10 +45,10 @@ def critique_files(args: argparse.Namespace) -> list[dict[str, str]]:
     """``[{"image", "color", "composition", "dof", "general"}]`` for ``args.images``, in order."""
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
-    transform = build_release_transform()
-    images = torch.stack([transform(load_rgb_image(path)) for path in args.images])
     generator = load_generator(args.weights, load_gpt2_tokenizer(args.tokenizer), device=args.device)
     generator.clean_up_spaces = args.clean_up_spaces
+    transform = build_release_transform(generator.clip.arch.image_size)  # 224 for the released base model
+    images = torch.stack([transform(load_rgb_image(path)) for path in args.images])
     critiques = generator.critique(
         images.to(args.device), beam_size=args.beam_size, max_steps=args.max_steps,
         literal=args.literal, batch_size=args.batch_size,

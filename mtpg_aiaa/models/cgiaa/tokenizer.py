@@ -9,6 +9,7 @@ from transformers import GPT2Tokenizer, PreTrainedTokenizerBase
 
 RELEASED_TOKENIZER = "gpt2"
 RELEASED_STOP_TEXT = "."
+TOKENIZER_FILES = ["vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"]
 
 
 class TokenizerNotFound(FileNotFoundError):
@@ -32,16 +33,19 @@ def load_gpt2_tokenizer(name_or_dir: str | Path = RELEASED_TOKENIZER, allow_down
     if path.suffix or os.sep in str(name_or_dir):
         raise TokenizerNotFound(f"tokenizer folder not found: {path}")
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false", "no")
+    # resolved to a folder first: transformers 5 builds an empty tokenizer for an unknown name
+    from huggingface_hub import snapshot_download
+
     try:
-        return GPT2Tokenizer.from_pretrained(str(name_or_dir), local_files_only=True)
-    except OSError:
+        folder = snapshot_download(str(name_or_dir), allow_patterns=TOKENIZER_FILES, local_files_only=True)
+    except Exception:  # noqa: BLE001 - any lookup failure means "not cached"
         if not allow_download or offline:
             raise TokenizerNotFound(
                 f"tokenizer {name_or_dir!r} is not in the Hugging Face cache; pass a folder holding "
-                f"vocab.json and merges.txt"
-                + ("" if offline else ", or allow the download explicitly")
+                "vocab.json and merges.txt" + ("" if offline else ", or allow the download explicitly")
             ) from None
-    return GPT2Tokenizer.from_pretrained(str(name_or_dir))
+        folder = snapshot_download(str(name_or_dir), allow_patterns=TOKENIZER_FILES)
+    return load_gpt2_tokenizer(folder)
 
 
 def stop_token_id(tokenizer: PreTrainedTokenizerBase, text: str = RELEASED_STOP_TEXT) -> int:
