@@ -25,3 +25,12 @@ __all__ = [
     "load_gpt2_tokenizer",
     "save_expert",
 ]
+
+from ..registry import ModelEntry, register_model  # noqa: E402
+from .scorer import CGIAAScorer, build_cgiaa_scorer, load_cgiaa_scorer, recognizes_cgiaa  # noqa: E402
+
+register_model(ModelEntry(
+    name="cgiaa", build=build_cgiaa_scorer, load=load_cgiaa_scorer, recognizes=recognizes_cgiaa,
+    description="CG-IAA: image + four attribute critiques (colour, composition, depth and focus, general) -> score",
+))  # fmt: skip
+__all__ += ["CGIAAScorer", "build_cgiaa_scorer", "load_cgiaa_scorer"]
