@@ -21,6 +21,7 @@ import torch
 from mtpg_aiaa.data import BadInputError, load_rgb_image
 from mtpg_aiaa.models.cgiaa import ATTRIBUTES, build_release_transform, load_generator, load_gpt2_tokenizer
 from mtpg_aiaa.models.cgiaa.beam import RELEASED_BEAM_SIZE, RELEASED_MAX_STEPS
+from mtpg_aiaa.models.cgiaa.critique_data import write_critique_csv
 
 TITLES = {"color": "Color and Light", "composition": "Composition", "dof": "Depth and Focus", "general": "General Feelings"}
 
@@ -32,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tokenizer", required=True, help="GPT-2 tokenizer folder, or a cached Hugging Face name")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of readable blocks")
+    parser.add_argument("--csv", type=Path, help="also write the critique cache CSV (image,color,composition,dof,general)")
     parser.add_argument("--batch-size", type=int, default=8, help="images decoded together")
     parser.add_argument("--beam-size", type=int, default=RELEASED_BEAM_SIZE)
     parser.add_argument("--max-steps", type=int, default=RELEASED_MAX_STEPS)
@@ -63,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     except (BadInputError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.csv:
+        write_critique_csv(rows, args.csv)
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return 0

@@ -77,6 +77,20 @@ class CritiqueExpert(nn.Module):
         config._attn_implementation = "eager"
         self.gpt = GPT2LMHeadModel(config)
         self.clip_project = TransformerMapper(mapper)
+        self.gpt_frozen = False
+
+    def freeze_gpt(self, frozen: bool = True) -> "CritiqueExpert":
+        """ClipCap's "train only the mapper" recipe: GPT-2 gets no gradient and stays in eval
+        mode (no dropout) even while the expert trains."""
+        self.gpt_frozen = frozen
+        self.gpt.requires_grad_(not frozen)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "CritiqueExpert":
+        super().train(mode)
+        if self.gpt_frozen:
+            self.gpt.eval()
+        return self
 
     @property
     def prefix_length(self) -> int:
@@ -95,6 +109,20 @@ class CritiqueExpert(nn.Module):
     def release_state_dict(self) -> dict[str, torch.Tensor]:
         """The tensors in the released layout (``gpt.*`` with the tied head, ``clip_project.*``)."""
         return {k: v.detach().clone() for k, v in self.state_dict().items()}
+
+
+def create_expert(gpt2: str | Path | None = None, freeze_gpt: bool = True, **mapper: int) -> CritiqueExpert:
+    """A new expert for training: GPT-2 from a local ``save_pretrained`` folder (``gpt2``; random
+    when ``None``), a fresh mapper of ``MapperConfig(**mapper)`` sizes (width taken from GPT-2)."""
+    sizes = GPT2Sizes()
+    pretrained = None
+    if gpt2 is not None:
+        pretrained = GPT2LMHeadModel.from_pretrained(str(gpt2), local_files_only=True)
+        sizes = infer_gpt2_sizes(pretrained.state_dict())
+    expert = CritiqueExpert(sizes, MapperConfig(**{**mapper, "embed_dim": sizes.n_embd}))
+    if pretrained is not None:
+        load_state_dict_strict(expert.gpt, pretrained.state_dict(), str(gpt2))
+    return expert.freeze_gpt(freeze_gpt)
 
 
 def build_expert_from_state_dict(state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> CritiqueExpert:
