@@ -180,6 +180,14 @@ def _prefixes(expert: CritiqueExpert, count: int, seed: int) -> torch.Tensor:
         return expert.prefix_embeddings(F.normalize(torch.randn(count, TINY_MAPPER.clip_dim, generator=generator), dim=-1))
 
 
+def _varied_prefixes(count: int, seed: int) -> torch.Tensor:
+    """Prefix embeddings of different scales, so images finish at different steps (mapper
+    outputs of a random model are too alike for that)."""
+    generator = torch.Generator().manual_seed(seed)
+    scales = torch.logspace(-0.5, 0.6, count)[:, None, None]
+    return torch.randn(count, TINY_MAPPER.prefix_length, TINY_GPT.n_embd, generator=generator) * scales
+
+
 def _frequent_stop(expert, prefixes, max_steps) -> int:
     """A stop token the beams actually produce (random models rarely pick a fixed one)."""
     runs = beam_search(expert.gpt, prefixes, stop_token=-1, max_steps=max_steps)
@@ -189,8 +197,8 @@ def _frequent_stop(expert, prefixes, max_steps) -> int:
 
 @pytest.mark.parametrize("seed", [0, 1, 3])
 def test_batched_cached_search_gives_the_literal_loops_tokens(seed):
-    expert, max_steps, count = tiny_expert(seed), 12, 3
-    prefixes = _prefixes(expert, count, seed)
+    expert, max_steps, count = tiny_expert(seed), 12, 4
+    prefixes = _varied_prefixes(count, seed)
     stop = _frequent_stop(expert, prefixes, max_steps)
     literal = [literal_beam_search(expert.gpt, prefixes[i : i + 1], stop, max_steps=max_steps) for i in range(count)]
     cached = beam_search(expert.gpt, prefixes, stop, max_steps=max_steps)
@@ -202,6 +210,7 @@ def test_batched_cached_search_gives_the_literal_loops_tokens(seed):
         assert all(beam[-1] == stop or len(beam) == max_steps for beam in a.tokens)
     lengths = {len(beam) for run in literal for beam in run.tokens}
     assert len(lengths) > 1  # beams stopped at different steps: the stopped-beam rules were exercised
+    assert len({max(map(len, run.tokens)) for run in literal}) > 1  # images finished at different steps
 
 
 def test_beam_one_is_greedy():

@@ -153,7 +153,7 @@ def beam_search(
     count, device = prefixes.shape[0], prefixes.device
     results: list[BeamResult | None] = [None] * count
     cache = DynamicCache() if use_cache else None
-    output = gpt(inputs_embeds=prefixes, past_key_values=cache, use_cache=use_cache)
+    output = gpt(inputs_embeds=prefixes, past_key_values=cache, use_cache=use_cache, logits_to_keep=1)
     search = _Search(_log_probs(output.logits[:, -1, :], temperature), beam_size, stop_token)
     active = torch.arange(count, device=device)  # original index of each row of the search
     sequence = prefixes.repeat_interleave(beam_size, dim=0)
@@ -179,7 +179,7 @@ def beam_search(
             logits = gpt(inputs_embeds=embedded, past_key_values=cache, use_cache=True).logits[:, -1, :]
         else:
             sequence = torch.cat((sequence, embedded), dim=1)
-            logits = gpt(inputs_embeds=sequence).logits[:, -1, :]
+            logits = gpt(inputs_embeds=sequence, logits_to_keep=1).logits[:, -1, :]
         search.step(_log_probs(logits, temperature).view(len(active), beam_size, -1), stop_token)
         beam_rows = (torch.arange(len(active), device=device).unsqueeze(-1) * beam_size + search.source).view(-1)
         if use_cache:
