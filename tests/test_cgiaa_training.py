@@ -203,3 +203,22 @@ def test_cached_critiques_equal_fresh_ones(tmp_path, images):
     write_critique_csv([{"image": n, **row} for n, row in zip(names, fresh)], tmp_path / "critiques.csv")
     cached = read_critique_csv(tmp_path / "critiques.csv")
     assert cached.drop(columns="image").to_dict("records") == generator.critique(pixels, max_steps=5, literal=True)
+
+
+def test_task_configs_name_registered_tasks_and_buildable_models():
+    from pathlib import Path
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    folder = Path(__file__).resolve().parents[1] / "configs" / "task" / "cgiaa"
+    configs = {path.stem: OmegaConf.load(path) for path in sorted(folder.glob("*.yaml"))}
+    assert set(configs) == {"vlap", "expert", "score"}
+    for stem, cfg in configs.items():
+        assert cfg.name == f"cgiaa/{stem}" and callable(get_task_builder(cfg.name))
+    scorer = instantiate(configs["score"].model, clip="LongCLIP-tiny", bins=10)
+    assert scorer.system == "cgiaa" and scorer.head.out_features == 10
+    with torch.device("meta"):  # GPT-2 small + the released mapper, without allocating them
+        expert = instantiate(configs["expert"].model)
+    assert expert.mapper_config.prefix_length == 40 and expert.gpt_frozen
+    assert not any(p.requires_grad for p in expert.gpt.parameters())
