@@ -222,3 +222,12 @@ def test_task_configs_name_registered_tasks_and_buildable_models():
         expert = instantiate(configs["expert"].model)
     assert expert.mapper_config.prefix_length == 40 and expert.gpt_frozen
     assert not any(p.requires_grad for p in expert.gpt.parameters())
+
+
+def test_scorer_starts_from_released_clip_weights(tmp_path):
+    torch.manual_seed(5)
+    clip = LongCLIP(CLIP_ARCH)
+    torch.save({f"clip_model.{k}": v for k, v in clip.state_dict().items()}, tmp_path / "base_model.pt")
+    scorer = create_model("cgiaa", clip_weights=str(tmp_path / "base_model.pt"))
+    assert all(torch.equal(scorer.clip.state_dict()[k], v) for k, v in clip.state_dict().items())
+    assert '"clip_weights": null' in scorer.metadata()["config"]  # rebuilt from its own tensors

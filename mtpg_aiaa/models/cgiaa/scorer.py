@@ -19,6 +19,7 @@ from torch import nn
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
+from mtpg_aiaa.backbone.clip import load_clip
 from mtpg_aiaa.backbone.longclip import LongCLIP, LongCLIPArch, get_arch
 from mtpg_aiaa.models.base import Scorer, ScoreRange
 from mtpg_aiaa.tokenizer import get_tokenizer
@@ -33,10 +34,12 @@ CLIP_CONTEXT_LENGTH = 77
 @dataclass
 class CGIAAScorerConfig:
     """``clip``: an architecture name from ``backbone/model_configs`` (77 positions are used) or
-    a dict of ``LongCLIPArch`` fields; ``bins``: 0 for a scalar score, K for a K-bin distribution
+    a dict of ``LongCLIPArch`` fields; ``clip_weights``: an OpenAI-layout CLIP file to start from
+    (e.g. the released ``base_model.pt``; its architecture replaces ``clip``); ``bins``: 0 for a scalar score, K for a K-bin distribution
     over 1..K; ``score_low/high``: the score range of the data (for a scalar head)."""
 
     clip: str | dict = "LongCLIP-B-16"
+    clip_weights: str | None = None
     attributes: Sequence[str] = ATTRIBUTES
     bins: int = 0
     score_low: float = 0.0
@@ -60,7 +63,12 @@ class CGIAAScorer(Scorer):
         config = config or CGIAAScorerConfig(**overrides)
         self.config = config
         self.text_names = tuple(config.attributes)
-        self.clip = LongCLIP(config.arch())
+        if config.clip_weights:
+            self.clip = load_clip(config.clip_weights)
+            # the saved scorer rebuilds from its own tensors, not from this file
+            config.clip, config.clip_weights = self.clip.arch.to_dict(), None
+        else:
+            self.clip = LongCLIP(config.arch())
         width = self.clip.embed_dim * (1 + len(self.text_names))
         self.norm = nn.LayerNorm(width)
         self.dropout = nn.Dropout(config.dropout)
