@@ -156,7 +156,8 @@ def beam_search(
     output = gpt(inputs_embeds=prefixes, past_key_values=cache, use_cache=use_cache, logits_to_keep=1)
     search = _Search(_log_probs(output.logits[:, -1, :], temperature), beam_size, stop_token)
     active = torch.arange(count, device=device)  # original index of each row of the search
-    sequence = prefixes.repeat_interleave(beam_size, dim=0)
+    # the uncached path keeps every beam's whole input sequence; the cached one only the cache
+    sequence = None if use_cache else prefixes.repeat_interleave(beam_size, dim=0)
     if use_cache:
         cache.batch_repeat_interleave(beam_size)
     for step in range(1, max_steps + 1):
@@ -171,9 +172,10 @@ def beam_search(
             search.keep(kept)
             active = active[kept]
             beam_rows = (kept.unsqueeze(-1) * beam_size + torch.arange(beam_size, device=device)).view(-1)
-            sequence = sequence[beam_rows]
             if use_cache:
                 cache.batch_select_indices(beam_rows)
+            else:
+                sequence = sequence[beam_rows]
         embedded = gpt.transformer.wte(search.last.reshape(-1, 1))  # [n * beam, 1, D]
         if use_cache:
             logits = gpt(inputs_embeds=embedded, past_key_values=cache, use_cache=True).logits[:, -1, :]
