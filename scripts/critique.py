@@ -47,14 +47,19 @@ def critique_files(args: argparse.Namespace) -> list[dict[str, str]]:
     """``[{"image", "color", "composition", "dof", "general"}]`` for ``args.images``, in order."""
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
+    missing = [str(path) for path in args.images if not path.is_file()]
+    if missing:  # before the minutes it takes to load five weight files
+        raise FileNotFoundError(f"image not found: {missing[0]}" + (f" ({len(missing)} in all)" if len(missing) > 1 else ""))
     generator = load_generator(args.weights, load_gpt2_tokenizer(args.tokenizer), device=args.device)
     generator.clean_up_spaces = args.clean_up_spaces
     transform = build_release_transform(generator.clip.arch.image_size)  # 224 for the released base model
-    images = torch.stack([transform(load_rgb_image(path)) for path in args.images])
-    critiques = generator.critique(
-        images.to(args.device), beam_size=args.beam_size, max_steps=args.max_steps,
-        literal=args.literal, batch_size=args.batch_size,
-    )  # fmt: skip
+    critiques = []
+    for start in range(0, len(args.images), args.batch_size):  # images read a batch at a time
+        chunk = args.images[start : start + args.batch_size]
+        images = torch.stack([transform(load_rgb_image(path)) for path in chunk]).to(args.device)
+        critiques += generator.critique(
+            images, beam_size=args.beam_size, max_steps=args.max_steps, literal=args.literal, batch_size=args.batch_size
+        )
     return [{"image": str(path), **{name: row[name] for name in ATTRIBUTES}} for path, row in zip(args.images, critiques)]
 
 
