@@ -231,3 +231,24 @@ def test_scorer_starts_from_released_clip_weights(tmp_path):
     scorer = create_model("cgiaa", clip_weights=str(tmp_path / "base_model.pt"))
     assert all(torch.equal(scorer.clip.state_dict()[k], v) for k, v in clip.state_dict().items())
     assert '"clip_weights": null' in scorer.metadata()["config"]  # rebuilt from its own tensors
+
+
+def test_toy_critiques_follow_the_factors_and_use_released_formats(tmp_path):
+    from mtpg_aiaa.models.cgiaa.toy_critiques import toy_critiques, toy_words, write_toy_critiques
+
+    low = toy_critiques({"harmony": 0.1, "balance": 0.1, "sharpness": 0.1, "score": 4.0, "heavy_side": "right"})
+    high = toy_critiques({"harmony": 0.9, "balance": 0.9, "sharpness": 0.9, "score": 6.0, "heavy_side": "right"})
+    assert "clash" in low["color"] and "right side" in low["composition"] and "blurry" in low["dof"]
+    assert "harmonious" in high["color"] and "balanced" in high["composition"] and "strong" in high["general"]
+    factors = pd.DataFrame({"image": ["images/00000.jpg", "images/00001.jpg", "images/00002.jpg"],
+                            "split": ["train", "train", "test"], "harmony": [0.1, 0.5, 0.9], "balance": [0.9, 0.2, 0.5],
+                            "sharpness": [0.4, 0.8, 0.1], "score": [4.0, 5.0, 6.0], "heavy_side": ["left"] * 3})  # fmt: skip
+    factors.to_csv(tmp_path / "factors.csv", index=False)
+    written = write_toy_critiques(tmp_path / "factors.csv", tmp_path / "critiques")
+    colour = read_critique_json(written["train/color"])
+    assert list(colour["img_id"]) == ["00000", "00001"] and "clash" in colour["caption"][0]
+    cache = read_critique_csv(written["test_csv"])
+    assert cache.to_dict("records") == [{"image": "images/00002.jpg", **toy_critiques(factors.iloc[2])}]
+    tokenizer = load_gpt2_tokenizer(write_small_gpt2_tokenizer(tmp_path / "tok", toy_words()))
+    ids = tokenizer.encode(low["composition"])
+    assert len(ids) == len(low["composition"].split()) + 1  # one token per word, then "."
