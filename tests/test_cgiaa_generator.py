@@ -19,7 +19,6 @@ from mtpg_aiaa.models.cgiaa import (
     GPT2Sizes,
     MapperConfig,
     beam_search,
-    build_expert_from_state_dict,
     literal_beam_search,
     load_expert,
     load_gpt2_tokenizer,
