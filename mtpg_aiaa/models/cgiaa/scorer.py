@@ -75,6 +75,7 @@ class CGIAAScorer(Scorer):
         self.head = nn.Linear(width, config.bins or 1)
         if config.bins:
             self.distribution_values = tuple(float(v) for v in range(1, config.bins + 1))
+            self.score_is_expected_value = True
             self.score_range = ScoreRange(1.0, float(config.bins))
         else:
             self.score_range = ScoreRange(config.score_low, config.score_high)
@@ -126,15 +127,15 @@ def build_cgiaa_scorer(**config: Any) -> CGIAAScorer:
     return CGIAAScorer(CGIAAScorerConfig(**config))
 
 
-def load_cgiaa_scorer(path, metadata: dict[str, str]) -> CGIAAScorer:
-    """A scorer saved as ``.safetensors`` with ``scorer_metadata``, loaded strictly."""
+def load_cgiaa_scorer(path, metadata: dict[str, str], device: str | torch.device = "cpu") -> CGIAAScorer:
+    """A scorer saved as ``.safetensors`` with ``scorer_metadata``, loaded strictly, in eval mode."""
     from safetensors.torch import load_file
 
     from mtpg_aiaa.backbone.convert import load_state_dict_strict
 
     scorer = build_cgiaa_scorer(**json.loads(metadata["config"]))
     load_state_dict_strict(scorer, load_file(str(path)), str(path))
-    return scorer.eval()
+    return scorer.to(device).eval()
 
 
 def recognizes_cgiaa(keys: set[str], metadata: dict[str, str]) -> bool:
