@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+from helpers import load_script
 
-import benchmark_train  # noqa: E402
+benchmark_train = load_script("scripts/benchmark_train.py")
 
 
 def test_three_setups_train_and_the_cached_one_on_features(tmp_path):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +10,10 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from mtpg_aiaa.data import BadInputError, collate_samples, read_score_table
-from mtpg_aiaa.data import manipulated
+from helpers import compose_config, load_script, tiny_train_overrides, train_preempted
+from mtpg_aiaa.data import BadInputError, collate_samples, manipulated, read_score_table
 from mtpg_aiaa.data.manipulated import ORIGINAL_ID, ManipulatedDataset, draw_view_ids
 from mtpg_aiaa.engine.builders import build_training_model
 from mtpg_aiaa.engine.checkpointing import load_training_state
@@ -24,21 +22,15 @@ from mtpg_aiaa.engine.tasks.mtpg.pretrain import build_pretrain_task, pretrain_l
 from mtpg_aiaa.manipulations import MANIPULATIONS, operation_groups
 from mtpg_aiaa.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from preemption import train_preempted  # noqa: E402
-from make_smoke_data import write_smoke_data  # noqa: E402
-from train import train  # noqa: E402
+train = load_script("train.py").train
 
 ALL_WEIGHTS = {"matching": 1.0, "ordering": 1.0, "preference": 1.0, "contrastive": 1.0}
 SIZE = 64  # dataset tests run the manipulations at 64 px: same code, a fraction of the time
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory) -> dict:
-    return write_smoke_data(tmp_path_factory.mktemp("smoke"), num_images=16, seed=2)
+def smoke(make_smoke) -> dict:
+    return make_smoke(16, seed=2)
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +39,7 @@ def table(smoke) -> pd.DataFrame:
 
 
 def compose_run(smoke: dict, out: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose("train", overrides=[
-            "model=tiny", "data=csv", f"data.train_csv={smoke['csv']}",
-            f"data.val_csv={smoke['csv']}", f"data.image_root={smoke['image_root']}", "debug=fast",
-            "trainer.batch_size=4", "sched.warmup_steps=1", "optim.backbone_lr=1e-4", "optim.head_lr=1e-3",
-            f"paths.output_root={out}", "run_name=run", *overrides,
-        ])  # fmt: skip
+    return compose_config("train", *tiny_train_overrides(smoke, out, *overrides))
 
 
 def compose_pretrain(smoke: dict, out: Path, *overrides: str):

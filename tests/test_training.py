@@ -1,38 +1,25 @@
 """Training: real steps on a tiny model and generated images, exact resume, failure behaviour."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
+from helpers import compose_config, load_script, tiny_train_overrides, train_preempted
 from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.trainer import NonFiniteLossError
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from preemption import train_preempted  # noqa: E402
-from make_smoke_data import write_smoke_data  # noqa: E402
-from train import train  # noqa: E402
+train = load_script("train.py").train
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory) -> dict:
-    return write_smoke_data(tmp_path_factory.mktemp("smoke"), num_images=16, seed=2)
+def smoke(make_smoke) -> dict:
+    return make_smoke(16, seed=2)
 
 
 def compose_train(smoke: dict, out: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose("train", overrides=[
-            "model=tiny", "data=csv", f"data.train_csv={smoke['csv']}", f"data.val_csv={smoke['csv']}",
-            f"data.image_root={smoke['image_root']}", "debug=fast", "trainer.batch_size=4",
-            "sched.warmup_steps=1", "optim.backbone_lr=1e-4", "optim.head_lr=1e-3",
-            f"paths.output_root={out}", "run_name=run", *overrides,
-        ])  # fmt: skip
+    return compose_config("train", *tiny_train_overrides(smoke, out, *overrides))
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:

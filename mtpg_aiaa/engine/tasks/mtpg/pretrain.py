@@ -11,6 +11,8 @@ losses, weighted by ``stage.losses`` (docs/method.md, "Stage 1"):
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import torch
@@ -28,8 +30,11 @@ from ...checkpointing import unwrap
 from ...distributed import gather_with_grad
 from ...seeding import PerSampleSeeded
 from .finetune import read_split_tables, validation_metrics
+from .standardization import fit_statistics_standardization, sample_rows, unfitted_statistics
 
+log = logging.getLogger(__name__)
 PRETRAIN_LOSSES = ("matching", "ordering", "preference", "contrastive")
+STANDARDIZATION_SAMPLES = 4096  # as stage 2 (finetune.py)
 
 
 def pretrain_losses(
@@ -110,6 +115,14 @@ class PretrainTask:
                 views = ManipulatedDataset(val_table, image_root, preprocess, size, **common)
                 self.matching_dataset = fixed_view_set(views, val_matching_images, seed)
         self.prompt_tokens = base.tokenizer(prompts())  # [30, context]
+        # The preference loss trains the fusion: standardise the statistics it reads first,
+        # so stage 2 inherits fusion weights together with the standardisation they learnt under.
+        keys = unfitted_statistics(base) if self.loss_weights.get("preference") else []
+        if keys:
+            rows = sample_rows(len(train_table), STANDARDIZATION_SAMPLES, seed)
+            source = AestheticsDataset(train_table.iloc[rows], image_root, build_transform(preprocess, size), **common)
+            used = fit_statistics_standardization(base, source, keys, eval_batch_size, num_workers)
+            log.info("fitted the standardisation of %s on %d training images", ", ".join(keys), used)
 
     def collate(self, samples: list) -> dict:
         return collate_samples(samples)
