@@ -1,6 +1,8 @@
 """Training: real steps on a tiny model and generated images, exact resume, failure behaviour."""
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,23 @@ def test_two_finetune_steps_write_checkpoints_and_history(smoke, tmp_path):
     assert state["step"] == 2 and "val/srcc" in metrics
     assert set(state) >= {"model", "optimizer", "scheduler", "scaler", "step", "epoch", "config"}
     assert state["config"]["model"]["backbone"] == "LongCLIP-tiny"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # fp16's first scale overflows
+def test_mixed_precision_training_runs_on_cpu(smoke, tmp_path, precision):
+    """The tiny MTPG-AIAA trains under CPU autocast: fp32 master weights, finite losses,
+    and for fp16 a loss scale that is saved for resume."""
+    train(compose_train(smoke, tmp_path, f"trainer.precision={precision}"))
+    run = tmp_path / "train" / "run"
+    state = load_training_state(run / "last.pt")
+    assert state["step"] == 2
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert bool(state["scaler"]) == (precision == "fp16") and state["scaler"].get("scale", 1.0) > 0
+    losses = [row["train/loss"] for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+              if "train/loss" in row]  # fmt: skip
+    assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
 
 
 def test_resume_continues_exactly(smoke, tmp_path, monkeypatch):
