@@ -29,8 +29,8 @@ PAINTINGS = SHARED / "data" / "paintings"
 def load_script(relative_path: str) -> ModuleType:
     """The command at ``ROOT / relative_path`` as a module (loaded once per test session).
 
-    Registered in ``sys.modules`` as ``repo_script.<path>`` so objects it defines pickle."""
-    name = "repo_script." + relative_path.removesuffix(".py").replace("/", ".")
+    Registered in ``sys.modules`` (as ``repo_script_<path>``, no dots) so objects it defines pickle."""
+    name = "repo_script_" + relative_path.removesuffix(".py").replace("/", "_")
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, ROOT / relative_path)

@@ -97,3 +97,12 @@ def test_stage_one_trains_the_fusion_on_standardised_statistics_and_stage_two_ke
     state = model.state_dict()
     for key in fusion_keys:
         assert torch.equal(state[key], handed_over[key]), key
+
+
+def test_standardisation_rows_are_a_seeded_sample_not_the_first_rows():
+    from mtpg_aiaa.engine.tasks.mtpg.standardization import sample_rows
+
+    assert sample_rows(5, 8, seed=0) == [0, 1, 2, 3, 4]
+    rows = sample_rows(1000, 50, seed=3)
+    assert rows == sample_rows(1000, 50, seed=3) != sample_rows(1000, 50, seed=4)
+    assert rows == sorted(set(rows)) and len(rows) == 50 and rows[-1] > 50  # spread over the table
