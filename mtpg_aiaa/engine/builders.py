@@ -76,8 +76,15 @@ def load_matching_weights(model: nn.Module, source: str | Path) -> None:
     incoming = read_init_state(source)
     own = model.state_dict()
     matched = {k: v for k, v in incoming.items() if k in own and own[k].shape == v.shape}
-    if not any(k.startswith("backbone.") for k in matched):
-        raise CheckpointError(f"init_from={source}: no backbone weight matches this model's architecture")
+    # The whole backbone or nothing: a few tensors that fit by chance (the unused scalar
+    # backbone.logit_scale fits every architecture) must not pass for a loaded backbone.
+    backbone = [k for k in own if k.startswith("backbone.")]
+    unmatched = [k for k in backbone if k not in matched]
+    if unmatched:
+        raise CheckpointError(
+            f"init_from={source}: the backbone does not match this model's architecture "
+            f"({len(backbone) - len(unmatched)} of {len(backbone)} backbone tensors fit; not {unmatched[0]})"
+        )
     model.load_state_dict(matched, strict=False)
     skipped = sorted(set(own) - set(matched))
     log.info("init_from %s: loaded %d tensors; %d left at initialisation (%s%s)", source, len(matched),
