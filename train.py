@@ -15,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mtpg_aiaa.cli import one_line_errors
 from mtpg_aiaa.data.toy import ensure_dataset
 from mtpg_aiaa.engine.builders import build_training_model
 from mtpg_aiaa.engine import distributed
@@ -77,8 +78,7 @@ def _train(cfg: DictConfig, context: distributed.DistributedContext, device: tor
     model = build_training_model(cfg.model, cfg.init_from).to(device)
     task = build_task(cfg, model, context)
     optimizer = instantiate(cfg.optim)(model)
-    trainer_cfg = TrainerConfig(**{k: v for k, v in cfg.trainer.items() if k in TrainerConfig.__dataclass_fields__},
-                                seed=cfg.seed)  # fmt: skip
+    trainer_cfg = TrainerConfig.from_config(cfg.trainer, ignored=("eval_batch_size",), seed=cfg.seed)
     run_config = OmegaConf.to_container(cfg, resolve=True)
     # Only rank 0 writes metrics and talks to wandb; the others keep an unused history.
     logger = (instantiate(cfg.logger)(run_dir=run_dir, **({"config": run_config} if "project" in cfg.logger else {}))
@@ -89,6 +89,7 @@ def _train(cfg: DictConfig, context: distributed.DistributedContext, device: tor
     checkpoint = resume_path(cfg, run_dir)
     if checkpoint is not None:
         trainer.load_state_dict(load_training_state(checkpoint))
+        logger.rewind(trainer.step)  # rows logged after last.pt was written are logged again
         log.info("resumed from %s at step %d (epoch %d)", checkpoint, trainer.step, trainer.epoch)
     try:
         metrics = trainer.fit()
@@ -101,6 +102,7 @@ def _train(cfg: DictConfig, context: distributed.DistributedContext, device: tor
 
 
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision("high")
     train(cfg)

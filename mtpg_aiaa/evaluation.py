@@ -124,6 +124,9 @@ def write_predictions(predictions: Predictions, output_dir: Path, score_scale: f
     columns = ["image", "score", "pred", *[f"prob_{lv}" for lv in LEVELS]]
     path = output_dir / "predictions.csv"
     table[columns].to_csv(path, index=False, float_format="%.6f")
+    skipped = output_dir / "skipped.csv"
     if predictions.skipped:
-        pd.DataFrame(predictions.skipped).to_csv(output_dir / "skipped.csv", index=False)
+        pd.DataFrame(predictions.skipped).to_csv(skipped, index=False)
+    elif skipped.exists():
+        skipped.unlink()  # a reused output folder must not show an earlier run's skipped images
     return path

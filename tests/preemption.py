@@ -11,7 +11,7 @@ from mtpg_aiaa.engine import trainer as trainer_module
 
 def train_preempted(train: Callable, cfg, monkeypatch: pytest.MonkeyPatch, at_step: int = 2) -> None:
     """``train(cfg)``, with SIGTERM's stop request raised right after optimizer step
-    ``at_step``: the trainer writes last.pt and returns, as on a cluster's pre-emption."""
+    ``at_step``: the trainer writes last.pt and raises ``TrainingInterrupted``, as on a cluster's pre-emption."""
     original_step = trainer_module.Trainer._optimizer_step
 
     def preempt(self):
@@ -21,4 +21,5 @@ def train_preempted(train: Callable, cfg, monkeypatch: pytest.MonkeyPatch, at_st
 
     with monkeypatch.context() as patch:
         patch.setattr(trainer_module.Trainer, "_optimizer_step", preempt)
-        train(cfg)
+        with pytest.raises(trainer_module.TrainingInterrupted):
+            train(cfg)

@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from ..backbone.convert import CheckpointError, load_longclip, read_state_dict
+from ..backbone.convert import CheckpointError, is_training_state, load_longclip, load_weights_only, read_state_dict
+from ..backbone.torchscript import is_torchscript_archive
 from ..models.mtpg.checkpoint import is_official_layout, load_model, official_to_ours
 from ..models.mtpg.model import MTPGAIAA, MTPGConfig, build_mtpg
 from .checkpointing import load_training_state
@@ -64,8 +65,7 @@ def read_init_state(source: str | Path) -> dict[str, torch.Tensor]:
         return load_model(source).state_dict()
     if not source.is_file():
         raise CheckpointError(f"init_from={source} not found")
-    raw = torch.load(source, map_location="cpu", weights_only=True)
-    if isinstance(raw, dict) and "model" in raw and "optimizer" in raw:
+    if not is_torchscript_archive(source) and is_training_state(load_weights_only(source)):
         return load_training_state(source)["model"]
     state = read_state_dict(source)
     if is_official_layout(state):

@@ -8,6 +8,7 @@ and, with ``world_size > 1``, DistributedDataParallel (docs/distributed.md).
 """
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import signal
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..models.mtpg.checkpoint import save_model
+from ..fileio import remove_stale_temporaries
 from .checkpointing import save_training_state, unwrap
 from .distributed import any_rank
 from .ema import WeightAverage
@@ -38,6 +40,20 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SI
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the run stops and the last good checkpoint stays."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """A stop signal ended the run early; ``last.pt`` holds step ``step``.
+
+    ``exit_code`` is the shell's convention for death by a signal (128 + its number:
+    143 for SIGTERM, 130 for SIGINT), so schedulers and scripts see a run that did not finish.
+    """
+
+    def __init__(self, signum: int, step: int, checkpoint: Path):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        self.signal_name = signal.Signals(signum).name if signum else "a stop on another rank"
+        self.exit_code = 128 + signum if signum else 1
+        super().__init__(f"interrupted at step {step} ({self.signal_name}); wrote {checkpoint}")
 
 
 class Task(Protocol):
@@ -65,6 +81,31 @@ class TrainerConfig:
     progress: bool = True
     find_unused_parameters: bool = False  # DDP: set when some trainable parameter gets no gradient in a step
     ema_decay: float = 0.0  # > 0: validate and keep the best of an average of the weights (ema.py)
+
+    @classmethod
+    def from_config(cls, values, ignored: tuple[str, ...] = (), **overrides) -> "TrainerConfig":
+        """A config from the ``trainer`` group; an unknown key is an error (a typo such as
+        ``+trainer.batchsize=4`` would otherwise train with the default, silently).
+
+        Args:
+            values: the group's mapping.
+            ignored: keys of the group read elsewhere (e.g. ``eval_batch_size`` by the tasks).
+            overrides: values set from outside the group (``seed``).
+        """
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - known - set(ignored))
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, sorted(known | set(ignored)), n=1)
+                hints.append(f"trainer.{key}" + (f" (did you mean trainer.{close[0]}?)" if close else ""))
+            raise UnknownSettingError(f"unknown setting(s) {', '.join(hints)}; the trainer reads "
+                                      f"{', '.join(sorted(known | set(ignored)))}")  # fmt: skip
+        return cls(**{k: v for k, v in values.items() if k in known}, **overrides)
+
+
+class UnknownSettingError(ValueError):
+    """A config key that nothing reads (a typo, usually)."""
 
 
 class TaskStep(nn.Module):
@@ -104,6 +145,8 @@ class Trainer:
         self.best_metric = -math.inf
         self._stop_signal: int | None = None
         self._skipped_last_micro_batch = False
+        # data.on_bad_image=skip: micro-batches with no readable image, and unreadable images in all.
+        self.skipped_micro_batches = self.skipped_images = 0
 
     # -- sizes -------------------------------------------------------------------------
     @property
@@ -130,6 +173,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "best_metric": self.best_metric, "rng": torch.get_rng_state(), "config": self.run_config,
+            "skipped": {"micro_batches": self.skipped_micro_batches, "images": self.skipped_images},
             **({"ema": self.average.state_dict()} if self.average else {}),
         }  # fmt: skip
 
@@ -141,6 +185,8 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best_metric = state.get("best_metric", -math.inf)
+        skipped = state.get("skipped", {})
+        self.skipped_micro_batches, self.skipped_images = skipped.get("micro_batches", 0), skipped.get("images", 0)
         if "rng" in state:
             torch.set_rng_state(state["rng"])
         if self.average is not None:
@@ -162,6 +208,10 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train until ``total_steps``; returns the last validation metrics."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            for name in ("last.pt", "best.pt", "best.safetensors"):
+                for stale in remove_stale_temporaries(self.run_dir / name):
+                    log.info("removed %s, left by a run killed while writing %s", stale.name, name)
         previous_handlers = self._install_signal_handlers()
         metrics: dict[str, float] = {}
         try:
@@ -176,7 +226,7 @@ class Trainer:
                     log.warning("signal %d: wrote %s and stopped at step %d", self._stop_signal,
                                 self.run_dir / "last.pt", self.step)  # fmt: skip
                 _chain_previous_handler(self._stop_signal, previous_handlers)
-                return metrics
+                raise TrainingInterrupted(self._stop_signal, self.step, self.run_dir / "last.pt")
             if not metrics or metrics.get("step") != self.step:
                 metrics = self._validate_and_save()
         finally:
@@ -211,9 +261,11 @@ class Trainer:
             if losses:
                 bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
             steps_this_epoch += 1
-            if losses and (self.step % cfg.log_every == 0 or self.step == 1):
+            if self.step % cfg.log_every == 0 or self.step == 1:
                 images_per_s = steps_this_epoch * cfg.batch_size * cfg.accumulate * self.world_size / max(time.perf_counter() - start, 1e-9)
-                self._log({f"train/{k}": v for k, v in losses.items()}
+                skipped = ({"train/skipped_micro_batches": self.skipped_micro_batches,
+                            "train/skipped_images": self.skipped_images} if self.skipped_images else {})  # fmt: skip
+                self._log({f"train/{k}": v for k, v in losses.items()} | skipped
                           | {"train/lr": self.scheduler.get_last_lr()[0], "train/images_per_s": images_per_s})  # fmt: skip
             end_of_epoch = self.batch_in_epoch >= micro_batches_per_epoch
             if end_of_epoch:
@@ -237,8 +289,11 @@ class Trainer:
             log.warning("step %d: every image of micro-batch %d was unreadable and skipped; it adds no gradient",
                         self.step, self.batch_in_epoch)  # fmt: skip
             self._skipped_last_micro_batch = True
+            self.skipped_micro_batches += 1
+            self.skipped_images += len(batch.get("skipped", []))
             return {}
         self._skipped_last_micro_batch = False
+        self.skipped_images += len(batch.get("skipped", []))
         # Gradients are all-reduced once per optimizer step: earlier micro-batches run under no_sync.
         last_of_step = (self.batch_in_epoch + 1) % self.cfg.accumulate == 0
         sync = nullcontext() if last_of_step or not self.distributed else self.step_module.no_sync()

@@ -211,7 +211,8 @@ def read_split_tables(data: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame | No
     def table(csv):
         return read_score_table(csv, descriptions_csv=data.descriptions_csv, score_scale=data.score_scale,
                                 description_column=data.description_column,
-                                max_description_chars=data.max_description_chars)  # fmt: skip
+                                max_description_chars=data.max_description_chars,
+                                allow_paths_outside_root=data.get("allow_paths_outside_root", False))  # fmt: skip
 
     return table(data.train_csv), (table(data.val_csv) if data.val_csv else None)
 
