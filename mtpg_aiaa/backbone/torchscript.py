@@ -91,6 +91,8 @@ def read_torchscript_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise TorchScriptReadError(f"{data_pkl[0]} does not hold a TorchScript module")
     state: dict[str, torch.Tensor] = {}
     _collect(root, "", members, state)
+    if not state:
+        raise TorchScriptReadError("the archived module has no parameters or buffers")
     return state
 
 
@@ -119,7 +121,12 @@ def _module_members(archive: zipfile.ZipFile, prefix: str) -> dict[str, tuple[li
 
 def _collect(obj: ScriptObject, prefix: str, members: dict, out: dict[str, torch.Tensor]) -> None:
     """Parameters and buffers of ``obj`` then of its submodules, as ``Module.state_dict`` orders them."""
-    attributes = obj.state if isinstance(obj.state, dict) else {}
+    if not isinstance(obj.state, dict):
+        # Written by the class's own __getstate__: only its __setstate__ code could say what
+        # the values mean, and that code is not run.
+        raise TorchScriptReadError(f"{obj.qualified_name} stores a custom state (its own __getstate__), "
+                                   "which cannot be read without running its code")  # fmt: skip
+    attributes = obj.state
     declared = members.get(obj.qualified_name)
     names = declared[0] + declared[1] if declared else [k for k, v in attributes.items() if isinstance(v, torch.Tensor)]
     for name in names:
