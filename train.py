@@ -74,11 +74,11 @@ def _train(cfg: DictConfig, context: distributed.DistributedContext, device: tor
     run_dir.mkdir(parents=True, exist_ok=True)
     if context.is_main:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    trainer_cfg = TrainerConfig.from_config(cfg.trainer, ignored=("eval_batch_size",), seed=cfg.seed)  # typos fail first
     seed_everything(cfg.seed)
     model = build_training_model(cfg.model, cfg.init_from).to(device)
     task = build_task(cfg, model, context)
     optimizer = instantiate(cfg.optim)(model)
-    trainer_cfg = TrainerConfig.from_config(cfg.trainer, ignored=("eval_batch_size",), seed=cfg.seed)
     run_config = OmegaConf.to_container(cfg, resolve=True)
     # Only rank 0 writes metrics and talks to wandb; the others keep an unused history.
     logger = (instantiate(cfg.logger)(run_dir=run_dir, **({"config": run_config} if "project" in cfg.logger else {}))

@@ -99,17 +99,17 @@ def load_weights_only(path: Path):
 def describe_load_error(error: Exception) -> str:
     """The cause of a failed weights-only load, without PyTorch's advice to unpickle code."""
     message = str(error)
-    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
-    if unsupported:
-        return (f"it pickles the Python object {unsupported.group(1)}, not only tensors; such files can run code "
+    refused_global = re.search(r"GLOBAL ([\w.]+)", message)
+    if refused_global:
+        return (f"it pickles the Python object {refused_global.group(1)}, not only tensors; such files can run code "
                 "when loaded, so they are refused. Re-save the weights as a plain state dict of tensors "
                 "(torch.save(model.state_dict(), ...)) or as .safetensors where the file is trusted")  # fmt: skip
-    if "WeightsUnpickler error:" in message:
-        return "weights-only unpickling refused it: " + message.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
-    if isinstance(error, EOFError) or "failed finding central directory" in message or "PytorchStreamReader" in message:
-        return f"the file is truncated or not a PyTorch file ({type(error).__name__}: {message.splitlines()[0] if message else 'end of file'})"
-    first = message.strip().splitlines()[0] if message.strip() else "no message"
-    return f"{type(error).__name__}: {first}"
+    if isinstance(error, EOFError) or "central directory" in message or "PytorchStreamReader" in message:
+        return f"the file is truncated or not a PyTorch file ({type(error).__name__}: {message.strip() or 'end of file'})"
+    # PyTorch's paragraph suggests weights_only=False, i.e. running the file's code: never passed on.
+    kept = [line.strip() for line in message.splitlines() if line.strip()
+            and not any(word in line for word in ("weights_only", "trusted source", "documentation of torch.load"))]  # fmt: skip
+    return f"{type(error).__name__}: {'; '.join(kept) or 'refused by the weights-only loader'}"
 
 
 def is_training_state(obj) -> bool:

@@ -101,7 +101,7 @@ class TrainerConfig:
                 hints.append(f"trainer.{key}" + (f" (did you mean trainer.{close[0]}?)" if close else ""))
             raise UnknownSettingError(f"unknown setting(s) {', '.join(hints)}; the trainer reads "
                                       f"{', '.join(sorted(known | set(ignored)))}")  # fmt: skip
-        return cls(**{k: v for k, v in values.items() if k in known}, **overrides)
+        return cls(**({k: v for k, v in values.items() if k in known} | overrides))
 
 
 class UnknownSettingError(ValueError):
