@@ -25,6 +25,7 @@ from mtpg_aiaa.engine.run_names import register_resolvers
 from mtpg_aiaa.engine.seeding import seed_everything
 from mtpg_aiaa.engine.tasks import get_task_builder, list_tasks
 from mtpg_aiaa.engine.trainer import Trainer, TrainerConfig
+from mtpg_aiaa.errors import SettingError
 from mtpg_aiaa.evaluation import resolve_device
 from mtpg_aiaa.plots import save_training_curves
 
@@ -39,7 +40,7 @@ def build_task(cfg: DictConfig, model, context: distributed.DistributedContext |
     distributed.barrier()
     name = f"mtpg/{cfg.stage.name}"
     if name not in list_tasks():
-        raise ValueError(f"stage.name={cfg.stage.name!r}; registered tasks: {list_tasks()}")
+        raise SettingError(f"stage.name={cfg.stage.name!r}; registered tasks: {list_tasks()}")
     return get_task_builder(name)(cfg, model)
 
 

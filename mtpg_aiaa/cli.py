@@ -20,11 +20,12 @@ from omegaconf.errors import MissingMandatoryValue
 
 from .backbone.convert import CheckpointError
 from .data.errors import BadInputError
-from .engine.trainer import NonFiniteLossError, TrainingInterrupted, UnknownSettingError
+from .engine.trainer import NonFiniteLossError, TrainingInterrupted
+from .errors import SettingError
 
 EXIT_INPUT_ERROR = 2
 EXIT_FAILED = 1
-KNOWN_INPUT_ERRORS = (BadInputError, CheckpointError, UnknownSettingError, MissingMandatoryValue)
+KNOWN_INPUT_ERRORS = (BadInputError, CheckpointError, SettingError, MissingMandatoryValue)
 
 log = logging.getLogger(__name__)
 

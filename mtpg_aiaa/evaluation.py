@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .models.mtpg.model import MTPGAIAA
+from .errors import SettingError
 from .models.mtpg.prompts import LEVELS, expected_score
 
 BATCHINGS = ("batch", "per_image")
@@ -66,7 +67,7 @@ def predict(
             ``per_image`` scores every image alone (the official demo).
     """
     if batching not in BATCHINGS:
-        raise ValueError(f"batching must be one of {BATCHINGS}, got {batching!r}")
+        raise SettingError(f"eval.batching must be one of {BATCHINGS}, got {batching!r}")
     model.eval()
     rows: list[pd.DataFrame] = []
     skipped: list[dict] = []

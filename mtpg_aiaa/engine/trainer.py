@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..models.mtpg.checkpoint import save_model
 from ..fileio import remove_stale_temporaries
+from ..errors import SettingError
 from .checkpointing import save_training_state, unwrap
 from .distributed import any_rank
 from .ema import WeightAverage
@@ -104,7 +105,7 @@ class TrainerConfig:
         return cls(**({k: v for k, v in values.items() if k in known} | overrides))
 
 
-class UnknownSettingError(ValueError):
+class UnknownSettingError(SettingError):
     """A config key that nothing reads (a typo, usually)."""
 
 
@@ -154,7 +155,7 @@ class Trainer:
         micro_batches = self.sampler.per_rank // self.cfg.batch_size
         steps = micro_batches // self.cfg.accumulate
         if steps == 0:
-            raise ValueError(
+            raise SettingError(
                 f"an epoch of {self.sampler.per_rank} samples per rank gives no optimizer step at batch "
                 f"{self.cfg.batch_size} x accumulate {self.cfg.accumulate}"
             )
@@ -381,7 +382,7 @@ def resolve_autocast(precision: str, device: torch.device) -> torch.dtype | None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if precision in ("bf16", "fp16"):
         return torch.bfloat16 if precision == "bf16" else torch.float16
-    raise ValueError(f"precision must be auto, fp32, bf16 or fp16; got {precision!r}")
+    raise SettingError(f"trainer.precision must be auto, fp32, bf16 or fp16; got {precision!r}")
 
 
 def _chain_previous_handler(signum: int, previous: dict) -> None:
