@@ -139,7 +139,7 @@ def save_training_curves(history: list[dict], path, title: str = "") -> Path | N
 
 
 # Logged under train/ but not losses: drawn separately or not at all.
-_NOT_LOSSES = {"train/lr", "train/images_per_s"}
+_NOT_LOSSES = {"train/lr", "train/images_per_s", "train/skipped_micro_batches", "train/skipped_images"}
 
 
 def _save_png(fig, path: Path) -> Path:
