@@ -81,8 +81,9 @@ class LineTask:
         return {"loss": loss}
 
     def validate(self, model, device):
+        x = self.train_dataset.x
         with torch.no_grad():
-            return {"val/srcc": float(-((model(self.train_dataset.x).squeeze(1) - 2 * self.train_dataset.x[:, 0]) ** 2).mean())}
+            return {"val/srcc": float(-((model(x).squeeze(1) - 2 * x[:, 0]) ** 2).mean())}
 
 
 def line_trainer(run_dir: Path, task: LineTask, **settings) -> Trainer:
@@ -188,6 +189,11 @@ def test_known_errors_print_one_line_and_exit_2_unknown_ones_keep_the_traceback(
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == "error: x.pt does not match the model: missing: a; wrong shape: b\n"
 
+    with pytest.raises(SystemExit) as exit_info:
+        one_line_errors(lambda cfg: cfg.ckpt)(OmegaConf.create({"ckpt": "???"}))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: missing mandatory value ckpt: set it on the command line (ckpt=...)\n"
+
     def bug(cfg):
         raise ZeroDivisionError("a bug")
 
@@ -269,7 +275,8 @@ def test_non_utf8_csv_and_sidecar_name_the_file_and_line(tmp_path):
 def test_a_huge_description_hits_max_description_chars(tmp_path):
     csv = tmp_path / "labels.csv"
     csv.write_text(f'image,score,comment\na.jpg,5,"{"word " * 200_000}"\n', encoding="utf-8")  # 1 MB
-    with pytest.raises(BadInputError, match=r"line 2: description of image 'a.jpg' has 1,000,000 characters, more than max_description_chars=20,000"):
+    expected = r"line 2: description of image 'a.jpg' has 1,000,000 characters, more than max_description_chars=20,000"
+    with pytest.raises(BadInputError, match=expected):
         read_score_table(csv)
     assert len(read_score_table(csv, max_description_chars=2_000_000)["description"][0]) == 1_000_000
 
@@ -296,6 +303,7 @@ def evaluate_images(smoke: dict, images: Path, out: Path) -> dict:
     return load_script(ROOT / "test.py").evaluate(cfg, out)
 
 
+@pytest.mark.slow  # three evaluations of the tiny model (~5 s)
 def test_skip_edges_write_predictions_and_skipped_lists(smoke, tmp_path):
     images, out = tmp_path / "images", tmp_path / "out"
     shutil.copytree(smoke["image_root"], images)

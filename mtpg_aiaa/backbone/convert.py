@@ -54,7 +54,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             state = read_torchscript_state_dict(path)
         except (TorchScriptReadError, zipfile.BadZipFile, OSError) as error:
-            raise CheckpointError(f"cannot read the TorchScript archive {path} as data: {error}") from None
+            raise CheckpointError(
+                f"cannot read the TorchScript archive {path} as data: {error}. If the file is from a source you "
+                "trust, convert it there: torch.save(torch.jit.load(PATH).state_dict(), 'weights.pt')"
+            ) from None
     else:
         obj = load_weights_only(path)
         if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
@@ -107,8 +110,8 @@ def describe_load_error(error: Exception) -> str:
     if isinstance(error, EOFError) or "central directory" in message or "PytorchStreamReader" in message:
         return f"the file is truncated or not a PyTorch file ({type(error).__name__}: {message.strip() or 'end of file'})"
     # PyTorch's paragraph suggests weights_only=False, i.e. running the file's code: never passed on.
-    kept = [line.strip() for line in message.splitlines() if line.strip()
-            and not any(word in line for word in ("weights_only", "trusted source", "documentation of torch.load"))]  # fmt: skip
+    advice = ("weights_only", "trusted source", "documentation of torch.load")
+    kept = [line.strip() for line in message.splitlines() if line.strip() and not any(a in line for a in advice)]
     return f"{type(error).__name__}: {'; '.join(kept) or 'refused by the weights-only loader'}"
 
 

@@ -31,7 +31,9 @@ _STORAGE_DTYPES = {
     "BoolStorage": torch.bool, "ComplexFloatStorage": torch.complex64, "ComplexDoubleStorage": torch.complex128,
 }  # fmt: skip
 _CLASS_HEADER = re.compile(
-    r"^class (?P<name>[\w.]+)\(Module\):\n  __parameters__ = \[(?P<params>[^\]]*)\]\n  __buffers__ = \[(?P<buffers>[^\]]*)\]",
+    r"^class (?P<name>[\w.]+)\(Module\):\n"
+    r"  __parameters__ = \[(?P<params>[^\]]*)\]\n"
+    r"  __buffers__ = \[(?P<buffers>[^\]]*)\]",
     re.MULTILINE,
 )
 
