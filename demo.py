@@ -19,6 +19,7 @@ import torch
 
 from mtpg_aiaa.models.mtpg.checkpoint import load_model
 from mtpg_aiaa.data import BadInputError, load_rgb_image
+from mtpg_aiaa.data.text import read_text_file
 from mtpg_aiaa.evaluation import resolve_device
 from mtpg_aiaa.models.mtpg.prompts import LEVELS
 
@@ -53,7 +54,7 @@ def known_description(image: Path, given: str | None) -> str | None:
         return given
     for sidecar in (image.with_suffix(".txt"), image.with_name(image.name + ".txt")):
         if sidecar.is_file():
-            return sidecar.read_text(encoding="utf-8").strip()
+            return read_text_file(sidecar).strip()
     return None
 
 

@@ -17,13 +17,14 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from mtpg_aiaa.data import AestheticsDataset, collate_samples
+from mtpg_aiaa.data import AestheticsDataset, BadInputError, collate_samples
 from mtpg_aiaa.data.named_texts import read_table
+from mtpg_aiaa.engine.cli_errors import one_line_errors
 from mtpg_aiaa.data.toy import ensure_dataset
 from mtpg_aiaa.engine import distributed
 from mtpg_aiaa.engine.run_names import register_resolvers
 from mtpg_aiaa.evaluation import Predictions, predict, resolve_device, write_predictions
-from mtpg_aiaa.metrics import compute_metrics, format_metrics_table
+from mtpg_aiaa.metrics import compute_metrics_or_null, format_metrics_table
 from mtpg_aiaa.models.loading import load_model
 from mtpg_aiaa.plots import save_scatter_plot
 
@@ -63,6 +64,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
         score_scale=data.score_scale,
         description_column=data.description_column,
         max_description_chars=data.max_description_chars,
+        allow_paths_outside_root=data.get("allow_paths_outside_root", False),
     )
     if "description" in model.text_names and not table.attrs.get("has_descriptions", True):
         log.warning("%s has no descriptions: every image is scored with an empty one", data.csv)
@@ -88,13 +90,15 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
         predictions = Predictions.merge(distributed.all_gather_objects(predictions))
         if not context.is_main:
             return {}
-    if predictions.table.empty:
-        raise RuntimeError(f"no image of {data.csv} could be scored; see {output_dir / 'skipped.csv'}")
-
     scale = float(data.score_scale)
+    write_predictions(predictions, output_dir, scale)  # whatever the metrics can do
+    if predictions.table.empty:
+        raise BadInputError(f"no image of {data.csv} could be scored ({len(predictions.skipped)} skipped); "
+                            f"see {output_dir / 'skipped.csv'}")  # fmt: skip
     pred = predictions.table["pred"].to_numpy() * scale
     score = predictions.table["score"].to_numpy()
-    metrics = compute_metrics(pred, score, threshold=cfg.eval.threshold * scale, n_bootstrap=cfg.eval.n_bootstrap)
+    metrics = compute_metrics_or_null(pred, score, threshold=cfg.eval.threshold * scale,
+                                      n_bootstrap=cfg.eval.n_bootstrap)  # fmt: skip
     metrics.update(
         checkpoint=str(cfg.ckpt),
         checkpoint_kind=model.weights_kind,
@@ -110,13 +114,14 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
         n_descriptions_truncated=int(truncated),
         images_per_second=predictions.images_per_second,
     )
-    write_predictions(predictions, output_dir, scale)
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     save_scatter_plot(
         pred, score, output_dir / "scatter.png", threshold=cfg.eval.threshold * scale,
         title=Path(str(data.csv)).name, metrics=metrics, scale_label=f"0-{scale:g}",
     )  # fmt: skip
     print(format_metrics_table(metrics, title=f"{Path(str(cfg.ckpt)).name} on {Path(str(data.csv)).name}"))
+    if metrics.get("note"):
+        print(metrics["note"])
     if predictions.skipped:
         print(f"skipped {len(predictions.skipped)} unreadable image(s): see {output_dir / 'skipped.csv'}")
     if truncated:
@@ -126,6 +131,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
 
 
 @hydra.main(config_path="configs", config_name="test", version_base="1.3")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     output_dir = hydra.core.hydra_config.HydraConfig.get().runtime.output_dir
     OmegaConf.save(cfg, Path(output_dir) / "test_config.yaml", resolve=True)

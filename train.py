@@ -15,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mtpg_aiaa.engine.cli_errors import one_line_errors
 from mtpg_aiaa.data.toy import ensure_dataset
 from mtpg_aiaa.engine.builders import build_training_model
 from mtpg_aiaa.engine import distributed
@@ -24,6 +25,7 @@ from mtpg_aiaa.engine.run_names import register_resolvers
 from mtpg_aiaa.engine.seeding import seed_everything
 from mtpg_aiaa.engine.tasks import get_task_builder, list_tasks
 from mtpg_aiaa.engine.trainer import Trainer, TrainerConfig
+from mtpg_aiaa.errors import SettingError
 from mtpg_aiaa.evaluation import resolve_device
 from mtpg_aiaa.plots import save_training_curves
 
@@ -39,7 +41,7 @@ def build_task(cfg: DictConfig, model, context: distributed.DistributedContext |
     distributed.barrier()
     name = cfg.task.name if "task" in cfg else f"mtpg/{cfg.stage.name}"
     if name not in list_tasks():
-        raise ValueError(f"task {name!r} is not registered; registered tasks: {list_tasks()}")
+        raise SettingError(f"task {name!r} is not registered; registered tasks: {list_tasks()}")
     return get_task_builder(name)(cfg, model)
 
 
@@ -74,12 +76,11 @@ def _train(cfg: DictConfig, context: distributed.DistributedContext, device: tor
     run_dir.mkdir(parents=True, exist_ok=True)
     if context.is_main:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    trainer_cfg = TrainerConfig.from_config(cfg.trainer, ignored=("eval_batch_size",), seed=cfg.seed)  # typos fail first
     seed_everything(cfg.seed)
     model = build_training_model(cfg.model, cfg.init_from).to(device)
     task = build_task(cfg, model, context)
     optimizer = instantiate(cfg.optim)(model)
-    trainer_cfg = TrainerConfig(**{k: v for k, v in cfg.trainer.items() if k in TrainerConfig.__dataclass_fields__},
-                                seed=cfg.seed)  # fmt: skip
     run_config = OmegaConf.to_container(cfg, resolve=True)
     # Only rank 0 writes metrics and talks to wandb; the others keep an unused history.
     logger = (instantiate(cfg.logger)(run_dir=run_dir, **({"config": run_config} if "project" in cfg.logger else {}))
@@ -90,6 +91,7 @@ def _train(cfg: DictConfig, context: distributed.DistributedContext, device: tor
     checkpoint = resume_path(cfg, run_dir)
     if checkpoint is not None:
         trainer.load_state_dict(load_training_state(checkpoint))
+        logger.rewind(trainer.step)  # rows logged after last.pt was written are logged again
         log.info("resumed from %s at step %d (epoch %d)", checkpoint, trainer.step, trainer.epoch)
     try:
         metrics = trainer.fit()
@@ -102,6 +104,7 @@ def _train(cfg: DictConfig, context: distributed.DistributedContext, device: tor
 
 
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision("high")
     train(cfg)

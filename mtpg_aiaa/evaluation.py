@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .errors import SettingError
 from .predictions import empty_frame, prediction_frame
 
 BATCHINGS = ("batch", "per_image")
@@ -66,7 +67,7 @@ def predict(
             ``per_image`` scores every image alone (the official demo).
     """
     if batching not in BATCHINGS:
-        raise ValueError(f"batching must be one of {BATCHINGS}, got {batching!r}")
+        raise SettingError(f"eval.batching must be one of {BATCHINGS}, got {batching!r}")
     model.eval()
     rows: list[pd.DataFrame] = []
     skipped: list[dict] = []
@@ -126,6 +127,9 @@ def write_predictions(predictions: Predictions, output_dir: Path, score_scale: f
     columns = ["image", "score", "pred", *[c for c in table.columns if c.startswith(("prob_", "dist_"))]]
     path = output_dir / "predictions.csv"
     table[columns].to_csv(path, index=False, float_format="%.6f")
+    skipped = output_dir / "skipped.csv"
     if predictions.skipped:
-        pd.DataFrame(predictions.skipped).to_csv(output_dir / "skipped.csv", index=False)
+        pd.DataFrame(predictions.skipped).to_csv(skipped, index=False)
+    elif skipped.exists():
+        skipped.unlink()  # a reused output folder must not show an earlier run's skipped images
     return path

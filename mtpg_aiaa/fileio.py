@@ -2,19 +2,29 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``; a failed write leaves ``path`` as it was."""
+    """Call ``write(tmp_path)`` then rename onto ``path``; a failed write leaves ``path`` as it was.
+
+    The temporary file (``.NAME.<random>.tmp`` in the same folder) is created like any other
+    output, so the result gets the usual permissions (0666 less the umask), not mkstemp's 0600.
+    A kill between creation and rename can leave it behind: see :func:`remove_stale_temporaries`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
-        write(tmp)
+        write(str(tmp))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -35,3 +45,17 @@ def file_kind(path: str | Path) -> str:
         if 2 <= header_length <= Path(path).stat().st_size - 8:
             return "safetensors"
     return "unknown"
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write` left for ``path`` when a process was
+    killed mid-write; call it only when no other process is writing ``path``. Returns them."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{glob_escape(path.name)}.*.tmp")) if path.parent.is_dir() else []
+    for leftover in stale:
+        leftover.unlink(missing_ok=True)
+    return stale
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)

@@ -215,8 +215,21 @@ def compute_metrics(
     return metrics
 
 
-def _fmt(value: float, percent: bool) -> str:
+def compute_metrics_or_null(pred, target, **options) -> dict:
+    """:func:`compute_metrics` when there are at least 2 samples; otherwise every metric
+    is ``None`` (null in JSON), ``n`` is the count and ``note`` says why."""
+    n = len(pred)
+    if n >= 2:
+        return compute_metrics(pred, target, **options)
+    names = ("srcc", "plcc", "acc", "balanced_acc", "majority_acc", "mae")
+    return {**dict.fromkeys(names), "n": n,
+            "note": f"correlations and accuracies need at least 2 scored images; got {n}"}  # fmt: skip
+
+
+def _fmt(value: float | None, percent: bool) -> str:
     """A metric value as text: 4 decimals, or a percentage with 2 for accuracies."""
+    if value is None:
+        return "n/a"
     return "nan" if math.isnan(value) else f"{100.0 * value:.2f} %" if percent else f"{value:.4f}"
 
 

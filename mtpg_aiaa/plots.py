@@ -18,7 +18,7 @@ def _metrics_text(metrics: dict) -> str:
     """Short multi-line summary (SRCC/PLCC/Acc, with CIs when present) for the plot."""
     lines = []
     for label, key, percent in (("SRCC", "srcc", False), ("PLCC", "plcc", False), ("Acc", "acc", True)):
-        if key not in metrics:
+        if metrics.get(key) is None:  # null when too few images were scored
             continue
         scale, fmt = (100.0, "{:.1f}%") if percent else (1.0, "{:.3f}")
         text = f"{label} " + fmt.format(scale * metrics[key])
@@ -26,7 +26,7 @@ def _metrics_text(metrics: dict) -> str:
             low, high = (fmt.format(scale * metrics[f"{key}_ci_{s}"]) for s in ("low", "high"))
             text += f" [{low}, {high}]"
         lines.append(text)
-    if "majority_acc" in metrics:
+    if metrics.get("majority_acc") is not None:
         lines.append(f"floor {100.0 * metrics['majority_acc']:.1f}%")
     if "n" in metrics:
         lines.append(f"N {int(metrics['n'])}")
@@ -139,7 +139,7 @@ def save_training_curves(history: list[dict], path, title: str = "") -> Path | N
 
 
 # Logged under train/ but not losses: drawn separately or not at all.
-_NOT_LOSSES = {"train/lr", "train/images_per_s"}
+_NOT_LOSSES = {"train/lr", "train/images_per_s", "train/skipped_micro_batches", "train/skipped_images"}
 
 
 def _save_png(fig, path: Path) -> Path:

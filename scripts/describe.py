@@ -16,6 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from mtpg_aiaa.data.images import DEFAULT_MAX_PIXELS
 from mtpg_aiaa.data.toy import ensure_dataset
 from mtpg_aiaa.describe import (
     DescriberSettings,
@@ -48,7 +49,7 @@ def describe(cfg: DictConfig) -> dict[str, Any]:
         items, settings, output,
         batch_size=cfg.batch_size, shard=resolve_shard(cfg.rank, cfg.world_size), shard_mode=cfg.shard_mode,
         overwrite=cfg.overwrite, on_bad_image=cfg.data.get("on_bad_image", "error"),
-        max_pixels=cfg.data.get("max_pixels", 178_956_970), progress=cfg.progress,
+        max_pixels=cfg.data.get("max_pixels", DEFAULT_MAX_PIXELS), progress=cfg.progress,
     )  # fmt: skip
     print(format_summary(summary))
     return summary

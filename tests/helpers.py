@@ -62,7 +62,7 @@ def tiny_train_overrides(smoke: dict, out: Path, *extra: str) -> list[str]:
 
 def train_preempted(train: Callable, cfg, monkeypatch: pytest.MonkeyPatch, at_step: int = 2) -> None:
     """``train(cfg)``, with SIGTERM's stop request raised right after optimizer step
-    ``at_step``: the trainer writes last.pt and returns, as on a cluster's pre-emption."""
+    ``at_step``: the trainer writes last.pt and raises ``TrainingInterrupted``, as on a cluster's pre-emption."""
     from mtpg_aiaa.engine import trainer as trainer_module
 
     original_step = trainer_module.Trainer._optimizer_step
@@ -74,4 +74,5 @@ def train_preempted(train: Callable, cfg, monkeypatch: pytest.MonkeyPatch, at_st
 
     with monkeypatch.context() as patch:
         patch.setattr(trainer_module.Trainer, "_optimizer_step", preempt)
-        train(cfg)
+        with pytest.raises(trainer_module.TrainingInterrupted):
+            train(cfg)

@@ -144,9 +144,10 @@ def test_preempted_run_resumes_at_its_saved_step(smoke, tmp_path):
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)  # what SLURM sends on pre-emption
     output, _ = process.communicate(timeout=120)
-    assert process.returncode == 0, output[-3000:]
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]  # interrupted is not finished
     saved = load_training_state(run / "last.pt")["step"]
     assert 0 < saved < 12, output[-2000:]
+    assert f"interrupted at step {saved} (SIGTERM)" in output and "resume with: python train.py" in output
     resumed = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"at step {saved} " in resumed.stdout + resumed.stderr

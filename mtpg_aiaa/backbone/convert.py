@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from open_clip.model import convert_weights_to_lp
 
+from .torchscript import TorchScriptReadError, is_torchscript_archive, read_torchscript_state_dict
 from .longclip import KEPT_POSITIONS, LONGCLIP_CONTEXT_LENGTH, LongCLIP, LongCLIPArch
 from ..fileio import file_kind
 
@@ -25,7 +26,9 @@ log = logging.getLogger(__name__)
 
 OPENAI_CONTEXT_LENGTH = 77
 # Metadata entries of OpenAI's TorchScript state dicts that are not parameters.
-_NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
+# ``attn_mask`` is the causal text mask, a buffer derived from the context length that
+# traced archives store although open_clip does not persist it.
+_NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 
 
 class CheckpointError(ValueError):
@@ -33,38 +36,111 @@ class CheckpointError(ValueError):
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a weights file, loaded on CPU without executing pickled code.
+    """Tensors of a weights file, loaded on CPU without executing any code in it.
 
-    A safetensors file (told by its content, whatever its suffix) is read with safetensors; anything else with
-    ``torch.load(weights_only=True)``, falling back to ``torch.jit.load`` for OpenAI's
-    TorchScript archives (their tensors are read; their code is never called).
+    A safetensors file (told by its content, whatever its suffix) is read with safetensors;
+    OpenAI's TorchScript archives with
+    :func:`read_torchscript_state_dict` (their tensors read as data, their code never
+    run); anything else with ``torch.load(weights_only=True)``. Every floating tensor
+    must be finite.
+
+    Raises:
+        CheckpointError: naming ``path`` and the cause (empty, truncated, code objects,
+            a training checkpoint, NaN weights, ...).
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file not found: {path}")
+    check_weights_file(path)
     if file_kind(path) == "safetensors":
-        from safetensors.torch import load_file
+        state = read_safetensors(path)
+    elif is_torchscript_archive(path):
+        try:
+            state = read_torchscript_state_dict(path)
+        except (TorchScriptReadError, zipfile.BadZipFile, OSError) as error:
+            raise CheckpointError(
+                f"cannot read the TorchScript archive {path} as data: {error}. If the file is from a source you "
+                "trust, convert it there: torch.save(torch.jit.load(PATH).state_dict(), 'weights.pt')"
+            ) from None
+    else:
+        obj = load_weights_only(path)
+        if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+            obj = obj["state_dict"]
+        if is_training_state(obj):
+            raise CheckpointError(training_state_message(path))
+        if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise CheckpointError(f"{path} does not hold a state dict of tensors (found {type(obj).__name__})")
+        state = dict(obj)
+    check_finite(state, path)
+    return state
 
+
+def check_weights_file(path: Path) -> None:
+    """A weights file that exists and is not empty, or a :class:`CheckpointError` saying which."""
+    if not path.is_file():
+        reason = "is a directory, not a file" if path.is_dir() else "not found"
+        raise CheckpointError(f"checkpoint file {reason}: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint file {path} is empty (0 bytes): an interrupted download or copy?")
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file's tensors; a corrupted or truncated file is named."""
+    from safetensors.torch import load_file
+
+    try:
         return dict(load_file(str(path), device="cpu"))
+    except Exception as error:  # noqa: BLE001 - safetensors' errors do not name the file
+        raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from None
+
+
+def load_weights_only(path: Path):
+    """``torch.load(weights_only=True)`` with errors that name the file and never advise
+    ``weights_only=False`` (which would run the code the file carries)."""
     try:
         with open(path, "rb") as handle:  # by content: torch.load would take a ".safetensors" name for safetensors
-            obj = torch.load(handle, map_location="cpu", weights_only=True)
+            return torch.load(handle, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - re-raised with the file named
-        if _is_torchscript_archive(path):
-            return {k: v for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}
-        raise CheckpointError(f"cannot read {path} as a weights-only PyTorch file: {error}") from error
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path} does not hold a state dict of tensors (found {type(obj).__name__})")
-    return dict(obj)
+        raise CheckpointError(f"cannot read {path}: {describe_load_error(error)}") from None
 
 
-def _is_torchscript_archive(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+def describe_load_error(error: Exception) -> str:
+    """The cause of a failed weights-only load, without PyTorch's advice to unpickle code."""
+    message = str(error)
+    refused_global = re.search(r"GLOBAL ([\w.]+)", message)
+    if refused_global:
+        return (f"it pickles the Python object {refused_global.group(1)}, not only tensors; such files can run code "
+                "when loaded, so they are refused. Re-save the weights as a plain state dict of tensors "
+                "(torch.save(model.state_dict(), ...)) or as .safetensors where the file is trusted")  # fmt: skip
+    if isinstance(error, EOFError) or "central directory" in message or "PytorchStreamReader" in message:
+        return f"the file is truncated or not a PyTorch file ({type(error).__name__}: {message.strip() or 'end of file'})"
+    # PyTorch's paragraph suggests weights_only=False, i.e. running the file's code: never passed on.
+    advice = ("weights_only", "trusted source", "documentation of torch.load")
+    kept = [line.strip() for line in message.splitlines() if line.strip() and not any(a in line for a in advice)]
+    return f"{type(error).__name__}: {'; '.join(kept) or 'refused by the weights-only loader'}"
+
+
+def is_training_state(obj) -> bool:
+    """A ``last.pt`` / ``best.pt`` written by the trainer (weights plus optimizer state)."""
+    return isinstance(obj, Mapping) and {"model", "optimizer", "step"} <= set(obj)
+
+
+def training_state_message(path: Path) -> str:
+    model_file = path.parent / "best.safetensors"
+    instead = (f"pass {model_file}, the model written next to it" if model_file.is_file() else
+               "pass the best.safetensors written in the same run directory")  # fmt: skip
+    return (f"{path} is a training checkpoint (weights + optimizer state for resume=..., init_from=...), "
+            f"not a model file; {instead}")
+
+
+def check_finite(state: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """No NaN in any floating tensor, or a :class:`CheckpointError` naming the file and the first bad key.
+
+    Infinities are allowed: attention masks hold ``-inf`` by design.
+    """
+    for key, value in state.items():
+        if value.is_floating_point() and value.numel() and bool(torch.isnan(value).any()):
+            bad = int(torch.isnan(value).sum())
+            raise CheckpointError(f"{path}: tensor {key!r} has {bad} NaN value(s); the file is corrupted "
+                                  "or was saved from a diverged run")  # fmt: skip
 
 
 def infer_arch(state_dict: Mapping[str, torch.Tensor], source: str = "state dict", key_prefix: str = "") -> LongCLIPArch:
@@ -74,11 +150,10 @@ def infer_arch(state_dict: Mapping[str, torch.Tensor], source: str = "state dict
     """
     try:
         conv = state_dict["visual.conv1.weight"]
-        vision_layers = sum(
-            1 for k in state_dict if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")
-        )
+        # Layers from the highest block index, not a count of keys: a block missing one key
+        # is then reported as that missing key, not as every later block being "unexpected".
+        vision_layers = _block_count(state_dict, "visual.transformer.resblocks.")
         grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
-        text_blocks = {k.split(".")[2] for k in state_dict if k.startswith("transformer.resblocks.")}
         return LongCLIPArch(
             embed_dim=state_dict["text_projection"].shape[1],
             image_size=conv.shape[-1] * grid,
@@ -86,7 +161,7 @@ def infer_arch(state_dict: Mapping[str, torch.Tensor], source: str = "state dict
             vision_width=conv.shape[0],
             vision_layers=vision_layers,
             text_width=state_dict["ln_final.weight"].shape[0],
-            text_layers=len(text_blocks),
+            text_layers=_block_count(state_dict, "transformer.resblocks."),
             context_length=state_dict["positional_embedding"].shape[0],
             vocab_size=state_dict["token_embedding.weight"].shape[0],
         )
@@ -94,6 +169,12 @@ def infer_arch(state_dict: Mapping[str, torch.Tensor], source: str = "state dict
         raise CheckpointError(
             f"{source} is not a CLIP ViT state dict: key '{key_prefix}{missing.args[0]}' is missing"
         ) from None
+
+
+def _block_count(state_dict: Mapping[str, torch.Tensor], prefix: str) -> int:
+    indices = [int(k[len(prefix):].split(".", 1)[0]) for k in state_dict
+               if k.startswith(prefix) and k[len(prefix):].split(".", 1)[0].isdigit()]  # fmt: skip
+    return max(indices) + 1 if indices else 0
 
 
 def stretch_positional_embedding(old: torch.Tensor) -> torch.Tensor:

@@ -18,8 +18,10 @@ from PIL import Image, ImageFile
 
 from mtpg_aiaa.data.errors import BadInputError
 
-# PIL's own hard limit (2 * Image.MAX_IMAGE_PIXELS): above it PIL refuses to open.
-DEFAULT_MAX_PIXELS = 178_956_970
+# 8000 x 8000: above any painting scan or photograph the scorer needs (it sees 224 x 224),
+# and well under PIL's own hard limit (2 * Image.MAX_IMAGE_PIXELS = 178,956,970 pixels),
+# which a 190 KB PNG can reach while decoding to 1.7 GB. ``data.max_pixels`` changes it.
+DEFAULT_MAX_PIXELS = 64_000_000
 
 # Modes whose samples do not fit in 8 bits; PIL's convert('RGB') clips them at 255,
 # which turns an ordinary 16-bit scan almost white.

@@ -9,17 +9,19 @@ many fields are errors instead of being silently turned into an index.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Optional
 
 import numpy as np
 import pandas as pd
 
 from mtpg_aiaa.data.errors import BadInputError
+from mtpg_aiaa.data.text import read_text_file
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ def read_score_table(
     score_scale: float = 10.0,
     description_column: str = "comment",
     max_description_chars: int = 20000,
+    allow_paths_outside_root: bool = False,
 ) -> pd.DataFrame:
     """Read and validate a score CSV, joining descriptions when there are any.
 
@@ -64,6 +67,9 @@ def read_score_table(
         description_column: name of the description column in either file.
         max_description_chars: longer descriptions are rejected (they would only
             reach the tokenizer to be truncated, and usually mean a broken file).
+        allow_paths_outside_root: accept image paths that are absolute or climb out
+            with ``..`` (by default refused: a CSV from elsewhere must not make us read
+            arbitrary files; ``data.allow_paths_outside_root=true`` opts in).
 
     Returns:
         DataFrame with one row per CSV row, in file order, and columns ``image``
@@ -78,9 +84,9 @@ def read_score_table(
     """
     if not (math.isfinite(score_scale) and score_scale > 0):
         raise ValueError(f"score_scale must be a positive number, got {score_scale}")
-    scores_file = _read_csv(Path(csv_path))
+    scores_file = _read_csv(Path(csv_path), max_description_chars)
     scores_file.require("image", "score")
-    images, scores = _parse_images_and_scores(scores_file, score_scale)
+    images, scores = _parse_images_and_scores(scores_file, score_scale, allow_paths_outside_root)
 
     if description_column in scores_file.header:
         if descriptions_csv is not None:
@@ -116,15 +122,22 @@ def read_score_table(
     return table
 
 
-def _read_csv(path: Path) -> _CsvFile:
+def _read_csv(path: Path, max_field_chars: int = 0) -> _CsvFile:
     if not path.is_file():
         raise BadInputError(f"CSV file {path} does not exist")
     header: list[str] | None = None
     rows: list[tuple[int, list[str]]] = []
     line_before = 0
+    # Decoded whole first, so a non-UTF-8 byte is reported on its own line (a streaming
+    # decoder fails a buffer ahead of the csv reader). utf-8-sig: spreadsheet exports
+    # often start with a byte-order mark.
+    text = read_text_file(path, what="CSV file")
+    # The csv module's own field limit (128 KiB) must not pre-empt max_description_chars,
+    # which gives the real reason; the whole file is in memory already.
+    field_limit = csv.field_size_limit()
+    csv.field_size_limit(max(field_limit, max_field_chars + 1, len(text) + 1))
     try:
-        # utf-8-sig: spreadsheet exports often start with a byte-order mark.
-        with path.open(newline="", encoding="utf-8-sig") as handle:
+        with io.StringIO(text, newline="") as handle:
             reader = csv.reader(handle, strict=True)
             for fields in reader:
                 start_line, line_before = line_before + 1, reader.line_num
@@ -139,10 +152,12 @@ def _read_csv(path: Path) -> _CsvFile:
                         f"{len(header)} fields as in the header, found {len(fields)}"
                     )
                 rows.append((start_line, fields))
-    except (csv.Error, UnicodeDecodeError) as error:
+    except csv.Error as error:
         raise BadInputError(
             f"Cannot parse CSV file {path}, near line {line_before + 1}: {error}"
         ) from error
+    finally:
+        csv.field_size_limit(field_limit)
     if header is None:
         raise BadInputError(f"CSV file {path} is empty (no header line)")
     duplicated = sorted({name for name in header if header.count(name) > 1})
@@ -153,7 +168,9 @@ def _read_csv(path: Path) -> _CsvFile:
     return _CsvFile(path, header, rows)
 
 
-def _parse_images_and_scores(file: _CsvFile, score_scale: float) -> tuple[list[str], list[float]]:
+def _parse_images_and_scores(
+    file: _CsvFile, score_scale: float, allow_paths_outside_root: bool = False
+) -> tuple[list[str], list[float]]:
     image_column, score_column = file.column("image"), file.column("score")
     images: list[str] = []
     scores: list[float] = []
@@ -164,6 +181,11 @@ def _parse_images_and_scores(file: _CsvFile, score_scale: float) -> tuple[list[s
         where = f"{file.path}, line {line}"
         if not image:
             raise BadInputError(f"{where}: empty value in column 'image'")
+        if not allow_paths_outside_root and escapes_root(image):
+            raise BadInputError(
+                f"{where}, column 'image': {image!r} points outside the image root (absolute or "
+                "'..'); set data.allow_paths_outside_root=true if the CSV is yours and this is intended"
+            )
         try:
             score = float(raw_score)
         except ValueError:
@@ -187,6 +209,22 @@ def _parse_images_and_scores(file: _CsvFile, score_scale: float) -> tuple[list[s
     return images, scores
 
 
+def escapes_root(image: str) -> bool:
+    """Whether a CSV image path leaves the folder it is joined to: absolute (POSIX or
+    Windows style) or climbing above it with ``..``."""
+    if image.startswith(("/", "\\")) or PureWindowsPath(image).drive or PurePosixPath(image).is_absolute():
+        return True
+    depth = 0
+    for part in image.replace("\\", "/").split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", "."):
+            depth += 1
+    return False
+
+
 def _join_descriptions(
     scores_file: _CsvFile,
     images: list[str],
@@ -194,7 +232,7 @@ def _join_descriptions(
     description_column: str,
     max_chars: int,
 ) -> list[str]:
-    descriptions_file = _read_csv(descriptions_path)
+    descriptions_file = _read_csv(descriptions_path, max_chars)
     descriptions_file.require("image", description_column)
     image_column = descriptions_file.column("image")
     text_column = descriptions_file.column(description_column)

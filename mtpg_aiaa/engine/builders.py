@@ -9,9 +9,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..backbone.convert import CheckpointError
+from ..backbone.convert import CheckpointError, is_training_state, load_weights_only
+from ..backbone.torchscript import is_torchscript_archive
 from ..fileio import file_kind
-from ..models.loading import TRAINING_KEYS, load_model
+from ..models.loading import load_model
 from ..models.mtpg.factory import mtpg_config
 from ..models.mtpg.model import MTPGConfig
 from .checkpointing import load_training_state
@@ -63,11 +64,8 @@ def read_init_state(source: str | Path) -> dict[str, torch.Tensor]:
         source = found
     if not source.is_file():
         raise CheckpointError(f"init_from={source} not found")
-    if file_kind(source) == "torch":
-        with open(source, "rb") as handle:
-            raw = torch.load(handle, map_location="cpu", weights_only=True)
-        if isinstance(raw, dict) and "model" in raw and "optimizer" in raw:
-            return load_training_state(source)["model"]
+    if file_kind(source) == "torch" and not is_torchscript_archive(source) and is_training_state(load_weights_only(source)):
+        return load_training_state(source)["model"]
     return load_model(source).state_dict()  # any system's weights file, told by its content
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..backbone.convert import CheckpointError
+from ..backbone.convert import CheckpointError, check_finite, check_weights_file, load_weights_only
 from ..fileio import atomic_write
 
 REQUIRED_KEYS = ("model", "optimizer", "scheduler", "step", "epoch", "batch_in_epoch", "config")
@@ -38,13 +38,11 @@ def save_training_state(path: str | Path, state: dict[str, Any]) -> Path:
 def load_training_state(path: str | Path) -> dict[str, Any]:
     """Read a training checkpoint without executing pickled code."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"training checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - re-raised naming the file
-        raise CheckpointError(f"cannot read training checkpoint {path}: {error}") from error
-    missing = [key for key in REQUIRED_KEYS if key not in state]
+    check_weights_file(path)
+    state = load_weights_only(path)
+    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
-        raise CheckpointError(f"{path} is not a training checkpoint (missing {missing})")
+        raise CheckpointError(f"{path} is not a training checkpoint (missing {missing}); resume= and "
+                              "init_from= take the last.pt or best.pt of a run directory")  # fmt: skip
+    check_finite(state["model"], path)
     return state

@@ -9,32 +9,53 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ..fileio import atomic_write
+
 
 class MetricsLogger:
-    """History on disk: one JSON line per call, and a CSV whose columns grow as keys appear."""
+    """History on disk: one row per step (values logged at the same step are merged), as
+    JSON lines and as a CSV whose columns grow as keys appear. Both files are rewritten
+    whole (atomically) on every call, so neither ever holds a step twice."""
 
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl_path = self.run_dir / "metrics.jsonl"
         self.csv_path = self.run_dir / "metrics.csv"
-        self._rows: list[dict[str, Any]] = _read_jsonl(self.jsonl_path)  # resumed runs keep their history
+        self._rows: list[dict[str, Any]] = _merge_steps(_read_jsonl(self.jsonl_path))  # resumed runs keep their history
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        row = {"step": step, **{k: _plain(v) for k, v in metrics.items() if k != "step"}}
-        self._rows.append(row)
-        with self.jsonl_path.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
+        row = {k: _plain(v) for k, v in metrics.items() if k != "step"}
+        if self._rows and self._rows[-1]["step"] == step:
+            self._rows[-1].update(row)
+        else:
+            self._rows.append({"step": step, **row})
+        self._write()
+
+    def rewind(self, step: int) -> None:
+        """Forget rows after ``step``: a run resumed from a checkpoint of ``step`` logs them again."""
+        kept = [row for row in self._rows if row["step"] <= step]
+        if len(kept) != len(self._rows):
+            self._rows = kept
+            self._write()
+
+    def _write(self) -> None:
+        lines = "".join(json.dumps(row) + "\n" for row in self._rows)
+        atomic_write(self.jsonl_path, lambda tmp: Path(tmp).write_text(lines))
         columns = list(dict.fromkeys(key for r in self._rows for key in r))
-        with self.csv_path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self._rows)
+
+        def write_csv(tmp: str) -> None:
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(self._rows)
+
+        atomic_write(self.csv_path, write_csv)
 
     @property
     def history(self) -> list[dict[str, Any]]:
         """Every row logged so far, a resumed run's earlier rows included."""
-        return list(self._rows)
+        return [dict(row) for row in self._rows]
 
     def close(self) -> None:
         pass
@@ -70,6 +91,14 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
+
+
+def _merge_steps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per step, in step order (files written before steps were merged had several)."""
+    merged: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        merged.setdefault(row.get("step", 0), {"step": row.get("step", 0)}).update(row)
+    return [merged[step] for step in sorted(merged)]
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -8,10 +8,12 @@ and, with ``world_size > 1``, DistributedDataParallel (docs/distributed.md).
 """
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import signal
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..errors import SettingError
+from ..fileio import remove_stale_temporaries
 from .checkpointing import save_training_state, unwrap
 from .distributed import any_rank
 from .ema import WeightAverage
@@ -37,6 +41,20 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SI
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the run stops and the last good checkpoint stays."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """A stop signal ended the run early; ``last.pt`` holds step ``step``.
+
+    ``exit_code`` is the shell's convention for death by a signal (128 + its number:
+    143 for SIGTERM, 130 for SIGINT), so schedulers and scripts see a run that did not finish.
+    """
+
+    def __init__(self, signum: int, step: int, checkpoint: Path):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        self.signal_name = signal.Signals(signum).name if signum else "a stop on another rank"
+        self.exit_code = 128 + signum if signum else 1
+        super().__init__(f"interrupted at step {step} ({self.signal_name}); wrote {checkpoint}")
 
 
 class Task(Protocol):
@@ -64,6 +82,31 @@ class TrainerConfig:
     progress: bool = True
     find_unused_parameters: bool = False  # DDP: set when some trainable parameter gets no gradient in a step
     ema_decay: float = 0.0  # > 0: validate and keep the best of an average of the weights (ema.py)
+
+    @classmethod
+    def from_config(cls, values, ignored: tuple[str, ...] = (), **overrides) -> "TrainerConfig":
+        """A config from the ``trainer`` group; an unknown key is an error (a typo such as
+        ``+trainer.batchsize=4`` would otherwise train with the default, silently).
+
+        Args:
+            values: the group's mapping.
+            ignored: keys of the group read elsewhere (e.g. ``eval_batch_size`` by the tasks).
+            overrides: values set from outside the group (``seed``).
+        """
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - known - set(ignored))
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, sorted(known | set(ignored)), n=1)
+                hints.append(f"trainer.{key}" + (f" (did you mean trainer.{close[0]}?)" if close else ""))
+            raise UnknownSettingError(f"unknown setting(s) {', '.join(hints)}; the trainer reads "
+                                      f"{', '.join(sorted(known | set(ignored)))}")  # fmt: skip
+        return cls(**({k: v for k, v in values.items() if k in known} | overrides))
+
+
+class UnknownSettingError(SettingError):
+    """A config key that nothing reads (a typo, usually)."""
 
 
 class TaskStep(nn.Module):
@@ -105,6 +148,8 @@ class Trainer:
         self._skipped_last_micro_batch = False
         self._micro_batches_with_gradient = 0  # in the current optimizer step
         self.step_lr = float("nan")  # the (first group's) learning rate the last optimizer step used
+        # data.on_bad_image=skip: micro-batches with no readable image, and unreadable images in all.
+        self.skipped_micro_batches = self.skipped_images = 0
 
     # -- sizes -------------------------------------------------------------------------
     @property
@@ -112,7 +157,7 @@ class Trainer:
         micro_batches = self.sampler.per_rank // self.cfg.batch_size
         steps = micro_batches // self.cfg.accumulate
         if steps == 0:
-            raise ValueError(
+            raise SettingError(
                 f"an epoch of {self.sampler.per_rank} samples per rank gives no optimizer step at batch "
                 f"{self.cfg.batch_size} x accumulate {self.cfg.accumulate}"
             )
@@ -131,6 +176,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "best_metric": self.best_metric, "rng": torch.get_rng_state(), "config": self.run_config,
+            "skipped": {"micro_batches": self.skipped_micro_batches, "images": self.skipped_images},
             **({"ema": self.average.state_dict()} if self.average else {}),
         }  # fmt: skip
 
@@ -142,6 +188,8 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best_metric = state.get("best_metric", -math.inf)
+        skipped = state.get("skipped", {})
+        self.skipped_micro_batches, self.skipped_images = skipped.get("micro_batches", 0), skipped.get("images", 0)
         if "rng" in state:
             torch.set_rng_state(state["rng"])
         if self.average is not None:
@@ -163,6 +211,10 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train until ``total_steps``; returns the last validation metrics."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            for name in ("last.pt", "best.pt", "best.safetensors"):
+                for stale in remove_stale_temporaries(self.run_dir / name):
+                    log.info("removed %s, left by a run killed while writing %s", stale.name, name)
         previous_handlers = self._install_signal_handlers()
         metrics: dict[str, float] = {}
         try:
@@ -177,7 +229,7 @@ class Trainer:
                     log.warning("signal %d: wrote %s and stopped at step %d", self._stop_signal,
                                 self.run_dir / "last.pt", self.step)  # fmt: skip
                 _chain_previous_handler(self._stop_signal, previous_handlers)
-                return metrics
+                raise TrainingInterrupted(self._stop_signal, self.step, self.run_dir / "last.pt")
             if not metrics or metrics.get("step") != self.step:
                 metrics = self._validate_and_save()
         finally:
@@ -212,9 +264,11 @@ class Trainer:
             if losses:
                 bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{self.step_lr:.2e}")
             steps_this_epoch += 1
-            if losses and (self.step % cfg.log_every == 0 or self.step == 1):
+            if self.step % cfg.log_every == 0 or self.step == 1:
                 images_per_s = steps_this_epoch * cfg.batch_size * cfg.accumulate * self.world_size / max(time.perf_counter() - start, 1e-9)
-                self._log({f"train/{k}": v for k, v in losses.items()}
+                skipped = ({"train/skipped_micro_batches": self.skipped_micro_batches,
+                            "train/skipped_images": self.skipped_images} if self.skipped_images else {})  # fmt: skip
+                self._log({f"train/{k}": v for k, v in losses.items()} | skipped
                           | {"train/lr": self.step_lr, "train/images_per_s": images_per_s})  # fmt: skip
             end_of_epoch = self.batch_in_epoch >= micro_batches_per_epoch
             if end_of_epoch:
@@ -238,8 +292,11 @@ class Trainer:
             log.warning("step %d: every image of micro-batch %d was unreadable and skipped; it adds no gradient",
                         self.step, self.batch_in_epoch)  # fmt: skip
             self._skipped_last_micro_batch = True
+            self.skipped_micro_batches += 1
+            self.skipped_images += len(batch.get("skipped", []))
             return {}
         self._skipped_last_micro_batch = False
+        self.skipped_images += len(batch.get("skipped", []))
         # Gradients are all-reduced once per optimizer step: earlier micro-batches run under no_sync.
         last_of_step = (self.batch_in_epoch + 1) % self.cfg.accumulate == 0
         sync = nullcontext() if last_of_step or not self.distributed else self.step_module.no_sync()
@@ -284,7 +341,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self._micro_batches_with_gradient = 0
         self.step_lr = self.optimizer.param_groups[0]["lr"]  # before the schedule moves on to the next step's
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # A skipped step advances the schedule without an optimizer step, on purpose.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            self.scheduler.step()
         self.step += 1
         if self.average is not None:
             self.average.update(unwrap(self.model))
@@ -336,7 +396,7 @@ def resolve_autocast(precision: str, device: torch.device) -> torch.dtype | None
     ``fp16`` autocasts on any device (CPU autocast supports both), rather than being
     silently dropped."""
     if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16; got {precision!r}")
+        raise SettingError(f"trainer.precision must be auto, fp32, bf16 or fp16; got {precision!r}")
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
     if precision == "auto":

@@ -23,6 +23,7 @@ import torch
 from ...backbone.convert import (
     CheckpointError,
     cast_like_upstream,
+    check_weights_file,
     infer_arch,
     load_state_dict_strict,
     read_state_dict,
@@ -107,14 +108,52 @@ def save_model(model: MTPGAIAA, path: str | Path) -> Path:
 
 
 def read_model_config(path: str | Path) -> MTPGConfig:
-    """The config stored in one of our ``.safetensors`` files."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
+    """The config stored in one of our ``.safetensors`` files, checked against the file's
+    tensor shapes before anything is built: the header alone must not decide how much
+    memory a model takes (a ``vocab_size`` of 5e7 in a 14 MB file is refused here)."""
+    metadata, shapes = read_safetensors_header(path)
     if metadata.get("format") != FORMAT_NAME or "config" not in metadata:
         raise CheckpointError(f"{path} is a safetensors file but not an MTPG-AIAA model (no config metadata)")
-    return MTPGConfig.from_dict(json.loads(metadata["config"]))
+    try:
+        config = MTPGConfig.from_dict(json.loads(metadata["config"]))
+        arch = config.arch()
+    except (ValueError, TypeError, KeyError) as error:
+        raise CheckpointError(f"{path}: the model config in its metadata is unreadable: {error}") from None
+    check_config_matches_shapes(config, arch, shapes, path)
+    return config
+
+
+def read_safetensors_header(path: str | Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
+    """``(metadata, {key: shape})`` from a ``.safetensors`` header, no tensor read."""
+    from safetensors import safe_open
+
+    check_weights_file(Path(path))
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except Exception as error:  # noqa: BLE001 - safetensors' errors do not name the file
+        raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from None
+    return metadata, shapes
+
+
+def check_config_matches_shapes(
+    config: MTPGConfig, arch, shapes: Mapping[str, tuple[int, ...]], path: str | Path
+) -> None:
+    """The backbone architecture read from the tensors' shapes (on the meta device, no
+    memory) must be the one the metadata declares; the learned prompt context must fit."""
+    prefix = "backbone."
+    backbone = {key[len(prefix):]: torch.empty(shape, device="meta")
+                for key, shape in shapes.items() if key.startswith(prefix)}  # fmt: skip
+    found = infer_arch(backbone, str(path), key_prefix=prefix)
+    differences = [f"{name}={value} (its tensors: {getattr(found, name)})"
+                   for name, value in arch.to_dict().items() if getattr(found, name) != value]  # fmt: skip
+    if differences:
+        raise CheckpointError(f"{path}: the config in its metadata does not match its tensors: "
+                              f"{', '.join(differences)}; the file is corrupted or was edited")  # fmt: skip
+    if not 0 <= int(config.prompt_context) <= arch.context_length:
+        raise CheckpointError(f"{path}: prompt_context={config.prompt_context} in its metadata is outside "
+                              f"[0, {arch.context_length}]")  # fmt: skip
 
 
 def load_model(
@@ -122,8 +161,7 @@ def load_model(
 ) -> MTPGAIAA:
     """Load any MTPG-AIAA weights file: ours (safetensors) or the released layout, told apart by content."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file not found: {path}")
+    check_weights_file(path)
     if file_kind(path) == "safetensors":
         return load_our_file(path, device=device, backbone_precision=backbone_precision)
     return load_official_checkpoint(path, device, backbone_precision)

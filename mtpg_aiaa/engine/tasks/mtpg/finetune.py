@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ....data import AestheticsDataset, collate_samples, read_score_table
 from ....evaluation import predict
+from ....errors import SettingError
 from ....feature_cache import (
     BuildReport,
     CachedFeatureDataset,
@@ -50,14 +51,14 @@ class FeatureCacheOptions:
 def resolve_feature_cache(enabled: str | bool, model: nn.Module) -> bool:
     """Whether to train on cached features; ``enabled=true`` with a trainable backbone raises."""
     if enabled not in CACHE_SWITCHES:
-        raise ValueError(f"stage.feature_cache.enabled must be auto, true or false; got {enabled!r}")
+        raise SettingError(f"stage.feature_cache.enabled must be auto, true or false; got {enabled!r}")
     switch = CACHE_SWITCHES[enabled]
     if switch is False:
         return False
     trainable = trainable_encode_parameters(model)
     if trainable and switch is True:
         shown = ", ".join(trainable[:3]) + (f" and {len(trainable) - 3} more" if len(trainable) > 3 else "")
-        raise ValueError(
+        raise SettingError(
             f"stage.feature_cache.enabled=true needs a frozen backbone, but {shown} train and change the "
             "features every step. Set model.freeze=frozen, or stage.feature_cache.enabled=auto|false."
         )
@@ -202,12 +203,13 @@ def _rows(table: pd.DataFrame | None) -> int:
 def read_split_tables(data: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The training and (optional) validation tables named by a ``data`` config group."""
     if not data.train_csv:
-        raise ValueError("data.train_csv is not set: pick a data group (data=baid data.root=...) or set data.train_csv")
+        raise SettingError("data.train_csv is not set: pick a data group (data=baid data.root=...) or set data.train_csv")
 
     def table(csv):
         return read_score_table(csv, descriptions_csv=data.descriptions_csv, score_scale=data.score_scale,
                                 description_column=data.description_column,
-                                max_description_chars=data.max_description_chars)  # fmt: skip
+                                max_description_chars=data.max_description_chars,
+                                allow_paths_outside_root=data.get("allow_paths_outside_root", False))  # fmt: skip
 
     return table(data.train_csv), (table(data.val_csv) if data.val_csv else None)
 

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ....data import AestheticsDataset, collate_samples
 from ....data.manipulated import NUM_VIEWS, ManipulatedDataset
 from ....evaluation import predict
+from ....errors import SettingError
 from ....models.mtpg.losses import contrastive_loss, preference_loss, prompt_matching_loss, strength_ordering_loss
 from ....manipulations import prompts
 from ...checkpointing import unwrap
@@ -213,9 +214,9 @@ def check_loss_weights(weights: dict[str, float]) -> None:
     """Unknown loss names and all-zero weights are errors (the task checks at build time)."""
     unknown = set(weights) - set(PRETRAIN_LOSSES)
     if unknown:
-        raise ValueError(f"unknown stage-1 loss(es) {sorted(unknown)} in stage.losses; choose from {PRETRAIN_LOSSES}")
+        raise SettingError(f"unknown stage-1 loss(es) {sorted(unknown)} in stage.losses; choose from {PRETRAIN_LOSSES}")
     if not any(weights.values()):
-        raise ValueError("every stage-1 loss weight in stage.losses is zero")
+        raise SettingError("every stage-1 loss weight in stage.losses is zero")
 
 
 def fixed_view_set(dataset: ManipulatedDataset, max_images: int, seed: int) -> Dataset:

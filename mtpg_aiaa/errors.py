@@ -1,0 +1,7 @@
+"""Errors in what the user set, as opposed to bugs: the command-line entry points report
+them in one line (``mtpg_aiaa/engine/cli_errors.py``). Problems in user files are ``data.errors.BadInputError``;
+in weight files ``backbone.convert.CheckpointError``."""
+
+
+class SettingError(ValueError):
+    """A setting (config key or command-line option) that cannot work; the message names the key."""
