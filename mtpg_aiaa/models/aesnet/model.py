@@ -11,7 +11,7 @@ import copy
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -62,7 +62,7 @@ class AesNetPretrainModel(nn.Module):
 
     def __init__(self, config: AesNetConfig, attribute_embeddings: torch.Tensor, encoder_weights: str | None = None):
         super().__init__()
-        self.config = config
+        self.aesnet_config = config  # not `config`: the trainer writes MTPG files for models with one
         self.attributes = tuple(config.attributes)
         self.backbone = ImageEncoder(config.encoder, config.image_size, encoder_weights)
         self.heads = AttributeHeads(self.attributes, attribute_embeddings, self.backbone.num_features,
@@ -80,7 +80,7 @@ class AesNetPretrainModel(nn.Module):
         return self
 
     def logit_scale(self, attribute: str) -> torch.Tensor:
-        return self.logit_scales[attribute if self.config.per_attribute_temperature else "shared"]
+        return self.logit_scales[attribute if self.aesnet_config.per_attribute_temperature else "shared"]
 
     def forward(self, images: torch.Tensor, text: dict[str, torch.Tensor]) -> dict[str, Any]:
         """``images [B, 3, H, W]``, ``text {attribute: [B, E]}`` frozen description features ->
@@ -104,7 +104,7 @@ class AesNetScorerConfig:
     bins: int = 10
     score_low: float = 0.0
     score_high: float = 1.0
-    extra: dict = field(default_factory=dict)
+    frozen_backbone: bool = False  # the linear probe: backbone frozen and in eval mode (BatchNorm statistics fixed)
 
 
 class AesNetScorer(Scorer):
@@ -122,7 +122,7 @@ class AesNetScorer(Scorer):
         super().__init__()
         if config.head not in ("regression", "distribution"):
             raise ValueError(f"head must be regression or distribution, got {config.head!r}")
-        self.config = config
+        self.scorer_config = config  # not `config`: the trainer writes MTPG files for models with one
         self.backbone = ImageEncoder(config.encoder, config.image_size, encoder_weights)
         outputs = 1 if config.head == "regression" else config.bins
         self.head = nn.Linear(self.backbone.num_features, outputs)
@@ -131,20 +131,28 @@ class AesNetScorer(Scorer):
             step = (config.score_high - config.score_low) / (config.bins - 1)
             self.distribution_values = [config.score_low + i * step for i in range(config.bins)]
             self.register_buffer("bin_values", torch.tensor(self.distribution_values), persistent=False)
+        if config.frozen_backbone:
+            self.backbone.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "AesNetScorer":
+        super().train(mode)
+        if self.scorer_config.frozen_backbone:
+            self.backbone.eval()
+        return self
 
     def build_transform(self, train: bool = False) -> Callable[[Any], torch.Tensor]:
         return build_image_transform(self.backbone, train)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         logits = self.head(self.backbone(batch["image"]))
-        if self.config.head == "regression":
+        if self.scorer_config.head == "regression":
             low, high = self.score_range.low, self.score_range.high
             return {"score": low + (high - low) * torch.sigmoid(logits[:, 0])}
         distribution = logits.softmax(dim=-1)
         return {"distribution": distribution, "score": distribution @ self.bin_values, "logits": logits}
 
     def metadata(self) -> dict[str, str]:
-        return {"config": json.dumps(asdict(self.config))}
+        return {"config": json.dumps(asdict(self.scorer_config))}
 
 
 def build_image_transform(encoder: ImageEncoder, train: bool = False) -> Callable[[Any], torch.Tensor]:
