@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.tasks import list_tasks
 from mtpg_aiaa.metrics import emd, rmse
+from mtpg_aiaa.models.aesnet.model import INITIAL_LOGIT_SCALE
 from aesnet_fakes import ATTRIBUTES, write_multitext_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,3 +88,36 @@ def test_rmse_and_emd_by_hand():
     assert emd(t, t) == 0
     with pytest.raises(ValueError, match="row 0"):
         emd(np.zeros((1, 4)), t)
+
+
+def overrides(task: str, fake: dict, out: Path, *extra: str) -> list[str]:
+    attributes = "[" + ",".join(ATTRIBUTES) + "]"
+    return [f"task={task}", f"task.data.table={fake['table']}", f"task.data.image_root={fake['image_root']}",
+            "task.model.image_size=32", f"paths.output_root={out}", "trainer.num_workers=0",
+            "trainer.progress=false", "sched.warmup_steps=1", "task.model.text_backbone=LongCLIP-tiny",
+            f"task.model.attributes={attributes}", "task.model.embed_dim=16", "task.model.hidden_dim=32",
+            "optim.eps=1e-4", "run_name=run", "trainer.max_steps=2", *extra]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_process_pretraining_equals_one_process_with_the_global_batch(fake, tmp_path):
+    """InfoNCE negatives and the affinity term are gathered across ranks, so two processes
+    with batch 2 take the steps of one with batch 4. ViT (LayerNorm): BatchNorm statistics
+    would differ per rank by design."""
+    import os
+    import subprocess
+
+    extra = ("task.model.encoder=timm:test_vit", "task.affinity=restrain")
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        train(compose("train", overrides=overrides("aesnet/pretrain", fake, tmp_path / "one", "trainer.batch_size=4", *extra)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+               *overrides("aesnet/pretrain", fake, tmp_path / "two", "trainer.batch_size=2", *extra)]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    one = load_training_state(tmp_path / "one" / "train" / "run" / "last.pt")
+    two = load_training_state(tmp_path / "two" / "train" / "run" / "last.pt")
+    assert one["step"] == two["step"] == 2
+    assert (one["model"]["logit_scales.color"] - INITIAL_LOGIT_SCALE).abs() > 1e-5, "training should move the weights"
+    for key, value in one["model"].items():
+        torch.testing.assert_close(two["model"][key], value, rtol=1e-4, atol=2e-6, msg=key)
