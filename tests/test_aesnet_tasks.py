@@ -12,6 +12,8 @@ from hydra import compose, initialize_config_dir
 
 from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.tasks import list_tasks
+from mtpg_aiaa.engine.tasks.aesnet.export import export_run
+from mtpg_aiaa.models.aesnet import load_scorer as load_model_file
 from mtpg_aiaa.metrics import emd, rmse
 from mtpg_aiaa.models.aesnet.model import INITIAL_LOGIT_SCALE
 from aesnet_fakes import ATTRIBUTES, write_multitext_table
@@ -78,6 +80,11 @@ def test_pretrained_backbone_starts_probe_and_finetune(fake, tmp_path):
                          "task.model.head=distribution", "task.model.score_low=1", "task.model.score_high=10",
                          f"task.init_backbone={tmp_path / 'train' / 'pre' / 'last.pt'}"))  # fmt: skip
     assert {"val/emd1", "val/emd2", "val/srcc"} <= set(tuned)
+    written = export_run(tmp_path / "train" / "ft")
+    scorer = load_model_file(written[0])
+    assert scorer.scorer_config.head == "distribution"
+    torch.testing.assert_close(scorer.head.weight, load_training_state(tmp_path / "train" / "ft" / "last.pt")["model"]["head.weight"])
+    assert export_run(tmp_path / "train" / "pre")[0].name == "backbone.safetensors"
 
 
 def test_rmse_and_emd_by_hand():
