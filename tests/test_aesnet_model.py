@@ -3,7 +3,6 @@ cached description features give the loss of fresh ones, backbones save in their
 library's layout, scorers round-trip through the registry."""
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -172,7 +172,3 @@ def scorer_from_pretrained(pretrained: AesNetPretrainModel, config: AesNetScorer
     scorer.backbone.load_state_dict(pretrained.backbone.state_dict())
     return scorer
 
-
-def check_attributes(attributes: Sequence[str]) -> None:
-    if len(set(attributes)) != len(attributes) or not attributes:
-        raise ValueError(f"attributes must be distinct and non-empty, got {list(attributes)}")
