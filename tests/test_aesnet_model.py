@@ -41,35 +41,42 @@ def make_task(model, text_encoder, fake, affinity="preserve", cache_file=None):
                               affinity=affinity, affinity_weight=1.0, cache_file=cache_file)  # fmt: skip
 
 
-@pytest.mark.parametrize("affinity", ["preserve", "restrain"])
-def test_nothing_flows_into_frozen_parts(text_encoder, fake, affinity):
+@pytest.fixture(scope="module")
+def trained(text_encoder, fake, tmp_path_factory):
+    """One model (with a reference encoder) and one task whose cache file is written."""
     model = pretrain_model(text_encoder)
-    task = make_task(model, text_encoder, fake, affinity)
-    batch = task.collate([task.train_dataset[i] for i in range(6)])
+    cache_file = tmp_path_factory.mktemp("cache") / "text.safetensors"
+    return model, make_task(model, text_encoder, fake, None, str(cache_file)), cache_file
+
+
+@pytest.mark.parametrize("affinity", ["preserve", "restrain"])
+def test_nothing_flows_into_frozen_parts(text_encoder, trained, affinity):
+    model, task, _ = trained
+    task.affinity, task.affinity_weight = affinity, 1.0
+    model.zero_grad(set_to_none=True)
+    batch = task.collate([task.train_dataset[i] for i in range(4)])
     losses = task.training_step(model, batch, torch.device("cpu"))
     losses["loss"].backward()
     assert "affinity" in losses and float(losses["affinity"]) > 0
     assert all(p.grad is None for p in text_encoder.parameters())
     assert all(p.grad is None for p in model.reference.parameters())
     assert not any(v.requires_grad for v in task.train_text.features.values())
-    trained = [p for p in model.backbone.parameters() if p.grad is not None and p.grad.abs().sum() > 0]
-    assert trained, "the image encoder must learn"
+    trained_parameters = [p for p in model.backbone.parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert trained_parameters, "the image encoder must learn"
     assert all(s.grad is not None for s in model.logit_scales.values())
 
 
-def test_cached_and_fresh_text_features_give_the_same_loss(text_encoder, fake, tmp_path):
-    model = pretrain_model(text_encoder, reference=False)
-    cache_file = tmp_path / "text.safetensors"
-    make_task(model, text_encoder, fake, None, str(cache_file))  # writes the cache
-    task = make_task(model, text_encoder, fake, None, str(cache_file))  # reads it back
+def test_cached_and_fresh_text_features_give_the_same_loss(text_encoder, fake, trained):
+    model, _, cache_file = trained
+    task = make_task(model, text_encoder, fake, None, str(cache_file))  # reads the features back from the file
     batch = task.collate([task.train_dataset[i] for i in range(6)])
-    cached = task.training_step(model, batch, torch.device("cpu"))["loss"]
-    table = read_attribute_table(fake["table"], ATTRIBUTES)
-    rows = table.iloc[batch["index"].tolist()]
-    fresh = {a: text_encoder.encode([t or "x" for t in rows[a]]) for a in ATTRIBUTES}
-    fresh = {a: v * torch.tensor([bool(t) for t in rows[a]])[:, None] for a, v in fresh.items()}
-    batch["text"] = fresh
-    assert torch.allclose(task.training_step(model, batch, torch.device("cpu"))["loss"], cached, atol=1e-5)
+    with torch.no_grad():
+        cached = task.training_step(model, batch, torch.device("cpu"))["loss"]
+        table = read_attribute_table(fake["table"], ATTRIBUTES)
+        rows = table.iloc[batch["index"].tolist()]
+        fresh = {a: text_encoder.encode([t or "x" for t in rows[a]]) for a in ATTRIBUTES}
+        batch["text"] = {a: v * torch.tensor([bool(t) for t in rows[a]])[:, None] for a, v in fresh.items()}
+        assert torch.allclose(task.training_step(model, batch, torch.device("cpu"))["loss"], cached, atol=1e-5)
 
 
 def test_a_cache_from_another_text_tower_is_refused(text_encoder, tmp_path):
