@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 
-.PHONY: install test quickstart quickstart-aesnet benchmark clean
+.PHONY: install test quickstart quickstart-aesnet benchmark gpu-check clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ quickstart-aesnet: $(STAMP)  # AesNet's toy claim on CPU (docs/aesnet.md)
 
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark_inference.py
+
+# CUDA tests and every GPU benchmark, one JSON (outputs/gpu_check/gpu_check.json); docs/performance.md
+gpu-check: $(STAMP)
+	PY=$(PY) bash scripts/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) outputs multirun

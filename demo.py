@@ -21,7 +21,6 @@ from mtpg_aiaa.models.mtpg.checkpoint import load_model
 from mtpg_aiaa.data import BadInputError, load_rgb_image
 from mtpg_aiaa.evaluation import resolve_device
 from mtpg_aiaa.models.mtpg.prompts import LEVELS
-from mtpg_aiaa.transforms import build_transform
 
 DEFAULT_CKPT = Path("checkpoints/model_save.pt")
 DESCRIBER_CONFIGS = Path(__file__).resolve().parent / "configs" / "describer"
@@ -90,7 +89,7 @@ def generate_descriptions(images: list[Path], model_dir: Path, config: str, devi
 @torch.inference_mode()
 def score_images(model, images: list[Path], descriptions: list[str], device: torch.device) -> list[dict]:
     """Each image scored alone (batch of one), as the official demo does."""
-    transform = build_transform(model.config.preprocess, model.backbone.arch.image_size)
+    transform = model.build_transform()
     results = []
     for image_path, description in zip(images, descriptions):
         pixels = transform(load_rgb_image(image_path)).unsqueeze(0).to(device)

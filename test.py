@@ -1,4 +1,4 @@
-"""Score a labelled dataset with an MTPG-AIAA checkpoint and report SRCC / PLCC / accuracy.
+"""Score a labelled dataset with any system's weights and report SRCC / PLCC / accuracy.
 
     python test.py ckpt=checkpoints/model_save.pt data=baid data.root=/data/BAID \
         data.descriptions_csv=/data/BAID/test_descriptions.csv
@@ -17,15 +17,15 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from mtpg_aiaa.models.mtpg.checkpoint import is_official_checkpoint, load_model
-from mtpg_aiaa.data import AestheticsDataset, collate_samples, read_score_table
+from mtpg_aiaa.data import AestheticsDataset, collate_samples
+from mtpg_aiaa.data.named_texts import read_table
 from mtpg_aiaa.data.toy import ensure_dataset
 from mtpg_aiaa.engine import distributed
 from mtpg_aiaa.engine.run_names import register_resolvers
 from mtpg_aiaa.evaluation import Predictions, predict, resolve_device, write_predictions
 from mtpg_aiaa.metrics import compute_metrics, format_metrics_table
+from mtpg_aiaa.models.loading import load_model
 from mtpg_aiaa.plots import save_scatter_plot
-from mtpg_aiaa.transforms import build_transform
 
 log = logging.getLogger("test")
 register_resolvers()
@@ -49,28 +49,31 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
     if precision == "auto":
         precision = "fp16" if device.type == "cuda" else "fp32"
     model = load_model(cfg.ckpt, device=device, backbone_precision=precision)
-    if cfg.eval.prompts:
+    if cfg.eval.prompts:  # MTPG-AIAA only: its level prompt strings
         model.set_prompts(cfg.eval.prompts)
-    preprocess = cfg.eval.preprocess or model.config.preprocess
+    preprocess = cfg.eval.preprocess  # MTPG-AIAA only: another preprocessing than the checkpoint's
     data = cfg.data
     if context.is_main:
         ensure_dataset(data)
     distributed.barrier()
-    table = read_score_table(
+    table = read_table(
         data.csv,
+        texts=data.get("texts"),
         descriptions_csv=data.descriptions_csv,
         score_scale=data.score_scale,
         description_column=data.description_column,
         max_description_chars=data.max_description_chars,
     )
-    if not table.attrs.get("has_descriptions", True):
+    if "description" in model.text_names and not table.attrs.get("has_descriptions", True):
         log.warning("%s has no descriptions: every image is scored with an empty one", data.csv)
-    truncated = sum(model.tokenizer.is_truncated(text) for text in table["description"])
+    tokenizer = getattr(model, "tokenizer", None)
+    truncated = sum(tokenizer.is_truncated(text) for text in table["description"]) if tokenizer is not None else 0
     dataset = AestheticsDataset(
         table,
         data.image_root,
-        build_transform(preprocess, model.backbone.arch.image_size),
-        tokenize=model.tokenizer,
+        model.build_transform(**({"preprocess": preprocess} if preprocess else {})),
+        tokenize_texts=model.tokenize if model.text_names else None,
+        text_names=model.text_names,
         on_bad_image=data.on_bad_image,
         max_pixels=data.max_pixels,
     )
@@ -94,11 +97,14 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
     metrics = compute_metrics(pred, score, threshold=cfg.eval.threshold * scale, n_bootstrap=cfg.eval.n_bootstrap)
     metrics.update(
         checkpoint=str(cfg.ckpt),
-        official_checkpoint=is_official_checkpoint(cfg.ckpt),
+        checkpoint_kind=model.weights_kind,
+        system=model.system,
+        score_range=[model.score_range.low, model.score_range.high],
+        official_checkpoint=model.weights_kind == "mtpg weights (PyTorch state dict)",
         batching=cfg.eval.batching,
         batch_size=cfg.eval.batch_size,
-        preprocess=preprocess,
-        prompts=model.config.prompts,
+        preprocess=preprocess or getattr(getattr(model, "config", None), "preprocess", None),
+        prompts=getattr(getattr(model, "config", None), "prompts", None),
         backbone_precision=precision,
         n_skipped=len(predictions.skipped),
         n_descriptions_truncated=int(truncated),

@@ -32,12 +32,12 @@ register_resolvers()
 
 
 def build_task(cfg: DictConfig, model, context: distributed.DistributedContext | None = None):
-    """The task of ``cfg.task.name`` (or MTPG's ``cfg.stage.name``); ``data=toy`` builds its
-    images first if needed (rank 0)."""
+    """The task ``cfg.task`` names (``mtpg/<stage>`` by default; ``configs/task/``); ``data=toy``
+    builds its images first if needed (rank 0)."""
     if context is None or context.is_main:
         ensure_dataset(cfg.data)
     distributed.barrier()
-    name = cfg.task.name if cfg.get("task") else f"mtpg/{cfg.stage.name}"
+    name = cfg.task.name if "task" in cfg else f"mtpg/{cfg.stage.name}"
     if name not in list_tasks():
         raise ValueError(f"task {name!r} is not registered; registered tasks: {list_tasks()}")
     return get_task_builder(name)(cfg, model)

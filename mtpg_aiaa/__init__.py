@@ -15,9 +15,12 @@ _PUBLIC = {
     "MTPGConfig": "mtpg_aiaa.models.mtpg.model",
     "build_mtpg": "mtpg_aiaa.models.mtpg.model",
     "create_longclip": "mtpg_aiaa.backbone",
-    "list_models": "mtpg_aiaa.backbone",
+    "create_model": "mtpg_aiaa.models.registry",
+    "create_scorer": "mtpg_aiaa.api",
+    "list_backbones": "mtpg_aiaa.backbone",
+    "list_models": "mtpg_aiaa.models.registry",
     "load_longclip": "mtpg_aiaa.backbone",
-    "load_model": "mtpg_aiaa.models.mtpg.checkpoint",
+    "load_model": "mtpg_aiaa.models.loading",
     "load_official_checkpoint": "mtpg_aiaa.models.mtpg.checkpoint",
     "save_model": "mtpg_aiaa.models.mtpg.checkpoint",
     "get_tokenizer": "mtpg_aiaa.tokenizer",
@@ -25,7 +28,10 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
+_RENAMED = {"list_backbones": "list_models"}  # the backbone module's own name for it
+
+
 def __getattr__(name: str):
     if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
+        return getattr(importlib.import_module(_PUBLIC[name]), _RENAMED.get(name, name))
     raise AttributeError(f"module 'mtpg_aiaa' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Scoring a dataset with an MTPG-AIAA model: the prediction loop and its outputs.
+"""Scoring a dataset with any system's scorer: the prediction loop and its outputs.
 
 Batching matters for ``fusion=official`` (its outputs depend on the whole batch), so
 the loop offers both the authors' test protocol (consecutive batches in CSV order,
@@ -15,8 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .models.mtpg.model import MTPGAIAA
-from .models.mtpg.prompts import LEVELS, expected_score
+from .predictions import empty_frame, prediction_frame
 
 BATCHINGS = ("batch", "per_image")
 
@@ -25,7 +24,7 @@ BATCHINGS = ("batch", "per_image")
 class Predictions:
     """Per-image outputs in input order, plus the images that were skipped."""
 
-    table: pd.DataFrame  # columns: index, image, score, target, pred (0-1), prob_<level>
+    table: pd.DataFrame  # columns: index, image, score, target, pred (0-1), distribution columns (predictions.py)
     skipped: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -37,7 +36,7 @@ class Predictions:
     def merge(cls, parts: list["Predictions"]) -> "Predictions":
         """One table in input order from shards scored in parallel (``seconds``: the slowest)."""
         tables = [part.table for part in parts if not part.table.empty]
-        table = pd.concat(tables, ignore_index=True) if tables else _empty_table()
+        table = pd.concat(tables, ignore_index=True) if tables else empty_frame()
         skipped = sorted((row for part in parts for row in part.skipped), key=lambda row: row.get("index", 0))
         return cls(table.sort_values("index", kind="stable").reset_index(drop=True), skipped,
                    max(part.seconds for part in parts))  # fmt: skip
@@ -52,13 +51,14 @@ def resolve_device(name: str) -> torch.device:
 
 @torch.inference_mode()
 def predict(
-    model: MTPGAIAA,
+    model: torch.nn.Module,
     loader: DataLoader,
     device: torch.device,
     batching: str = "batch",
     progress: bool = True,
 ) -> Predictions:
-    """Score every sample of ``loader`` (batches from ``collate_samples``).
+    """Score every sample of ``loader`` (batches from ``collate_samples``) with ``model(batch)``
+    (the scorer interface, ``models/base.py``).
 
     Args:
         batching: ``batch`` scores each loader batch as one forward pass (the official
@@ -82,46 +82,48 @@ def predict(
             if len(batch["index"]) == 0:
                 bar.update(len(batch.get("skipped", [])))
                 continue
-            images = batch["image"].to(device, non_blocking=True)
-            tokens = batch["description_tokens"].to(device, non_blocking=True)
+            inputs = model_inputs(batch, device)
             if batching == "batch":
-                probs = model(images, tokens)["probs"]
+                outputs = model(inputs)
             else:
-                probs = torch.cat([model(images[i : i + 1], tokens[i : i + 1])["probs"] for i in range(len(images))])
-            rows.append(_batch_rows(batch, probs.float().cpu()))
+                outputs = _concat_outputs([model(_sample(inputs, i)) for i in range(len(batch["index"]))])
+            rows.append(prediction_frame(batch, outputs, model))
             bar.update(len(batch["index"]) + len(batch.get("skipped", [])))
             bar.set_postfix(img_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.1f}")
     seconds = time.perf_counter() - start
-    table = pd.concat(rows, ignore_index=True) if rows else _empty_table()
+    table = pd.concat(rows, ignore_index=True) if rows else empty_frame(model)
     return Predictions(table.sort_values("index", kind="stable").reset_index(drop=True), skipped, seconds)
 
 
-def _batch_rows(batch: dict, probs: torch.Tensor) -> pd.DataFrame:
-    frame = pd.DataFrame(
-        {
-            "index": batch["index"].tolist(),
-            "image": list(batch["image_name"]),
-            "score": [float(s) for s in batch["score"]],
-            "target": batch["target"].float().tolist(),
-            "pred": expected_score(probs).tolist(),
-        }
-    )
-    for level, column in zip(LEVELS, probs.T):
-        frame[f"prob_{level}"] = column.tolist()
-    return frame
+def model_inputs(batch: dict, device: torch.device) -> dict:
+    """What a scorer's ``forward`` reads from a ``collate_samples`` batch, on ``device``:
+    ``image``, ``tokens`` (``{name: [B, L]}``) and, for older callers, ``description_tokens``."""
+    inputs = {"image": batch["image"].to(device, non_blocking=True)}
+    if "tokens" in batch:
+        inputs["tokens"] = {name: value.to(device, non_blocking=True) for name, value in batch["tokens"].items()}
+    if "description_tokens" in batch:
+        inputs["description_tokens"] = batch["description_tokens"].to(device, non_blocking=True)
+    return inputs
 
 
-def _empty_table() -> pd.DataFrame:
-    return pd.DataFrame(columns=["index", "image", "score", "target", "pred", *[f"prob_{lv}" for lv in LEVELS]])
+def _sample(inputs: dict, i: int) -> dict:
+    """Sample ``i`` of ``model_inputs`` as a batch of one."""
+    return {key: ({name: v[i : i + 1] for name, v in value.items()} if isinstance(value, dict) else value[i : i + 1])
+            for key, value in inputs.items()}  # fmt: skip
+
+
+def _concat_outputs(outputs: list[dict]) -> dict:
+    return {key: torch.cat([output[key] for output in outputs]) for key in ("score", "distribution")
+            if key in outputs[0]}  # fmt: skip
 
 
 def write_predictions(predictions: Predictions, output_dir: Path, score_scale: float) -> Path:
-    """``predictions.csv`` (``image,score,pred,prob_*``; pred on the score's scale, input order)
+    """``predictions.csv`` (``image,score,pred`` and the distribution columns; pred on the score's scale, input order)
     and, if any image was skipped, ``skipped.csv`` naming each one and why."""
     output_dir.mkdir(parents=True, exist_ok=True)
     table = predictions.table.copy()
     table["pred"] = table["pred"] * score_scale
-    columns = ["image", "score", "pred", *[f"prob_{lv}" for lv in LEVELS]]
+    columns = ["image", "score", "pred", *[c for c in table.columns if c.startswith(("prob_", "dist_"))]]
     path = output_dir / "predictions.csv"
     table[columns].to_csv(path, index=False, float_format="%.6f")
     if predictions.skipped:

@@ -39,8 +39,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .fileio import atomic_write
 from .data import AestheticsDataset, BadInputError, collate_samples
-from .models.mtpg.prompts import LEVELS, expected_score
-from .transforms import build_transform
+from .predictions import prediction_frame
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +164,7 @@ class FeatureCache:
         self.model, self.dtype, self.autocast_dtype = model, dtype, autocast_dtype
         self.device = next(model.parameters()).device
         preprocess, size = model.config.preprocess, model.backbone.arch.image_size
-        self.transform = build_transform(preprocess, size)  # deterministic: augmented views cannot be cached
+        self.transform = model.build_transform(train=False)  # deterministic: augmented views cannot be cached
         self.feature_shapes = self._probe_shapes()
         self.stored_names = [name for name in self.feature_shapes if name != PADDING_KEY]
         self.reads_text = "text" in self.feature_shapes
@@ -427,18 +426,13 @@ def collate_features(samples: list[dict[str, Any]]) -> dict[str, Any]:
 @torch.inference_mode()
 def predict_features(model: nn.Module, loader: DataLoader, device: torch.device) -> pd.DataFrame:
     """Score cached batches (``collate_features``) as ``evaluation.predict`` scores images:
-    one ``score_features`` call per loader batch. Returns ``index, image, score, target,
-    pred, prob_<level>`` sorted by source row."""
+    one ``score_features`` call per loader batch. Returns the table of ``predictions.py``
+    (``index, image, score, target, pred, prob_<level>``) sorted by source row."""
     model.eval()
     frames = []
     for batch in loader:
         features = {name: value.to(device, non_blocking=True) for name, value in batch["features"].items()}
-        probs = model.score_features(features)["probs"].float().cpu()
-        frame = pd.DataFrame({"index": batch["index"].tolist(), "image": batch["image_name"],
-                              "score": batch["score"].tolist(), "target": batch["target"].tolist(),
-                              "pred": expected_score(probs).tolist()})  # fmt: skip
-        for level, column in zip(LEVELS, probs.T):
-            frame[f"prob_{level}"] = column.tolist()
+        frame = prediction_frame(batch, model.score_features(features), model)
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
     return table.sort_values("index", kind="stable").reset_index(drop=True)

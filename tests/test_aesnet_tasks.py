@@ -18,9 +18,9 @@ from mtpg_aiaa.metrics import emd, rmse
 from mtpg_aiaa.models.aesnet.model import INITIAL_LOGIT_SCALE
 from aesnet_fakes import ATTRIBUTES, write_multitext_table
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from train import train  # noqa: E402
+from helpers import ROOT, load_script
+
+train = load_script("train.py").train
 
 
 @pytest.fixture(scope="module")

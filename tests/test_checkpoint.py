@@ -11,10 +11,12 @@ import pytest
 import torch
 
 from mtpg_aiaa.backbone import CheckpointError
+from mtpg_aiaa.backbone.convert import strip_prefix, to_release_layout
 from mtpg_aiaa.fileio import atomic_write
 from mtpg_aiaa.models.mtpg.checkpoint import (
     load_model,
     load_official_checkpoint,
+    official_key,
     read_model_config,
     save_model,
     save_official_checkpoint,
@@ -71,8 +73,23 @@ def _outputs(model, batch):
         return model(*batch)
 
 
-def test_head_key_list_has_55_entries():
-    assert len(SQUARE) == 20 and len(HEAD_KEYS) == 55
+def test_released_layout_of_longclip_l_has_the_reference_keys_and_shapes():
+    """mtpg_official.md: with Long-CLIP-L, 447 backbone keys + 55 head keys = 502, the head
+    layers D->D, 2D->D, D/2->D and the ffn D->D/2->D, all with bias, D = 768."""
+    with torch.device("meta"):  # shapes only, no 1.7 GB of weights
+        model = build_mtpg(MTPGConfig(backbone="LongCLIP-L-14"))
+    state = model.state_dict()
+    backbone = to_release_layout(strip_prefix(state, "backbone."))
+    head = {official_key(key): value for key, value in state.items() if not key.startswith("backbone.")}
+    assert set(head) == HEAD_KEYS
+    assert (len(backbone), len(head), len(backbone) + len(head)) == (447, 55, 502)
+    d = 768
+    shapes = {**dict.fromkeys(SQUARE, (d, d)), **dict.fromkeys(DOUBLE, (d, 2 * d)), **dict.fromkeys(HALF, (d, d // 2)),
+              "ffn.0": (d // 2, d), "ffn.2": (d, d // 2)}  # fmt: skip
+    for layer, (out_features, in_features) in shapes.items():
+        assert head[f"{layer}.weight"].shape == (out_features, in_features), layer
+        assert head[f"{layer}.bias"].shape == (out_features,), layer
+    assert head["logit_scale"].numel() == 1
 
 
 def test_official_layout_keys(model, official_file):

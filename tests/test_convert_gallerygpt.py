@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,14 +20,17 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from mtpg_aiaa.describe import DescriberSettings, MissingFilesError, VICUNA_V1_CHAT_TEMPLATE, load_describer
+from helpers import load_script
+from mtpg_aiaa.describe import (
+    VICUNA_V1_CHAT_TEMPLATE,
+    DescriberSettings,
+    MissingFilesError,
+    load_describer,
+)
 from mtpg_aiaa.describe.convert import convert_gallerygpt, hf_key
 from mtpg_aiaa.describe.tiny import ART_WORDS
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from convert_gallerygpt import main as convert_main  # noqa: E402
+convert_main = load_script("scripts/convert_gallerygpt.py").main
 
 RANK, ALPHA = 4, 8  # scale 2, as GalleryGPT's r=128, alpha=256
 TARGETS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",

@@ -2,7 +2,6 @@
 
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ import torch
 from PIL import Image, ImageFile
 from torch.utils.data import DataLoader
 
+from helpers import SHARED
 from mtpg_aiaa.data import (
     AestheticsDataset,
     BadInputError,
@@ -20,7 +20,6 @@ from mtpg_aiaa.data import (
 )
 from mtpg_aiaa.transforms import build_transform
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def _write(path, text):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
-from mtpg_aiaa.data import AestheticsDataset, BadInputError, load_rgb_image, read_score_table
+from helpers import ROOT, load_script
+from mtpg_aiaa.data import (
+    AestheticsDataset,
+    BadInputError,
+    load_rgb_image,
+    read_score_table,
+)
 from mtpg_aiaa.describe import (
     DescriberSettings,
     MissingFilesError,
@@ -34,11 +39,8 @@ from mtpg_aiaa.describe.store import parts_dir_for
 from mtpg_aiaa.describe.tiny import write_tiny_llava
 from mtpg_aiaa.tokenizer import get_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from describe import describe  # noqa: E402
+describe = load_script("scripts/describe.py").describe
+demo = load_script("demo.py")
 
 NUM_IMAGES = 5
 MAX_NEW_TOKENS = 12
@@ -292,11 +294,8 @@ def test_other_captioners_by_config(tiny_llava, describer, dataset):
         load_describer(DescriberSettings(model_path=str(tiny_llava), model_class="NoSuchModel"))
 
 
-def test_demo_generates_a_missing_description(tiny_llava, describer, dataset, tmp_path, capsys):
-    import demo
-    from make_smoke_data import write_smoke_data
-
-    smoke = write_smoke_data(tmp_path / "smoke", num_images=1, seed=1)
+def test_demo_generates_a_missing_description(tiny_llava, describer, dataset, make_smoke, tmp_path, capsys):
+    smoke = make_smoke(1, seed=1)
     config = tmp_path / "short.yaml"  # the gallerygpt config with a smaller budget, for speed
     config.write_text((ROOT / "configs/describer/gallerygpt.yaml").read_text().replace(
         "max_new_tokens: 230", f"max_new_tokens: {MAX_NEW_TOKENS}"))  # fmt: skip

@@ -15,27 +15,26 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DistributedSampler
 
-from mtpg_aiaa.models.mtpg.checkpoint import save_official_checkpoint
+from helpers import ROOT, compose_config, load_script
 from mtpg_aiaa.engine import trainer as trainer_module
 from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.distributed import gather_with_grad, shard_batches
 from mtpg_aiaa.engine.sampling import ResumableSampler
 from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+evaluate = load_script("test.py").evaluate
+train = load_script("train.py").train
 
-from make_smoke_data import write_smoke_data  # noqa: E402
-from test import evaluate  # noqa: E402
-from train import train  # noqa: E402
-
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+# One intra-op thread per process: what torchrun sets by default, and what makes a
+# process's float reductions independent of how many cores the machine has. CPU (gloo) runs
+# by design: the commands must not pick a GPU through device=auto (tests/conftest.py).
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
+       "CUDA_VISIBLE_DEVICES": ""}
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory) -> dict:
-    return write_smoke_data(tmp_path_factory.mktemp("smoke"), num_images=16, seed=4)
+def smoke(make_smoke) -> dict:
+    return make_smoke(16, seed=4)
 
 
 def train_overrides(smoke: dict, out: Path, stage: str, batch_size: int, *extra: str) -> list[str]:
@@ -50,11 +49,6 @@ def train_overrides(smoke: dict, out: Path, stage: str, batch_size: int, *extra:
         # below checks every parameter to fp tolerance.
         "optim.eps=1e-4", "model.freeze=full", f"paths.output_root={out}", "run_name=run", *per_stage, *extra,
     ]  # fmt: skip
-
-
-def compose_config(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose(name, overrides=overrides)
 
 
 def torchrun(script: str, overrides: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
@@ -97,7 +91,7 @@ def test_signal_is_handed_on_after_the_checkpoint():
 # -- torchrun --------------------------------------------------------------------------
 @pytest.mark.parametrize("stage", ["finetune", "pretrain"])
 def test_two_process_ddp_equals_one_process_with_the_global_batch(smoke, tmp_path, stage):
-    train(compose_config("train", train_overrides(smoke, tmp_path / "one", stage, batch_size=4)))
+    train(compose_config("train", *train_overrides(smoke, tmp_path / "one", stage, batch_size=4)))
     torchrun("train.py", train_overrides(smoke, tmp_path / "two", stage, batch_size=2))
     one = load_training_state(tmp_path / "one" / "train" / "run" / "last.pt")
     two = load_training_state(tmp_path / "two" / "train" / "run" / "last.pt")
@@ -114,21 +108,19 @@ def test_two_process_ddp_equals_one_process_with_the_global_batch(smoke, tmp_pat
     assert rows[0] == rows[1]
 
 
-def test_distributed_test_py_equals_one_process_with_official_batches(smoke, tmp_path):
-    torch.manual_seed(3)
-    model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny"))
-    with torch.no_grad():  # spread the head so the batch dependence is visible
-        for p in model.fusion.parameters():
-            p.normal_(0, 0.05)
-    ckpt = save_official_checkpoint(model, tmp_path / "model_save.pt")
-    overrides = [f"ckpt={ckpt}", f"data.csv={smoke['csv']}", f"data.image_root={smoke['image_root']}",
+def test_distributed_test_py_equals_one_process_with_official_batches(smoke, official_ckpt, tmp_path, torch_threads):
+    overrides = [f"ckpt={official_ckpt}", f"data.csv={smoke['csv']}", f"data.image_root={smoke['image_root']}",
                  "eval.batch_size=3", "eval.num_workers=0", "eval.progress=false", "eval.n_bootstrap=0"]  # fmt: skip
-    evaluate(compose_config("test", overrides), tmp_path / "one")
+    # Same batches give the same numbers only with the same kernels: a float sum split over
+    # two threads rounds differently from one over one thread (last digit of a prediction).
+    # The ranks run with one thread each (ENV), so the single process does too.
+    torch_threads(1)
+    evaluate(compose_config("test", *overrides), tmp_path / "one")
     torchrun("test.py", [*overrides, f"hydra.run.dir={tmp_path / 'two'}"])
     one = (tmp_path / "one" / "predictions.csv").read_text()
     assert (tmp_path / "two" / "predictions.csv").read_text() == one
     # and the batches really matter: scoring every image alone gives other numbers
-    evaluate(compose_config("test", [*overrides, "eval.batching=per_image"]), tmp_path / "alone")
+    evaluate(compose_config("test", *overrides, "eval.batching=per_image"), tmp_path / "alone")
     assert (tmp_path / "alone" / "predictions.csv").read_text() != one
 
 

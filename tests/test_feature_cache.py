@@ -2,35 +2,33 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
+from helpers import compose_config, load_script
 from mtpg_aiaa.data import AestheticsDataset, read_score_table
+from mtpg_aiaa.engine import tasks as task_registry
 from mtpg_aiaa.engine.freezing import apply_freeze_policy
+from mtpg_aiaa.engine.tasks import get_task_builder
 from mtpg_aiaa.engine.tasks.mtpg.finetune import FeatureCacheOptions, FinetuneTask
 from mtpg_aiaa.feature_cache import FeatureCache, FeatureCacheError
 from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import train as train_module  # noqa: E402
-from make_smoke_data import make_image, write_smoke_data  # noqa: E402
+train_module = load_script("train.py")
+make_image = load_script("scripts/make_smoke_data.py").make_image
+write_smoke_data = load_script("scripts/make_smoke_data.py").write_smoke_data
 
 CPU = torch.device("cpu")
 ALL_LOSSES = {"fidelity": 1.0, "emd": 0.5, "ce": 0.5, "mse": 1.0}
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory) -> dict:
+def smoke(make_smoke) -> dict:
     """Eight generated images; the fixture is shared, so tests that touch files make their own."""
-    return write_smoke_data(tmp_path_factory.mktemp("smoke"), num_images=8, seed=3)
+    return make_smoke(8, seed=3)
 
 
 def tiny_model(fusion: str = "token", freeze: str = "frozen") -> torch.nn.Module:
@@ -218,14 +216,13 @@ def test_training_with_a_frozen_backbone_runs_on_cached_features(smoke, tmp_path
         tasks.append(build_finetune_task(cfg, model))
         return tasks[-1]
 
-    build_finetune_task = train_module.TASK_BUILDERS["finetune"]
-    monkeypatch.setitem(train_module.TASK_BUILDERS, "finetune", recording_builder)
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "model=tiny", "model.freeze=frozen", "data=csv", f"data.train_csv={smoke['csv']}",
-            f"data.val_csv={smoke['csv']}", f"data.image_root={smoke['image_root']}", "debug=fast",
-            "trainer.batch_size=4", "sched.warmup_steps=1", f"paths.output_root={tmp_path}", "run_name=run",
-        ])  # fmt: skip
+    build_finetune_task = get_task_builder("mtpg/finetune")
+    monkeypatch.setitem(task_registry._TASKS, "mtpg/finetune", recording_builder)
+    cfg = compose_config(
+        "train", "model=tiny", "model.freeze=frozen", "data=csv", f"data.train_csv={smoke['csv']}",
+        f"data.val_csv={smoke['csv']}", f"data.image_root={smoke['image_root']}", "debug=fast",
+        "trainer.batch_size=4", "sched.warmup_steps=1", f"paths.output_root={tmp_path}", "run_name=run",
+    )  # fmt: skip
     metrics = train_module.train(cfg)
     task = tasks[0]
     assert task.cached and "val/srcc" in metrics

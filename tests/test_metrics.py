@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
+from helpers import SHARED
 from mtpg_aiaa.metrics import (
     ConstantInputWarning,
     balanced_accuracy,
@@ -24,7 +25,7 @@ from mtpg_aiaa.metrics import (
 )
 from mtpg_aiaa.plots import save_scatter_plot
 
-BAID_TEST_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "baid" / "test_set.csv"
+BAID_TEST_CSV = SHARED / "data" / "baid" / "test_set.csv"
 
 
 def _correlated(n: int, seed: int = 0, ties: bool = False):

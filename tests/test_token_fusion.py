@@ -1,6 +1,8 @@
 """fusion=token (ours) and fusion=none: per-sample predictions, token features, padding."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -82,11 +84,17 @@ def test_pooled_token_features_match_the_plain_encoders():
 
 
 def test_token_fusion_trains_end_to_end(token_model):
-    model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny", fusion="token")).train()
+    model = copy.deepcopy(token_model).train()  # each fusion option in turn
     images, tokens = _batch(model, 3, seed=5)
     model(images, tokens)["score"].sum().backward()
-    assert model.fusion.image_to_text.attention.in_proj_weight.grad.abs().sum() > 0
+    for name, parameter in model.fusion.named_parameters():  # every part of this option's head learns
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    expected_projections = {key for key, on in (("image_layer_statistics", "layer_statistics"),
+                                                 ("text_layer_statistics", "description_statistics"))
+                            if token_model.config.extra["fusion"].get(on)}  # fmt: skip
+    assert set(model.fusion.statistics) == expected_projections
     assert model.backbone.visual.conv1.weight.grad.abs().sum() > 0
+    assert model.backbone.token_embedding.weight.grad.abs().sum() > 0
 
 
 def test_image_only_ablation_ignores_descriptions():

@@ -4,15 +4,14 @@ and the level prompts are the literal strings the released checkpoint was used w
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import SHARED
 from mtpg_aiaa.models.mtpg.prompts import LEVEL_SCORES, LEVELS, expected_score, level_prompts
 from mtpg_aiaa.tokenizer import EOT_TOKEN_ID, SOT_TOKEN_ID, get_tokenizer
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 DESCRIPTIONS = SHARED / "data" / "paintings" / "descriptions.json"
 CONTEXT = 248
 

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from scipy.stats import spearmanr
 
+from helpers import ROOT
 from mtpg_aiaa.data import read_score_table
 from mtpg_aiaa.data import toy
 from mtpg_aiaa.data.toy import generate_toy_sample, make_toy_dataset, toy_score
@@ -52,14 +53,33 @@ def test_layout_and_tables(built):
     assert not [p for p in root.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
 
 
+def documented_score_constants() -> tuple[float, float, float]:
+    """The logistic's constants as docs/toy_dataset.md writes the score formula."""
+    text = (ROOT / "docs" / "toy_dataset.md").read_text()
+    assert "z  = (harmony + sharpness + (1 - grain) + balance - 2) / sqrt(4/12)" in text
+    assert "z' = z + e,  e ~ N(0, 0.3^2)" in text
+    match = re.search(r"score = 10 \* sigmoid\(([-\d.]+) \+ ([\d.]+) z' \+ ([\d.]+) max\(z', 0\)\^2\)", text)
+    assert match, "docs/toy_dataset.md no longer states the score formula"
+    return tuple(float(group) for group in match.groups())
+
+
 def test_scores_follow_the_documented_formula(built):
     root, _ = built
-    factors = pd.read_csv(root / "factors.csv").to_dict("records")
+    a, b, c = documented_score_constants()
+    factors = pd.read_csv(root / "factors.csv")
+    z = (factors.harmony + factors.sharpness + (1 - factors.grain) + factors.balance - 2) / np.sqrt(4 / 12)
+    noisy = z + factors.score_noise
+    documented = 10 / (1 + np.exp(-(a + b * noisy + c * np.maximum(noisy, 0) ** 2)))
+    assert np.abs(documented - factors.score).max() < 1e-9  # the generator computes what the docs say
+    assert np.abs(toy_score(factors.harmony, factors.sharpness, factors.grain, factors.balance,
+                            factors.score_noise) - factors.score).max() < 1e-9  # fmt: skip
+    assert 0.2 < factors.score_noise.std() < 0.4  # e ~ N(0, 0.3^2), 60 draws
+    # The documented picture factors: blur sigma 0.5 + 2.5 (1 - sharpness) px, noise std 0.10 * grain.
+    assert np.abs(factors.blur_sigma - (0.5 + 2.5 * (1 - factors.sharpness))).max() < 1e-9
+    assert np.abs(factors.noise_std - 0.10 * factors.grain).max() < 1e-9
     scores = {name: score for split in SPLITS
               for name, score in read_score_table(root / f"{split}_set.csv")[["image", "score"]].values}
-    for row in factors:
-        expected = toy_score(row["harmony"], row["sharpness"], row["grain"], row["balance"], row["score_noise"])
-        assert abs(expected - row["score"]) < 1e-9
+    for row in factors.to_dict("records"):
         assert abs(scores[row["image"]] - round(row["score"], 4)) < 1e-9
 
 

@@ -1,38 +1,27 @@
 """Training: real steps on a tiny model and generated images, exact resume, failure behaviour."""
 from __future__ import annotations
 
-import sys
+import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
+from helpers import compose_config, load_script, tiny_train_overrides, train_preempted
 from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.trainer import NonFiniteLossError
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from preemption import train_preempted  # noqa: E402
-from make_smoke_data import write_smoke_data  # noqa: E402
-from train import train  # noqa: E402
+train = load_script("train.py").train
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory) -> dict:
-    return write_smoke_data(tmp_path_factory.mktemp("smoke"), num_images=16, seed=2)
+def smoke(make_smoke) -> dict:
+    return make_smoke(16, seed=2)
 
 
 def compose_train(smoke: dict, out: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose("train", overrides=[
-            "model=tiny", "data=csv", f"data.train_csv={smoke['csv']}", f"data.val_csv={smoke['csv']}",
-            f"data.image_root={smoke['image_root']}", "debug=fast", "trainer.batch_size=4",
-            "sched.warmup_steps=1", "optim.backbone_lr=1e-4", "optim.head_lr=1e-3",
-            f"paths.output_root={out}", "run_name=run", *overrides,
-        ])  # fmt: skip
+    return compose_config("train", *tiny_train_overrides(smoke, out, *overrides))
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -47,6 +36,23 @@ def test_two_finetune_steps_write_checkpoints_and_history(smoke, tmp_path):
     assert state["step"] == 2 and "val/srcc" in metrics
     assert set(state) >= {"model", "optimizer", "scheduler", "scaler", "step", "epoch", "config"}
     assert state["config"]["model"]["backbone"] == "LongCLIP-tiny"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # fp16's first scale overflows
+def test_mixed_precision_training_runs_on_cpu(smoke, tmp_path, precision):
+    """The tiny MTPG-AIAA trains under CPU autocast: fp32 master weights, finite losses,
+    and for fp16 a loss scale that is saved for resume."""
+    train(compose_train(smoke, tmp_path, f"trainer.precision={precision}"))
+    run = tmp_path / "train" / "run"
+    state = load_training_state(run / "last.pt")
+    assert state["step"] == 2
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert bool(state["scaler"]) == (precision == "fp16") and state["scaler"].get("scale", 1.0) > 0
+    losses = [row["train/loss"] for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+              if "train/loss" in row]  # fmt: skip
+    assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
 
 
 def test_resume_continues_exactly(smoke, tmp_path, monkeypatch):

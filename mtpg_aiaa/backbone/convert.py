@@ -19,6 +19,7 @@ import torch
 from open_clip.model import convert_weights_to_lp
 
 from .longclip import KEPT_POSITIONS, LONGCLIP_CONTEXT_LENGTH, LongCLIP, LongCLIPArch
+from ..fileio import file_kind
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +35,20 @@ class CheckpointError(ValueError):
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a weights file, loaded on CPU without executing pickled code.
 
-    ``.safetensors`` is read with safetensors; anything else with
+    A safetensors file (told by its content, whatever its suffix) is read with safetensors; anything else with
     ``torch.load(weights_only=True)``, falling back to ``torch.jit.load`` for OpenAI's
     TorchScript archives (their tensors are read; their code is never called).
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
+    if file_kind(path) == "safetensors":
         from safetensors.torch import load_file
 
         return dict(load_file(str(path), device="cpu"))
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as handle:  # by content: torch.load would take a ".safetensors" name for safetensors
+            obj = torch.load(handle, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - re-raised with the file named
         if _is_torchscript_archive(path):
             return {k: v for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from torch import nn
 
 CONFIG_DIR = Path(__file__).with_name("model_configs")
 LONGCLIP_CONTEXT_LENGTH = 248
@@ -62,6 +63,31 @@ class LongCLIPArch:
         )
 
 
+class LayerNormFp32(nn.LayerNorm):
+    """A LayerNorm that computes in fp32 and returns the input's dtype, as the authors'
+    CLIP code does (open_clip's ``LayerNormFp32``).
+
+    The fp16-cast backbone (``cast_like_upstream``) keeps LayerNorm weights in fp32 and
+    feeds them fp16 activations; CUDA refuses the mixed dtypes, and normalising in fp16
+    would lose precision. For fp32 inputs and weights it is the plain LayerNorm, bit for bit.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.float() if self.weight is not None else None
+        bias = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
+
+
+def use_fp32_layer_norms(model: nn.Module) -> nn.Module:
+    """Make every ``nn.LayerNorm`` of ``model`` a ``LayerNormFp32`` in place (same parameters,
+    same state-dict keys). open_clip picks its LayerNorm class when the model is built, before
+    we know whether it will be cast, so the class is switched afterwards."""
+    for module in model.modules():
+        if isinstance(module, nn.LayerNorm) and not isinstance(module, LayerNormFp32):
+            module.__class__ = LayerNormFp32
+    return model
+
+
 @lru_cache(maxsize=None)
 def _model_config_files() -> dict[str, Path]:
     return {path.stem: path for path in sorted(CONFIG_DIR.glob("*.json"))}
@@ -104,6 +130,7 @@ class LongCLIP(CLIP):
             layers=arch.text_layers,
         )
         super().__init__(arch.embed_dim, vision_cfg, text_cfg, quick_gelu=True)
+        use_fp32_layer_norms(self)
         self.arch = arch
 
     @property

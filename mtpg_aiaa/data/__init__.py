@@ -8,6 +8,7 @@ from mtpg_aiaa.data.dataset import (
 )
 from mtpg_aiaa.data.errors import BadInputError
 from mtpg_aiaa.data.images import DEFAULT_MAX_PIXELS, load_rgb_image
+from mtpg_aiaa.data.named_texts import read_table
 from mtpg_aiaa.data.table import TABLE_COLUMNS, read_score_table
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "collate_samples",
     "load_rgb_image",
     "read_score_table",
+    "read_table",
 ]

@@ -23,6 +23,7 @@ _SKIP_REPORT_KEYS = ("index", "image_name", "reason")
 
 Transform = Callable[[Image.Image], torch.Tensor]
 Tokenize = Callable[[list[str]], torch.Tensor]
+TokenizeTexts = Callable[[dict[str, list[str]]], dict[str, torch.Tensor]]  # ``Scorer.tokenize``
 
 
 class AestheticsDataset(Dataset):
@@ -33,7 +34,11 @@ class AestheticsDataset(Dataset):
         ``target``: float32 scalar tensor, score / score_scale on [0, 1];
         ``score``: the raw score (float); ``image_name``: str; ``index``: row position;
         ``description``: str (``""`` when the table has none);
-        ``description_tokens``: LongTensor [context], only when ``tokenize`` is given.
+        ``description_tokens``: LongTensor [context], only when ``tokenize`` is given;
+        ``texts``: ``{name: str}``, every named text of the row (``named_texts.py``);
+        ``tokens``: ``{name: LongTensor [L]}``, only when ``tokenize_texts`` (a scorer's
+        ``tokenize``) is given; ``distribution``: float32 ``[K]`` summing to 1, only when
+        the table has ``dist_*`` columns.
 
     With ``on_bad_image="skip"`` an unreadable image yields
     ``{"skipped": True, "index", "image_name", "reason"}`` instead, and a warning is
@@ -49,6 +54,8 @@ class AestheticsDataset(Dataset):
         tokenize: Optional[Tokenize] = None,
         on_bad_image: str = "error",
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        tokenize_texts: Optional[TokenizeTexts] = None,
+        text_names: tuple[str, ...] = (),
     ) -> None:
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
@@ -66,6 +73,11 @@ class AestheticsDataset(Dataset):
         self.targets = [float(target) for target in table["target"].tolist()]
         self.descriptions = [str(text) for text in table["description"].tolist()]
         self.source = table.attrs.get("source", "the score table")
+        self.tokenize_texts = tokenize_texts
+        self.texts = _row_texts(table, text_names, self.source)
+        distribution_columns = table.attrs.get("distribution_columns", [])
+        self.distributions = (torch.tensor(table[distribution_columns].to_numpy(), dtype=torch.float32)
+                              if distribution_columns else None)  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.image_names)
@@ -94,7 +106,29 @@ class AestheticsDataset(Dataset):
         if self.tokenize is not None:
             tokens = self.tokenize([description])[0]
             sample["description_tokens"] = torch.as_tensor(tokens, dtype=torch.long)
+        texts = self.texts[index]
+        if texts:
+            sample["texts"] = texts
+        if self.tokenize_texts is not None:
+            tokens = self.tokenize_texts({name: [text] for name, text in texts.items()})
+            sample["tokens"] = {name: torch.as_tensor(value[0], dtype=torch.long) for name, value in tokens.items()}
+        if self.distributions is not None:
+            counts = self.distributions[index]
+            sample["distribution"] = counts / counts.sum()
         return sample
+
+
+def _row_texts(table: pd.DataFrame, required: tuple[str, ...], source: str) -> list[dict[str, str]]:
+    """Each row's named texts; ``required`` names (a model's ``text_names``) must be present."""
+    names = list(dict.fromkeys([*table.attrs.get("text_names", []), *required]))
+    if "description" in table.columns and "description" not in names:
+        names.insert(0, "description")
+    missing = [name for name in names if name not in table.columns]
+    if missing:
+        raise BadInputError(f"{source}: the model reads text(s) {missing}, which the table does not have; "
+                            "add them with data.texts (docs/data.md)")  # fmt: skip
+    columns = {name: table[name].astype(str).tolist() for name in names}
+    return [{name: values[i] for name, values in columns.items()} for i in range(len(table))]
 
 
 def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -127,6 +161,10 @@ def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
             batch[key] = torch.stack(values)
         elif isinstance(values[0], float):
             batch[key] = torch.tensor(values, dtype=torch.float64)
+        elif isinstance(values[0], dict):  # named texts / tokens: {name: [B] list or [B, L] tensor}
+            batch[key] = {name: (torch.stack([value[name] for value in values])
+                                 if isinstance(values[0][name], torch.Tensor) else [value[name] for value in values])
+                          for name in values[0]}  # fmt: skip
         else:
             batch[key] = values
     batch["skipped"] = skipped

@@ -5,48 +5,49 @@ import logging
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
-from ..backbone.convert import CheckpointError, load_longclip, read_state_dict
-from ..models.mtpg.checkpoint import is_official_layout, load_model, official_to_ours
-from ..models.mtpg.model import MTPGAIAA, MTPGConfig, build_mtpg
+from ..backbone.convert import CheckpointError
+from ..fileio import file_kind
+from ..models.loading import TRAINING_KEYS, load_model
+from ..models.mtpg.factory import mtpg_config
+from ..models.mtpg.model import MTPGConfig
 from .checkpointing import load_training_state
 from .freezing import apply_freeze_policy
 
 log = logging.getLogger(__name__)
+DEFAULT_MODEL_TARGET = "mtpg_aiaa.models.mtpg.build_mtpg_model"  # model groups written before _target_
+
+
+def _model_kwargs(cfg: DictConfig) -> dict:
+    """The ``model`` group as keyword arguments of its ``_target_`` (training-only keys dropped)."""
+    values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    return {k: v for k, v in values.items() if k not in TRAINING_KEYS}
 
 
 def model_config_from(cfg: DictConfig) -> MTPGConfig:
-    extra = {}
-    if cfg.fusion == "token":
-        extra["fusion"] = {"num_heads": int(cfg.fusion_heads),
-                           "token_statistics": bool(cfg.get("fusion_statistics", False)),
-                           "layer_statistics": bool(cfg.get("fusion_layer_statistics", False)),
-                           "description_statistics": bool(cfg.get("fusion_description_statistics", False))}  # fmt: skip
-    return MTPGConfig(backbone=cfg.backbone, fusion=cfg.fusion, prompts=cfg.prompts, preprocess=cfg.preprocess,
-                      prompt_context=int(cfg.get("prompt_context", 0)),
-                      prompt_context_per_level=bool(cfg.get("prompt_context_per_level", False)), extra=extra)  # fmt: skip
+    """The ``MTPGConfig`` an MTPG ``model`` group describes (for tests and tools that need the config only)."""
+    kwargs = {k: v for k, v in _model_kwargs(cfg).items() if not k.startswith("_") and k != "backbone_weights"}
+    return mtpg_config(**kwargs)
 
 
-def build_training_model(cfg: DictConfig, init_from: str | None = None) -> MTPGAIAA:
-    """The model described by the ``model`` config group, its backbone from
-    ``backbone_weights`` (Long-CLIP ``.pt``) when given, then ``init_from`` weights loaded
+def build_training_model(cfg: DictConfig, init_from: str | None = None) -> nn.Module:
+    """The model the ``model`` config group's ``_target_`` builds (its backbone from
+    ``backbone_weights`` unless ``init_from`` is given), then ``init_from`` weights loaded
     where names and shapes match (so a stage-1 backbone starts a stage-2 model with a
     new fusion head), then the freezing policy applied."""
-    config = model_config_from(cfg)
-    backbone = None
-    if cfg.backbone_weights and not init_from:
-        path = Path(cfg.backbone_weights)
-        if not path.is_file():
-            raise CheckpointError(
-                f"model.backbone_weights={path} not found: download the Long-CLIP weights "
-                "(checkpoints/README.md) or set model.backbone_weights=null to start from random weights"
-            )
-        backbone = load_longclip(path)
-    model = build_mtpg(config, backbone)
+    kwargs = _model_kwargs(cfg)
+    kwargs.setdefault("_target_", DEFAULT_MODEL_TARGET)
+    kwargs["_convert_"] = "all"  # plain dicts and lists reach the build function, not DictConfigs
+    if init_from and "backbone_weights" in kwargs:
+        kwargs["backbone_weights"] = None
+    model = instantiate(kwargs)
     if init_from:
         load_matching_weights(model, init_from)
-    apply_freeze_policy(model.backbone, cfg.freeze, cfg.get("freeze_last_n", 0))
+    if "freeze" in cfg and hasattr(model, "backbone"):
+        apply_freeze_policy(model.backbone, cfg.freeze, cfg.get("freeze_last_n", 0))
     return model
 
 
@@ -60,26 +61,30 @@ def read_init_state(source: str | Path) -> dict[str, torch.Tensor]:
         if found is None:
             raise CheckpointError(f"init_from={source}: no best.safetensors or last.pt inside")
         source = found
-    if source.suffix == ".safetensors":
-        return load_model(source).state_dict()
     if not source.is_file():
         raise CheckpointError(f"init_from={source} not found")
-    raw = torch.load(source, map_location="cpu", weights_only=True)
-    if isinstance(raw, dict) and "model" in raw and "optimizer" in raw:
-        return load_training_state(source)["model"]
-    state = read_state_dict(source)
-    if is_official_layout(state):
-        return official_to_ours(state, str(source))[1]
-    raise CheckpointError(f"init_from={source}: not a run, training checkpoint or MTPG-AIAA weights file")
+    if file_kind(source) == "torch":
+        with open(source, "rb") as handle:
+            raw = torch.load(handle, map_location="cpu", weights_only=True)
+        if isinstance(raw, dict) and "model" in raw and "optimizer" in raw:
+            return load_training_state(source)["model"]
+    return load_model(source).state_dict()  # any system's weights file, told by its content
 
 
-def load_matching_weights(model: MTPGAIAA, source: str | Path) -> None:
+def load_matching_weights(model: nn.Module, source: str | Path) -> None:
     """Copy every tensor of ``source`` whose name and shape match ``model``; log the rest."""
     incoming = read_init_state(source)
     own = model.state_dict()
     matched = {k: v for k, v in incoming.items() if k in own and own[k].shape == v.shape}
-    if not any(k.startswith("backbone.") for k in matched):
-        raise CheckpointError(f"init_from={source}: no backbone weight matches this model's architecture")
+    # The whole backbone or nothing: a few tensors that fit by chance (the unused scalar
+    # backbone.logit_scale fits every architecture) must not pass for a loaded backbone.
+    backbone = [k for k in own if k.startswith("backbone.")]
+    unmatched = [k for k in backbone if k not in matched]
+    if unmatched:
+        raise CheckpointError(
+            f"init_from={source}: the backbone does not match this model's architecture "
+            f"({len(backbone) - len(unmatched)} of {len(backbone)} backbone tensors fit; not {unmatched[0]})"
+        )
     model.load_state_dict(matched, strict=False)
     skipped = sorted(set(own) - set(matched))
     log.info("init_from %s: loaded %d tensors; %d left at initialisation (%s%s)", source, len(matched),

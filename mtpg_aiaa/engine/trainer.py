@@ -24,7 +24,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..models.mtpg.checkpoint import save_model
 from .checkpointing import save_training_state, unwrap
 from .distributed import any_rank
 from .ema import WeightAverage
@@ -55,7 +54,7 @@ class TrainerConfig:
     batch_size: int = 16
     accumulate: int = 1
     clip_grad_norm: float | None = 1.0
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast on CUDA; fp32 master weights)
+    precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 elsewhere) | fp32 | bf16 | fp16; fp32 master weights
     num_workers: int = 4
     seed: int = 20240716
     val_every: int = 0  # optimizer steps between validations; 0 = end of each epoch
@@ -104,6 +103,8 @@ class Trainer:
         self.best_metric = -math.inf
         self._stop_signal: int | None = None
         self._skipped_last_micro_batch = False
+        self._micro_batches_with_gradient = 0  # in the current optimizer step
+        self.step_lr = float("nan")  # the (first group's) learning rate the last optimizer step used
 
     # -- sizes -------------------------------------------------------------------------
     @property
@@ -209,12 +210,12 @@ class Trainer:
                 self._stop_signal = 0  # another rank was signalled: every rank stops at the same step
             bar.update(1)
             if losses:
-                bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{self.step_lr:.2e}")
             steps_this_epoch += 1
             if losses and (self.step % cfg.log_every == 0 or self.step == 1):
                 images_per_s = steps_this_epoch * cfg.batch_size * cfg.accumulate * self.world_size / max(time.perf_counter() - start, 1e-9)
                 self._log({f"train/{k}": v for k, v in losses.items()}
-                          | {"train/lr": self.scheduler.get_last_lr()[0], "train/images_per_s": images_per_s})  # fmt: skip
+                          | {"train/lr": self.step_lr, "train/images_per_s": images_per_s})  # fmt: skip
             end_of_epoch = self.batch_in_epoch >= micro_batches_per_epoch
             if end_of_epoch:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
@@ -258,6 +259,7 @@ class Trainer:
                     "Lower the learning rate, enable gradient clipping or use bf16/fp32."
                 )
             self.scaler.scale(loss / self.cfg.accumulate).backward()
+        self._micro_batches_with_gradient += 1
         return {k: float(v.detach()) for k, v in losses.items()}
 
     def _optimizer_step(self) -> None:
@@ -265,6 +267,13 @@ class Trainer:
         # No gradient at all when every micro-batch of the step was skipped: the schedule
         # still advances, the weights (and the fp16 scaler, which would fail) do not.
         if any(p.grad is not None for p in params):
+            ran = self._micro_batches_with_gradient
+            if ran < self.cfg.accumulate:
+                # Skipped micro-batches: the step's gradient is the mean over those that ran
+                # (each was scaled by 1/accumulate), as one batch of the readable images.
+                for p in params:
+                    if p.grad is not None:
+                        p.grad.mul_(self.cfg.accumulate / ran)
             if self.distributed and self._skipped_last_micro_batch:
                 _average_gradients(params, self.world_size)  # the skipped micro-batch never ran DDP's all-reduce
             if self.cfg.clip_grad_norm:
@@ -273,6 +282,8 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        self._micro_batches_with_gradient = 0
+        self.step_lr = self.optimizer.param_groups[0]["lr"]  # before the schedule moves on to the next step's
         self.scheduler.step()
         self.step += 1
         if self.average is not None:
@@ -287,8 +298,8 @@ class Trainer:
             value = metrics.get(self.cfg.monitor)
             if value is not None and not math.isnan(value) and value > self.best_metric:
                 self.best_metric = value
-                if self.rank == 0 and hasattr(base, "config"):
-                    save_model(base, self.run_dir / "best.safetensors")  # the validated (averaged) weights
+                if self.rank == 0 and hasattr(base, "save"):  # a Scorer saves itself (models/base.py)
+                    base.save(self.run_dir / "best.safetensors")  # the validated (averaged) weights
                 improved = True
             else:
                 improved = False
@@ -319,14 +330,18 @@ class Trainer:
 
 
 def resolve_autocast(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (None: full fp32)."""
-    if precision == "fp32" or device.type != "cuda":
+    """The autocast dtype for ``precision`` on ``device`` (None: full fp32).
+
+    ``auto`` is bf16 (else fp16) on CUDA and fp32 elsewhere; an explicit ``bf16`` or
+    ``fp16`` autocasts on any device (CPU autocast supports both), rather than being
+    silently dropped."""
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be auto, fp32, bf16 or fp16; got {precision!r}")
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
     if precision == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision in ("bf16", "fp16"):
-        return torch.bfloat16 if precision == "bf16" else torch.float16
-    raise ValueError(f"precision must be auto, fp32, bf16 or fp16; got {precision!r}")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 def _chain_previous_handler(signum: int, previous: dict) -> None:

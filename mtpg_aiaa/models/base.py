@@ -57,6 +57,8 @@ class Scorer(nn.Module):
     score_range: ScoreRange = ScoreRange()
     text_names: tuple[str, ...] = ()  # the named texts a row must carry, in order
     distribution_values: Sequence[float] | None = None  # the K values a ``distribution`` is over
+    outputs_depend_on_batch: bool = False  # True: a sample's score depends on its batch-mates
+    score_is_expected_value: bool = False  # True: score == distribution @ distribution_values
 
     def build_transform(self, train: bool = False) -> Callable[[Any], torch.Tensor]:
         """PIL image -> ``[3, H, W]`` tensor: the system's own preprocessing (eval unless ``train``)."""
@@ -75,6 +77,13 @@ class Scorer(nn.Module):
         """What a saved file needs besides the tensors to rebuild this model: at least
         ``{"config": json}``; ``save_scorer`` adds the format, system and score range."""
         raise NotImplementedError
+
+    def save(self, path: str | Path) -> Path:
+        """Write weights and ``scorer_metadata`` to one ``.safetensors`` file, atomically;
+        ``models.loading.load_model`` rebuilds the model from that file alone."""
+        from .loading import save_scorer  # loading.py imports this module
+
+        return save_scorer(self, path)
 
 
 def scorer_metadata(scorer: Scorer) -> dict[str, str]:

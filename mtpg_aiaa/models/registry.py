@@ -21,7 +21,8 @@ class ModelEntry:
     Attributes:
         name: registry name (``mtpg``, ``cgiaa``, ``aesnet``).
         build: ``build(**config) -> Scorer``, a fresh model.
-        load: ``load(path, metadata) -> Scorer`` for a file this system recognises.
+        load: ``load(path, metadata, **options) -> Scorer`` for a file this system recognises
+            (``options`` it does not name, such as MTPG's ``backbone_precision``, are not passed).
         recognizes: ``recognizes(keys, metadata) -> bool`` from the tensor names and the
             safetensors metadata (``{}`` for ``.pt`` files); used by ``load_model``.
         description: one line for ``list_models``.

@@ -4,8 +4,11 @@
   backbone in its release layout, the head layers sit at the top level, and
   ``logit_scale`` is the head's temperature. The backbone architecture is read from the
   tensor shapes, so no model name is needed.
-- Ours (``*.safetensors``): the model's state dict plus its config (JSON in the
-  safetensors metadata), so a file alone rebuilds the model, without pickle.
+- Ours (safetensors): the model's state dict plus its config, system and score range
+  (JSON in the safetensors metadata, ``models/base.scorer_metadata``), so a file alone
+  rebuilds the model, without pickle.
+
+Files are told apart by content (``fileio.file_kind``), never by suffix.
 
 Both are written atomically: to a temporary file in the same folder, then renamed.
 """
@@ -28,10 +31,10 @@ from ...backbone.convert import (
     to_release_layout,
 )
 from ...backbone.longclip import LongCLIP
-from ...fileio import atomic_write
+from ...fileio import atomic_write, file_kind
+from ..base import FORMAT_NAME
 from .model import MTPGAIAA, MTPGConfig, build_mtpg
 
-FORMAT_NAME = "mtpg-aiaa"
 FORMAT_VERSION = "1"
 _OFFICIAL_BACKBONE_PREFIX = "model."
 
@@ -97,12 +100,10 @@ def save_official_checkpoint(model: MTPGAIAA, path: str | Path) -> Path:
 
 # -- our layout -----------------------------------------------------------------------
 def save_model(model: MTPGAIAA, path: str | Path) -> Path:
-    """Write weights + config to one ``.safetensors`` file."""
-    from safetensors.torch import save_file
+    """Write weights + config (+ system and score range) to one ``.safetensors`` file."""
+    from ..loading import save_scorer
 
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    metadata = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": json.dumps(model.config.to_dict())}
-    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+    return save_scorer(model, path)
 
 
 def read_model_config(path: str | Path) -> MTPGConfig:
@@ -119,17 +120,30 @@ def read_model_config(path: str | Path) -> MTPGConfig:
 def load_model(
     path: str | Path, device: str | torch.device = "cpu", backbone_precision: str = "fp32"
 ) -> MTPGAIAA:
-    """Load any MTPG-AIAA weights file: ours (``.safetensors``) or the released ``.pt`` layout."""
+    """Load any MTPG-AIAA weights file: ours (safetensors) or the released layout, told apart by content."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
-        return _instantiate(read_model_config(path), read_state_dict(path), str(path), device, backbone_precision)
+    if file_kind(path) == "safetensors":
+        return load_our_file(path, device=device, backbone_precision=backbone_precision)
     return load_official_checkpoint(path, device, backbone_precision)
 
 
+def load_our_file(path: str | Path, metadata: Mapping[str, str] | None = None, device: str | torch.device = "cpu",
+                  backbone_precision: str = "fp32") -> MTPGAIAA:  # fmt: skip
+    """One of our safetensors files (``metadata`` is re-read from the file when not given)."""
+    return _instantiate(read_model_config(path), read_state_dict(path), str(path), device, backbone_precision)
+
+
 def is_official_checkpoint(path: str | Path) -> bool:
-    return Path(path).suffix != ".safetensors"
+    """Whether ``path`` holds the authors' released layout (read from its content, not its suffix)."""
+    path = Path(path)
+    if not path.is_file() or file_kind(path) != "torch":
+        return False
+    try:
+        return is_official_layout(read_state_dict(path))
+    except CheckpointError:
+        return False
 
 
 def _instantiate(

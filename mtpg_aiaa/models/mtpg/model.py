@@ -5,7 +5,10 @@ This module holds the model only (no training engine, no file formats).
 """
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,8 +18,10 @@ from ...backbone.longclip import LongCLIP, LongCLIPArch, encode_text_by_length, 
 from .fusion.official import OfficialFusion, init_logit_scale
 from .fusion.token import NoFusion, TokenFusion
 from .prompt_context import LearnablePromptContext
-from .prompts import expected_score, level_prompts
+from .prompts import LEVEL_SCORES, LEVELS, expected_score, level_prompts
+from ..base import Scorer, ScoreRange
 from ...tokenizer import get_tokenizer
+from ...transforms import build_transform
 
 FUSIONS = ("official", "token", "none")
 
@@ -62,14 +67,24 @@ class MTPGConfig:
         return cls(**known)
 
 
-class MTPGAIAA(nn.Module):
-    """The MTPG-AIAA scorer.
+class MTPGAIAA(Scorer):
+    """The MTPG-AIAA scorer (registered as ``mtpg``; see ``models/base.py`` for the interface).
+
+    Scores lie on 0-1 (the expected aesthetic level); ``distribution`` is the five level
+    probabilities, over ``LEVEL_SCORES``.
 
     Args:
         backbone: a Long-CLIP model.
         config: the model's config (fusion and prompt set are read from it).
         trim_text: skip the padding after each description's EOT (exact; faster).
     """
+
+    system = "mtpg"
+    score_range = ScoreRange(0.0, 1.0)
+    text_names = ("description",)
+    distribution_values = LEVEL_SCORES
+    distribution_labels = LEVELS  # prediction tables name the columns prob_<level>
+    score_is_expected_value = True
 
     def __init__(self, backbone: LongCLIP, config: MTPGConfig, trim_text: bool = True):
         super().__init__()
@@ -104,6 +119,25 @@ class MTPGAIAA(nn.Module):
         self.config.prompts = prompt_set
         self._prompt_cache = None
 
+    # -- the scorer interface ----------------------------------------------------
+    @property
+    def outputs_depend_on_batch(self) -> bool:
+        """``fusion=official`` mixes the samples of a batch: score images alone for the demo's numbers."""
+        return self.config.fusion == "official"
+
+    def build_transform(self, train: bool = False, preprocess: str | None = None):
+        """PIL image -> ``[3, S, S]``: the config's preprocessing (or ``preprocess``) at the backbone's size."""
+        return build_transform(preprocess or self.config.preprocess, self.backbone.arch.image_size, train=train)
+
+    def tokenize(self, texts: dict[str, Sequence[str]]) -> dict[str, torch.Tensor]:
+        """``{"description": B strings}`` -> ``{"description": [B, 248]}`` (Long-CLIP tokens)."""
+        return {"description": self.tokenizer(list(texts["description"]))}
+
+    def metadata(self) -> dict[str, str]:
+        from .checkpoint import FORMAT_VERSION  # the file format belongs to checkpoint.py
+
+        return {"config": json.dumps(self.config.to_dict()), "version": FORMAT_VERSION}
+
     # -- features ---------------------------------------------------------------
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """l2-normalised fp32 image features ``[B, 3, H, W] -> [B, D]``."""
@@ -113,10 +147,18 @@ class MTPGAIAA(nn.Module):
     def encode_texts(self, tokens: torch.Tensor) -> torch.Tensor:
         """l2-normalised fp32 text features ``[N, L] -> [N, D]``.
 
-        With ``trim_text`` rows are encoded in groups of similar length, each cut after
-        its longest EOT (exact; see ``encode_text_by_length``); otherwise at full length.
+        With ``trim_text`` padding after the EOTs is skipped (exact): on a CPU rows are
+        encoded in groups of similar length, each cut after its own longest EOT
+        (``encode_text_by_length``); on a GPU, where many small launches cost more than
+        the padding they save, the whole batch is cut after its longest EOT in one call.
+        Without ``trim_text``: the full 248 tokens.
         """
-        features = encode_text_by_length(self.backbone, tokens) if self.trim_text else self.backbone.encode_text(tokens)
+        if not self.trim_text:
+            features = self.backbone.encode_text(tokens)
+        elif tokens.device.type == "cpu":
+            features = encode_text_by_length(self.backbone, tokens)
+        else:
+            features = self.backbone.encode_text(trim_text_tokens(tokens))
         return F.normalize(features.float(), dim=-1)
 
     def prompt_features(self) -> torch.Tensor:
@@ -205,19 +247,27 @@ class MTPGAIAA(nn.Module):
         fused = self.fuse(features)
         logits = self.logit_scale.exp() * fused @ self.prompt_features().T
         probs = logits.softmax(dim=-1)
-        return {"logits": logits, "probs": probs, "score": expected_score(probs), "fused": fused}
+        return {"logits": logits, "probs": probs, "score": expected_score(probs), "fused": fused,
+                "distribution": probs}  # fmt: skip
 
-    def forward(self, images: torch.Tensor, description_tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Score a batch.
+    def forward(self, images: torch.Tensor | dict[str, Any],
+                description_tokens: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+        """Score a batch: ``model(batch)`` (the scorer interface) or ``model(images, tokens)``.
 
         Args:
-            images: ``[B, 3, H, W]`` preprocessed images.
+            images: ``[B, 3, H, W]`` preprocessed images, or a batch dict with ``image`` and
+                ``tokens["description"]`` (or ``description_tokens``).
             description_tokens: ``[B, L]`` token ids (``L <= 248``).
         Returns:
-            ``logits [B, 5]``, ``probs [B, 5]``, ``score [B]`` on 0-1 and the fused
-            feature ``fused [B, D]``. With ``fusion=official`` every output depends on the
-            whole batch; with ``token`` and ``none`` each sample's only on itself.
+            ``logits [B, 5]``, ``probs [B, 5]`` (also as ``distribution``), ``score [B]`` on
+            0-1 and the fused feature ``fused [B, D]``. With ``fusion=official`` every output
+            depends on the whole batch; with ``token`` and ``none`` each sample's only on itself.
         """
+        if isinstance(images, dict):
+            batch = images
+            images = batch["image"]
+            tokens = batch.get("tokens") or {}
+            description_tokens = tokens["description"] if "description" in tokens else batch["description_tokens"]
         return self.score_features(self.encode(images, description_tokens))
 
 

@@ -27,7 +27,6 @@ from ....feature_cache import (
 )
 from ....models.mtpg.losses import score_losses
 from ....metrics import compute_metrics
-from ....transforms import build_transform
 from ...checkpointing import unwrap
 from ...distributed import barrier, current, gather_with_grad
 from ...seeding import PerSampleSeeded
@@ -109,12 +108,10 @@ class FinetuneTask:
                 for split, source in zip(("train", "val"), datasets)
             )
         else:
-            preprocess, size = base.config.preprocess, base.backbone.arch.image_size
-            train_transform = build_transform(preprocess, size, train=augment)
-            train = AestheticsDataset(train_table, image_root, train_transform, **common)
+            train = AestheticsDataset(train_table, image_root, base.build_transform(train=augment), **common)
             self.train_dataset = PerSampleSeeded(train, seed)
             self.val_dataset = (
-                AestheticsDataset(val_table, image_root, build_transform(preprocess, size), **common)
+                AestheticsDataset(val_table, image_root, base.build_transform(), **common)
                 if _rows(val_table) else None
             )  # fmt: skip
         self._fit_statistics_standardization(base, train_table, image_root, common)
@@ -132,8 +129,7 @@ class FinetuneTask:
                                 batch_size=self.eval_batch_size, collate_fn=collate_features)  # fmt: skip
             values = {key: [batch["features"][key] for batch in loader] for key in unfitted}
         else:
-            preprocess, size = base.config.preprocess, base.backbone.arch.image_size
-            source = AestheticsDataset(train_table.iloc[:max_samples], image_root, build_transform(preprocess, size), **common)
+            source = AestheticsDataset(train_table.iloc[:max_samples], image_root, base.build_transform(), **common)
             loader = DataLoader(source, batch_size=self.eval_batch_size, num_workers=self.num_workers,
                                 collate_fn=collate_samples)  # fmt: skip
             device = next(base.parameters()).device

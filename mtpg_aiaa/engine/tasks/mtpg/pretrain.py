@@ -11,6 +11,8 @@ losses, weighted by ``stage.losses`` (docs/method.md, "Stage 1"):
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import torch
@@ -23,12 +25,13 @@ from ....data.manipulated import NUM_VIEWS, ManipulatedDataset
 from ....evaluation import predict
 from ....models.mtpg.losses import contrastive_loss, preference_loss, prompt_matching_loss, strength_ordering_loss
 from ....manipulations import prompts
-from ....transforms import build_transform
 from ...checkpointing import unwrap
 from ...distributed import gather_with_grad
 from ...seeding import PerSampleSeeded
 from .finetune import read_split_tables, validation_metrics
+from .standardization import fit_statistics_standardization, sample_rows, unfitted_statistics
 
+log = logging.getLogger(__name__)
 PRETRAIN_LOSSES = ("matching", "ordering", "preference", "contrastive")
 
 
@@ -86,12 +89,16 @@ class PretrainTask:
         loss_weights: e.g. ``{"matching": 1.0, "ordering": 1.0, ...}`` (see ``pretrain_losses``).
         val_matching_images: validation images whose manipulated views (fixed by ``seed``)
             measure prompt matching; 0 turns that measurement off.
+        standardization_samples: training images (a seeded sample) the standardisation of
+            the fusion's multi-level statistics is fitted on before the preference loss
+            trains the fusion; an extra forward pass each, so fewer than stage 2's.
     """
 
     def __init__(self, model: nn.Module, train_table: pd.DataFrame, val_table: pd.DataFrame | None,
                  image_root: str, loss_weights: dict[str, float], ordering_margin: float = 0.05,
                  preference_margin: float = 0.05, val_matching_images: int = 256, eval_batch_size: int = 16,
-                 num_workers: int = 4, seed: int = 0, on_bad_image: str = "error", max_pixels: int | None = None):  # fmt: skip
+                 num_workers: int = 4, seed: int = 0, on_bad_image: str = "error", max_pixels: int | None = None,
+                 standardization_samples: int = 256):  # fmt: skip
         base = unwrap(model)
         preprocess, size = base.config.preprocess, base.backbone.arch.image_size
         common = {"tokenize": base.tokenizer, "on_bad_image": on_bad_image}
@@ -105,11 +112,19 @@ class PretrainTask:
         self.train_dataset = PerSampleSeeded(train_views, seed)
         self.score_dataset = self.matching_dataset = None
         if val_table is not None and len(val_table) > 0:
-            self.score_dataset = AestheticsDataset(val_table, image_root, build_transform(preprocess, size), **common)
+            self.score_dataset = AestheticsDataset(val_table, image_root, base.build_transform(), **common)
             if val_matching_images:
                 views = ManipulatedDataset(val_table, image_root, preprocess, size, **common)
                 self.matching_dataset = fixed_view_set(views, val_matching_images, seed)
         self.prompt_tokens = base.tokenizer(prompts())  # [30, context]
+        # The preference loss trains the fusion: standardise the statistics it reads first,
+        # so stage 2 inherits fusion weights together with the standardisation they learnt under.
+        keys = unfitted_statistics(base) if self.loss_weights.get("preference") else []
+        if keys:
+            rows = sample_rows(len(train_table), standardization_samples, seed)
+            source = AestheticsDataset(train_table.iloc[rows], image_root, build_transform(preprocess, size), **common)
+            used = fit_statistics_standardization(base, source, keys, eval_batch_size, num_workers)
+            log.info("fitted the standardisation of %s on %d training images", ", ".join(keys), used)
 
     def collate(self, samples: list) -> dict:
         return collate_samples(samples)
@@ -230,5 +245,5 @@ def build_pretrain_task(cfg: DictConfig, model: nn.Module) -> PretrainTask:
         ordering_margin=stage.ordering_margin, preference_margin=stage.preference_margin,
         val_matching_images=stage.val_matching_images, eval_batch_size=cfg.trainer.eval_batch_size,
         num_workers=cfg.trainer.num_workers, seed=cfg.seed, on_bad_image=data.on_bad_image,
-        max_pixels=data.max_pixels,
+        max_pixels=data.max_pixels, standardization_samples=stage.standardization_samples,
     )  # fmt: skip

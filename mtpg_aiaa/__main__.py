@@ -1,0 +1,6 @@
+"""``python -m mtpg_aiaa score ...`` / ``list`` (see ``cli.py``)."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,468 @@
+"""One GPU check: the CUDA tests and every benchmark of issue #11, each figure beside its target.
+
+    python scripts/gpu_check.py --out outputs/gpu_check            # a CUDA GPU, < 5 minutes
+    python scripts/gpu_check.py --quick --device cpu --out /tmp/gc # tiny sizes: proves the script runs
+    bash scripts/gpu_check.sh                                      # offline: installs .whl/ first
+
+Parts (each in its own process with a hard time cap, so a crash, hang or CUDA error in one
+leaves the others' figures; ``gpu_check.json`` is rewritten after every part):
+
+  cuda_tests     pytest -m cuda (tests/test_cuda.py)
+  inference_b16  scripts/benchmark_inference.py: the literal release path vs ours, batch 16
+  forward_b256   the model forward at batch 256, bf16 autocast, fusion=official and token,
+                 against the FLOP limit (measured bf16 matmul peak / FLOPs per sample)
+  test_py        test.py end to end on generated JPEGs with a random Long-CLIP-L checkpoint
+                 in the released layout (fp16 on CUDA), process wall time, and where it went
+  train_full     scripts/benchmark_train.py, setup full (full fine-tuning), against 35 %
+                 of the FLOP limit of training (3x the forward)
+  stage2_epoch   one epoch of stage-2 head training on cached features held on the device
+                 (the feature layout of the cache, random values), 50,737 rows as BAID's train split
+
+FLOPs per sample count the matmuls of both towers (2 x parameters x tokens, plus attention's
+4 x tokens^2 x width per layer); for Long-CLIP-L that is ~162 GFLOP per 224-px image and
+~27 GFLOP per 150-token description, as issue #11 states.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+# name: (hard cap in seconds on a GPU, in --quick mode)
+PARTS = {
+    "cuda_tests": (100, 200),
+    "inference_b16": (40, 200),
+    "forward_b256": (45, 200),
+    "stage2_epoch": (40, 200),
+    "train_full": (60, 200),
+    "test_py": (140, 200),
+}
+BAID_TRAIN_ROWS = 50_737
+BAID_TEST_ROWS = 6_400
+
+
+# -- sizes and FLOPs ---------------------------------------------------------------------
+def sizes(quick: bool) -> dict:
+    if quick:
+        return {"backbone": "LongCLIP-tiny", "model_group": "tiny", "b16_batches": 2, "b256": 8, "b256_iters": 2,
+                "test_images": 32, "image_wh": (320, 240), "train_batch": 4, "train_steps": 1, "train_rounds": 1,
+                "epoch_rows": 512, "description_tokens": 40, "workers": 0}  # fmt: skip
+    workers = min(12, max(1, len(os.sched_getaffinity(0)) - 2))
+    return {"backbone": "LongCLIP-L-14", "model_group": "longclip_l", "b16_batches": 12, "b256": 256, "b256_iters": 6,
+            "test_images": BAID_TEST_ROWS, "image_wh": (640, 480), "train_batch": 64, "train_steps": 5, "train_rounds": 2,
+            "epoch_rows": BAID_TRAIN_ROWS, "description_tokens": 130, "workers": workers}  # fmt: skip
+
+
+def transformer_gflop(width: int, layers: int, tokens: int) -> float:
+    matmul = 2 * 12 * width**2 * tokens  # qkv + out projection (4 w^2) and the MLP (8 w^2)
+    attention = 4 * tokens**2 * width  # scores and the weighted sum
+    return layers * (matmul + attention) / 1e9
+
+
+def sample_gflop(arch, description_tokens: int) -> dict:
+    image_tokens = (arch.image_size // arch.patch_size) ** 2 + 1
+    image = transformer_gflop(arch.vision_width, arch.vision_layers, image_tokens)
+    text = transformer_gflop(arch.text_width, arch.text_layers, description_tokens)
+    return {"image": image, "text": text, "total": image + text}
+
+
+def matmul_peak_tflops(device, dtype) -> float:
+    """The best of a few large matmuls: the device's practical peak for ``dtype``."""
+    import torch
+
+    n = 8192 if device.type == "cuda" else 512
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(6):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        sync(device)
+        best = min(best, (time.perf_counter() - start) / 5)
+    return 2 * n**3 / best / 1e12
+
+
+def sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def figure(value, target, unit: str, higher_is_better: bool = True, note: str = "") -> dict:
+    met = None if value is None or target is None else (value >= target if higher_is_better else value <= target)
+    row = {"value": value, "target": target, "unit": unit, "met": met}
+    if note:
+        row["note"] = note
+    return row
+
+
+def random_tokens(batch: int, length: int, seed: int = 0):
+    """``[batch, length]`` token ids, each row ending with EOT at ``length - 1 - (row % 8)``."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.zeros(batch, length, dtype=torch.long)
+    tokens[:, 0] = 49406
+    for row in range(batch):
+        eot = max(2, length - 1 - row % 8)
+        tokens[row, 1:eot] = torch.randint(1, 49000, (eot - 1,), generator=generator)
+        tokens[row, eot] = 49407
+    return tokens
+
+
+# -- parts (each runs in its own process) --------------------------------------------------
+def part_cuda_tests(args, device, size, work: Path) -> dict:
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda", "tests/test_cuda.py"]
+    start = time.perf_counter()
+    try:  # stop short of the part's cap, so what pytest printed so far is kept
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=args.cap - 10)
+    except subprocess.TimeoutExpired as error:
+        output = error.stdout.decode() if isinstance(error.stdout, bytes) else (error.stdout or "")
+        raise RuntimeError(f"pytest -m cuda still running after {args.cap - 10} s:\n{output[-3000:]}") from None
+    summary = (result.stdout.strip().splitlines() or [""])[-1]
+    ran = device.type == "cuda" and " passed" in summary and " skipped" not in summary
+    passed = result.returncode == 0 and ran
+    return {"figures": {"cuda_tests_pass": figure(passed if device.type == "cuda" else "skipped (no GPU)",
+                                                  True if device.type == "cuda" else None, "bool")},
+            "returncode": result.returncode, "summary": summary, "seconds": time.perf_counter() - start,
+            "output_tail": result.stdout[-3000:] if result.returncode else ""}  # fmt: skip
+
+
+def part_inference_b16(args, device, size, work: Path) -> dict:
+    out = work / "benchmark_inference.json"
+    command = [sys.executable, "scripts/benchmark_inference.py", "--backbone", size["backbone"], "--device", str(device),
+               "--batch-size", "16", "--batches", str(size["b16_batches"]), "--no-memory", "--json", str(out)]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(result.stderr[-3000:])
+    report = json.loads(out.read_text())
+    target = 2.0 if device.type == "cuda" else 1.3
+    return {"figures": {"speedup_ours_over_literal_b16": figure(report["speedup"], target, "x"),
+                        "ours_images_per_s_b16": figure(report["ours"]["images_per_s"], None, "img/s"),
+                        "literal_images_per_s_b16": figure(report["literal"]["images_per_s"], None, "img/s")},
+            "report": report}  # fmt: skip
+
+
+def part_forward_b256(args, device, size, work: Path) -> dict:
+    import torch
+
+    from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
+
+    peak = matmul_peak_tflops(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    batch, length = size["b256"], size["description_tokens"] + 1
+    results, figures = {}, {}
+    for fusion in ("official", "token"):
+        torch.manual_seed(0)
+        model = build_mtpg(MTPGConfig(backbone=size["backbone"], fusion=fusion)).to(device).eval()
+        arch = model.backbone.arch
+        images = torch.randn(batch, 3, arch.image_size, arch.image_size, device=device)
+        tokens = random_tokens(batch, length).to(device)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+        with torch.inference_mode(), autocast:
+            model(images, tokens)  # warm-up
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(size["b256_iters"]):
+                model(images, tokens)
+            sync(device)
+        seconds = time.perf_counter() - start
+        results[fusion] = batch * size["b256_iters"] / seconds
+        del model
+    flops = sample_gflop(arch, size["description_tokens"])
+    limit = peak * 1e3 / flops["total"]
+    for fusion, speed in results.items():
+        figures[f"forward_b{batch}_{fusion}_images_per_s"] = figure(speed, 0.5 * limit, "img/s",
+                                                                    note="target: 50 % of the FLOP limit")  # fmt: skip
+    figures["official_over_token_time"] = figure(results["token"] / results["official"], 1.2, "x", False,
+                                                 note="fusion=official should cost about what token costs")  # fmt: skip
+    return {"figures": figures, "matmul_peak_tflops": peak, "gflop_per_sample": flops, "flop_limit_images_per_s": limit,
+            "autocast": "bf16" if device.type == "cuda" else "fp32"}  # fmt: skip
+
+
+def _write_jpeg(job) -> None:
+    import numpy as np
+    from PIL import Image
+
+    path, seed, (width, height) = job
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8)  # painting-like: smooth colour fields
+    image = Image.fromarray(small).resize((width, height), Image.BICUBIC)
+    pixels = np.asarray(image).astype(np.int16) + rng.integers(-12, 13, (height, width, 3), dtype=np.int16)
+    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path, quality=90)
+
+
+def make_test_set(root: Path, count: int, wh: tuple[int, int]) -> Path:
+    from concurrent.futures import ProcessPoolExecutor
+
+    import pandas as pd
+
+    from benchmark_inference import SENTENCES
+
+    images = root / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    jobs = [(images / f"{i:05d}.jpg", i, wh) for i in range(count)]
+    with ProcessPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
+        list(pool.map(_write_jpeg, jobs, chunksize=64))
+    rows = [{"image": f"{i:05d}.jpg", "score": 1 + (i * 7919 % 900) / 100,
+             "comment": " ".join(SENTENCES[(i + j) % len(SENTENCES)] for j in range(5 + i % 11))} for i in range(count)]  # fmt: skip
+    pd.DataFrame(rows).to_csv(root / "test.csv", index=False)
+    return root / "test.csv"
+
+
+def part_test_py(args, device, size, work: Path) -> dict:
+    import torch
+
+    from mtpg_aiaa.data import AestheticsDataset, collate_samples, read_score_table
+    from mtpg_aiaa.models.mtpg.checkpoint import load_model, save_official_checkpoint
+    from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
+    from mtpg_aiaa.transforms import build_transform
+
+    start = time.perf_counter()
+    csv = make_test_set(work / "data", size["test_images"], size["image_wh"])
+    generated_s = time.perf_counter() - start
+    torch.manual_seed(0)
+    ckpt = save_official_checkpoint(build_mtpg(MTPGConfig(backbone=size["backbone"])), work / "model_save.pt")
+    run_dir = work / "run"
+    command = [sys.executable, "test.py", f"ckpt={ckpt}", f"data.csv={csv}", f"data.image_root={work / 'data' / 'images'}",
+               f"device={device}", f"eval.num_workers={size['workers']}", "eval.progress=false", "eval.n_bootstrap=100",
+               f"hydra.run.dir={run_dir}"]  # fmt: skip
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode:
+        raise RuntimeError(result.stderr[-3000:])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    scoring_s = metrics["n"] / metrics["images_per_second"]
+
+    # Where the time went, measured again piece by piece in this process.
+    start = time.perf_counter()
+    model = load_model(ckpt, device=device, backbone_precision="fp16" if device.type == "cuda" else "fp32")
+    sync(device)
+    weights_s = time.perf_counter() - start
+    table = read_score_table(csv)
+    dataset = AestheticsDataset(table, work / "data" / "images", build_transform("official", model.backbone.arch.image_size),
+                                tokenize=model.tokenizer)  # fmt: skip
+    loader = torch.utils.data.DataLoader(dataset, batch_size=16, num_workers=size["workers"], collate_fn=collate_samples,
+                                         pin_memory=device.type == "cuda")  # fmt: skip
+    batches, decoded, start = [], 0, None
+    for batch in loader:  # decoding throughput once the workers are running (first batch excluded)
+        if start is None:
+            start = time.perf_counter()
+        else:
+            decoded += len(batch["index"])
+        if len(batches) < 8:
+            batches.append(batch)
+        if decoded >= 50 * 16:
+            break
+    decoding_s = (time.perf_counter() - start) * metrics["n"] / max(decoded, 1)
+    passes = 3
+    with torch.inference_mode():
+        model(batches[0]["image"].to(device), batches[0]["description_tokens"].to(device))  # warm-up
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(passes):
+            for batch in batches:
+                model(batch["image"].to(device, non_blocking=True), batch["description_tokens"].to(device))["probs"].cpu()
+    model_s = (time.perf_counter() - start) * metrics["n"] / (passes * sum(len(b["index"]) for b in batches))
+    return {
+        "figures": {"test_py_wall_s": figure(wall, 15.0 * size["test_images"] / BAID_TEST_ROWS, "s", False,
+                                             note=f"{size['test_images']} JPEGs of {size['image_wh'][0]}x{size['image_wh'][1]}; goal 10 s for 6,400"),
+                    "test_py_images_per_s": figure(metrics["n"] / wall, None, "img/s")},
+        "time_split_s": {"process_wall": wall, "scoring_loop": scoring_s, "outside_scoring_loop": wall - scoring_s,
+                         "weights_load_alone": weights_s, "decoding_alone_all_images": decoding_s,
+                         "model_alone_all_images": model_s},
+        "workers": size["workers"], "precision": metrics.get("backbone_precision"), "generate_data_s": generated_s,
+        "stdout_tail": result.stdout[-1500:],
+    }  # fmt: skip
+
+
+def part_train_full(args, device, size, work: Path) -> dict:
+    import torch
+
+    import benchmark_train
+    from mtpg_aiaa.backbone.longclip import get_arch
+
+    argv = ["--model", size["model_group"], "--data", "smoke", "--device", str(device), "--setups", "full",
+            "--batch-size", str(size["train_batch"]), "--steps", str(size["train_steps"]), "--rounds", str(size["train_rounds"]),
+            "--no-memory", "--json", str(work / "benchmark_train.json")]  # fmt: skip
+    if not size["workers"]:
+        argv += ["--workers", "0"]
+    report = benchmark_train.main(argv)
+    speed = report["setups"]["full"]["images_per_s"]
+    arch = get_arch(report["run"]["backbone"])
+    peak = matmul_peak_tflops(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    limit = peak * 1e3 / (3 * sample_gflop(arch, size["description_tokens"])["total"])
+    return {"figures": {"full_finetune_images_per_s": figure(speed, 0.35 * limit, "img/s",
+                                                             note="target: 35 % of the FLOP limit of training")},
+            "matmul_peak_tflops": peak, "flop_limit_images_per_s": limit, "report": report}  # fmt: skip
+
+
+def part_stage2_epoch(args, device, size, work: Path) -> dict:
+    import torch
+
+    from mtpg_aiaa.models.mtpg.losses import score_losses
+    from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
+
+    torch.manual_seed(0)
+    model = build_mtpg(MTPGConfig(backbone=size["backbone"], fusion="official")).to(device)
+    model.backbone.requires_grad_(False)
+    rows, dim = size["epoch_rows"], model.backbone.embed_dim
+    features = {name: torch.nn.functional.normalize(torch.randn(rows, dim, device=device), dim=-1) for name in ("image", "text")}
+    targets = torch.rand(rows, device=device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
+    weights = {"fidelity": 1.0, "ce": 1.0}
+    batch = 16  # the authors' batch size (configs/trainer/default.yaml)
+    with torch.no_grad():
+        model.prompt_features()  # the frozen text tower's prompts, once
+
+    def epoch() -> None:
+        for rows_of_batch in torch.randperm(rows, device=device).split(batch):
+            outputs = model.score_features({name: value[rows_of_batch] for name, value in features.items()})
+            loss = score_losses(outputs, targets[rows_of_batch], weights)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    start = time.perf_counter()
+    epoch()
+    sync(device)
+    seconds = time.perf_counter() - start
+    return {"figures": {"stage2_epoch_s": figure(seconds * BAID_TRAIN_ROWS / rows, 5.0, "s", False,
+                                                 note=f"{rows} rows timed, scaled to {BAID_TRAIN_ROWS}; head only, batch {batch}")},
+            "rows_timed": rows, "seconds_timed": seconds, "batch_size": batch}  # fmt: skip
+
+
+PART_FUNCTIONS = {name: globals()[f"part_{name}"] for name in PARTS}
+
+
+# -- driver ---------------------------------------------------------------------------------
+def environment(device) -> dict:
+    import torch
+
+    import mtpg_aiaa
+
+    env = {"torch": torch.__version__, "device": str(device), "python": sys.version.split()[0],
+           "cpu_count": len(os.sched_getaffinity(0)), "mtpg_aiaa": str(Path(mtpg_aiaa.__file__).parent)}  # fmt: skip
+    if device.type == "cuda":
+        env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                   gpu_memory_gib=round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1))
+    return env
+
+
+def run_part_here(args) -> None:
+    """The child process: run one part, write its result (or its error) as JSON."""
+    import torch
+
+    from mtpg_aiaa.evaluation import resolve_device
+
+    device = resolve_device(args.device)
+    work = Path(tempfile.mkdtemp(prefix=f"gpu_check_{args.part}_", dir=args.work))
+    start = time.perf_counter()
+    try:
+        result = PART_FUNCTIONS[args.part](args, device, sizes(args.quick), work)
+        result["status"] = "ok"
+    except Exception as error:  # recorded, so the other parts' figures survive
+        result = {"status": "error", "error": f"{type(error).__name__}: {error}"[-4000:], "traceback": traceback.format_exc()[-4000:]}
+    result["seconds"] = time.perf_counter() - start
+    result["environment"] = environment(device)
+    if device.type == "cuda":
+        result["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    Path(args.part_json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+def run_capped(command: list[str], env: dict, cap: float) -> tuple[int | None, str]:
+    """Run ``command`` in its own process group; at ``cap`` seconds stop the whole group
+    (test.py, its DataLoader workers, torchrun children), so nothing outlives its part.
+    Returns (exit code or None on timeout, stderr)."""
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)  # fmt: skip
+    try:
+        _, stderr = process.communicate(timeout=cap)
+        return process.returncode, stderr
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        _, stderr = process.communicate()
+        return None, stderr or ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", help="auto | cuda | cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (proves the script on a CPU)")
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "gpu_check")
+    parser.add_argument("--budget", type=float, help="seconds for all parts together (default 420; --quick: 1200)")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument("--part", choices=list(PARTS), help=argparse.SUPPRESS)  # internal: run one part here
+    parser.add_argument("--part-json", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    parser.add_argument("--cap", type=float, default=600, help=argparse.SUPPRESS)  # internal: this part's cap
+    args = parser.parse_args(argv)
+    if args.budget is None:
+        args.budget = 1200 if args.quick else 420
+    if args.part:
+        run_part_here(args)
+        return 0
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="gpu_check_"))
+    report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "quick": args.quick,
+              "sizes": sizes(args.quick), "parts": {}, "figures": {}}  # fmt: skip
+    started = time.perf_counter()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled",
+           "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))}  # fmt: skip
+    for name in args.parts.split(","):
+        cap = PARTS[name][1 if args.quick else 0]
+        part_json = work / f"{name}.json"
+        start = time.perf_counter()
+        print(f"[gpu_check] {name} (cap {cap} s) ...", flush=True)
+        left = args.budget - (time.perf_counter() - started)
+        if left < 10:
+            part = {"status": "skipped", "error": f"the {args.budget} s budget was spent"}
+        else:
+            cap = min(cap, int(left))
+            command = [sys.executable, __file__, "--part", name, "--part-json", str(part_json), "--work", str(work),
+                       "--device", args.device, "--cap", str(cap), *(["--quick"] if args.quick else [])]  # fmt: skip
+            returncode, stderr = run_capped(command, env, cap)
+            if returncode is None:
+                part = {"status": "timeout", "error": f"stopped at its cap of {cap} s", "stderr_tail": stderr[-2000:]}
+            elif part_json.is_file():
+                part = json.loads(part_json.read_text())
+            else:
+                part = {"status": "error", "error": f"exit {returncode}: {stderr[-3000:]}"}
+        part["wall_s"] = time.perf_counter() - start
+        report["parts"][name] = part
+        report.setdefault("environment", part.get("environment"))
+        for key, row in part.get("figures", {}).items():
+            report["figures"][key] = row
+        report["total_wall_s"] = time.perf_counter() - started
+        (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        status = part["status"] if part["status"] != "error" else "error: " + part["error"].strip().splitlines()[-1][:200]
+        print(f"[gpu_check] {name}: {status} in {part['wall_s']:.1f} s", flush=True)
+    print(f"\n{'figure':<40} {'value':>12} {'target':>10}  met")
+    for key, row in report["figures"].items():
+        value, target = row["value"], row["target"]
+        show = (lambda v: f"{v:.3g}" if isinstance(v, float) else str(v))
+        print(f"{key:<40} {show(value):>12} {show(target) if target is not None else '-':>10}  {row['met']}")
+    shutil.rmtree(work, ignore_errors=True)  # generated images and checkpoints (GBs at full size)
+    print(f"\nwrote {args.out / 'gpu_check.json'} in {report['total_wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

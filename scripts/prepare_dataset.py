@@ -1,0 +1,60 @@
+"""Write a dataset's canonical CSV from its own released files (mtpg_aiaa/data/catalogue/).
+
+    python scripts/prepare_dataset.py ava --root /data/AVA --out data/ava.csv
+    python scripts/prepare_dataset.py apdd --root /data/APDDv2 --option seed=1
+
+Writes OUT (every split, a ``split`` column) and OUT's ``<stem>.<split>.csv`` per split,
+which ``train.py``/``test.py`` read as ``data.train_csv`` / ``data.val_csv`` / ``data.csv``
+with ``data.image_root=ROOT`` and the set's ``data.score_scale`` (docs/data.md).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from pathlib import Path
+
+from mtpg_aiaa.data.catalogue import get_converter, list_datasets
+from mtpg_aiaa.data.errors import BadInputError
+from mtpg_aiaa.fileio import atomic_write
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--option wants KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", help=f"one of: {', '.join(list_datasets())}")
+    parser.add_argument("--root", required=True, type=Path, help="the folder holding the set's released files")
+    parser.add_argument("--out", type=Path, help="output CSV (default: data/<name>.csv)")
+    parser.add_argument("--option", action="append", default=[], type=parse_option, help="converter option KEY=VALUE")
+    parser.add_argument("--check-images", action="store_true", help="count (and list) images missing under --root")
+    args = parser.parse_args(argv)
+    try:
+        table = get_converter(args.name)(args.root, **dict(args.option))
+    except (KeyError, BadInputError, ValueError) as error:
+        print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
+        return 2
+    out = args.out or Path("data") / f"{args.name}.csv"
+    atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))
+    for split, part in table.groupby("split", sort=False):
+        path = out.with_name(f"{out.stem}.{split}.csv")
+        atomic_write(path, lambda tmp, part=part: part.to_csv(tmp, index=False))
+    counts = ", ".join(f"{split} {count}" for split, count in table["split"].value_counts(sort=False).items())
+    print(f"{args.name}: {len(table)} images ({counts}); score {table['score'].min():g}-{table['score'].max():g} "
+          f"(scale max {table.attrs['scale_max']:g}); wrote {out} and its per-split files")  # fmt: skip
+    if args.check_images:
+        missing = [image for image in table["image"] if not (args.root / image).is_file()]
+        print(f"{len(missing)} of {len(table)} images missing under {args.root}" + (f", e.g. {missing[0]}" if missing else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

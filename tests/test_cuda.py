@@ -1,0 +1,145 @@
+"""Every CUDA code path, on a GPU when there is one (``pytest -m cuda``); skipped without.
+
+The authors' fp16 test protocol against fp32 on the CPU, autocast training steps of both
+stages (bf16 and fp16), training on the feature cache, DDP over NCCL with one process,
+and ``demo.py``. Tiny models, so the whole file takes seconds on a GPU.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from mtpg_aiaa.models.mtpg.checkpoint import load_model, save_official_checkpoint
+from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+from make_smoke_data import write_smoke_data  # noqa: E402
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> dict:
+    return write_smoke_data(tmp_path_factory.mktemp("smoke"), num_images=12, seed=5)
+
+
+@pytest.fixture(scope="module")
+def official_ckpt(tmp_path_factory) -> Path:
+    torch.manual_seed(3)
+    model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny"))
+    with torch.no_grad():
+        for p in model.fusion.parameters():
+            p.normal_(0, 0.05)
+    return save_official_checkpoint(model, tmp_path_factory.mktemp("official") / "model_save.pt")
+
+
+def run(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def train_overrides(smoke: dict, out: Path, stage: str, *extra: str) -> list[str]:
+    per_stage = ["stage.val_matching_images=0"] if stage == "pretrain" else []
+    return [
+        f"stage={stage}", "model=tiny", "data=csv", f"data.train_csv={smoke['csv']}", f"data.val_csv={smoke['csv']}",
+        f"data.image_root={smoke['image_root']}", "debug=fast", "trainer.batch_size=4", "trainer.max_steps=2",
+        "trainer.num_workers=0", "device=cuda", f"paths.output_root={out}", "run_name=run", *per_stage, *extra,
+    ]  # fmt: skip
+
+
+def test_official_fp16_protocol_matches_fp32(official_ckpt, smoke, tmp_path):
+    from test import evaluate
+
+    predictions = {}
+    for device, precision in (("cpu", "fp32"), ("cuda", "auto")):
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            cfg = compose("test", overrides=[
+                f"ckpt={official_ckpt}", f"data.csv={smoke['csv']}", f"data.image_root={smoke['image_root']}",
+                "eval.num_workers=2", "eval.progress=false", "eval.n_bootstrap=20", f"device={device}",
+                f"eval.precision={precision}",
+            ])  # fmt: skip
+        metrics = evaluate(cfg, tmp_path / device)
+        predictions[device] = pd.read_csv(tmp_path / device / "predictions.csv")["pred"].to_numpy()
+        assert metrics["backbone_precision"] == ("fp16" if device == "cuda" else "fp32")
+    assert abs(predictions["cuda"] - predictions["cpu"]).max() / 10 <= 2e-3
+
+
+def test_fp16_backbone_on_cuda_is_half_and_matches_fp32(official_ckpt):
+    images = torch.randn(4, 3, 224, 224)
+    tokens = torch.zeros(4, 30, dtype=torch.long)
+    tokens[:, :10] = torch.randint(1, 49000, (4, 10))
+    tokens[:, 10] = 49407
+    reference = load_model(official_ckpt, backbone_precision="fp32")
+    half = load_model(official_ckpt, device="cuda", backbone_precision="fp16")
+    assert half.backbone.visual.conv1.weight.dtype == torch.float16
+    with torch.inference_mode():
+        expected = reference(images, tokens)["score"]
+        got = half(images.cuda(), tokens.cuda())["score"].cpu()
+    assert (got - expected).abs().max() <= 1e-3
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_autocast_training_steps(smoke, tmp_path, stage, precision):
+    extra = ["model.freeze=full"] if stage == "finetune" else []
+    run("train.py", *train_overrides(smoke, tmp_path, stage, f"trainer.precision={precision}", *extra))
+    assert any(tmp_path.rglob("last.pt")), sorted(tmp_path.rglob("*"))
+
+
+def test_training_on_the_feature_cache(smoke, tmp_path):
+    run("train.py", *train_overrides(smoke, tmp_path, "finetune", "model.freeze=frozen",
+                                     "stage.feature_cache.enabled=true", f"paths.cache_dir={tmp_path / 'cache'}"))  # fmt: skip
+    assert any((tmp_path / "cache").rglob("*")), "no feature cache was written"
+
+
+def test_ddp_over_nccl_with_one_process(smoke, tmp_path):
+    run("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "train.py",
+        *train_overrides(smoke, tmp_path, "finetune", "model.freeze=full"))  # fmt: skip
+    assert any(tmp_path.rglob("last.pt")), sorted(tmp_path.rglob("*"))
+
+
+def test_demo_on_cuda(smoke, tmp_path):
+    images = sorted(Path(smoke["image_root"]).glob("*.jpg"))[:2]
+    result = run("demo.py", *map(str, images), "--ckpt", str(smoke["ckpt"]), "--device", "cuda",
+                 "--desc1", "a calm landscape", "--desc2", "a bright abstract", "--json")  # fmt: skip
+    report = json.loads(result.stdout)
+    assert len(report["results"]) == 2
+    assert all(0 <= row["score"] <= 1 for row in report["results"])
+
+
+def test_description_features_on_cuda_match_the_grouped_cpu_path():
+    from mtpg_aiaa.backbone.longclip import encode_text_by_length
+
+    torch.manual_seed(0)
+    model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny")).eval()
+    tokens = torch.zeros(9, 40, dtype=torch.long)
+    for row in range(9):
+        tokens[row, : 5 + 3 * row] = torch.randint(1, 49000, (5 + 3 * row,))
+        tokens[row, 5 + 3 * row] = 49407
+    with torch.inference_mode():
+        expected = torch.nn.functional.normalize(encode_text_by_length(model.backbone, tokens), dim=-1)
+        got = model.cuda().encode_texts(tokens.cuda()).cpu()
+    assert (got - expected).abs().max() <= 1e-4
+
+
+def test_adamw_is_fused_on_cuda():
+    from mtpg_aiaa.engine.optim import build_optimizer
+
+    model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny")).cuda()
+    optimizer = build_optimizer(model, backbone_lr=1e-5, head_lr=1e-4)
+    assert optimizer.defaults["fused"] is True

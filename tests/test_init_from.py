@@ -1,0 +1,108 @@
+"""Starting a training from earlier weights (``init_from``): the authors' released layout,
+one of our ``.safetensors`` files, and a stage-1 run handing its fusion over to stage 2."""
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import compose_config, load_script, tiny_train_overrides
+from mtpg_aiaa.backbone import CheckpointError
+from mtpg_aiaa.engine.builders import build_training_model
+from mtpg_aiaa.engine.checkpointing import load_training_state
+from mtpg_aiaa.engine.tasks import get_task_builder
+from mtpg_aiaa.models.mtpg.fusion.token import StandardizedProjection
+
+train = load_script("train.py").train
+STATISTICS = ("model.fusion=token", "model.fusion_layer_statistics=true", "model.fusion_description_statistics=true")
+
+
+def model_group(*overrides: str):
+    return compose_config("train", "model=tiny", *overrides).model
+
+
+def test_init_from_the_released_layout_loads_backbone_head_and_temperature(official_ckpt, tmp_path):
+    raw = torch.load(official_ckpt, map_location="cpu", weights_only=True)  # the file as the authors' demo reads it
+    raw["logit_scale"] = torch.tensor(3.0)  # a trained head temperature, unlike the backbone's unused one
+    torch.save(raw, tmp_path / "model_save.pt")
+    model = build_training_model(model_group("model.fusion=official"), str(tmp_path / "model_save.pt"))
+    assert torch.equal(model.backbone.visual.conv1.weight, raw["model.visual.conv1.weight"])
+    assert torch.equal(model.backbone.token_embedding.weight, raw["model.token_embedding.weight"])
+    assert torch.equal(model.backbone.positional_embedding, raw["model.positional_embedding"])
+    for layer in ("fc1", "mlp", "query_text", "key_text_s_2", "exband2", "ffn.2"):  # dead layers travel too
+        module = model.fusion.get_submodule(layer)
+        assert torch.equal(module.weight, raw[f"{layer}.weight"]) and torch.equal(module.bias, raw[f"{layer}.bias"]), layer
+    assert torch.equal(model.logit_scale, raw["logit_scale"])  # the head's temperature, not model.logit_scale
+    assert not torch.equal(model.logit_scale, raw["model.logit_scale"])
+
+
+def test_init_from_the_released_layout_into_token_fusion_keeps_a_fresh_head(official_ckpt):
+    torch.manual_seed(0)
+    fresh = build_training_model(model_group("model.fusion=token"))
+    torch.manual_seed(0)
+    model = build_training_model(model_group("model.fusion=token"), str(official_ckpt))
+    raw = torch.load(official_ckpt, map_location="cpu", weights_only=True)
+    assert torch.equal(model.backbone.visual.conv1.weight, raw["model.visual.conv1.weight"])
+    assert not torch.equal(fresh.backbone.visual.conv1.weight, raw["model.visual.conv1.weight"])
+    for key, value in fresh.fusion.state_dict().items():  # nothing of the released head fits this fusion
+        assert torch.equal(model.fusion.state_dict()[key], value), key
+
+
+def test_init_from_our_safetensors_loads_every_tensor(make_smoke):
+    source = make_smoke(2, seed=5)["ckpt"]
+    model = build_training_model(model_group("model.fusion=official", "model.prompts=clean"), str(source))
+    stored = load_file(str(source))
+    assert set(stored) == set(model.state_dict())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, stored[key]), key
+
+
+def test_init_from_another_architecture_is_refused(official_ckpt):
+    # Only the unused scalar backbone.logit_scale has the same shape in both.
+    with pytest.raises(CheckpointError, match=r"backbone does not match .*\(1 of \d+ backbone tensors fit"):
+        build_training_model(compose_config("train", "model=toy", "model.backbone_weights=null").model, str(official_ckpt))
+
+
+@pytest.mark.slow  # two tiny stages, ~10 s
+def test_stage_one_trains_the_fusion_on_standardised_statistics_and_stage_two_keeps_them(
+    make_smoke, tmp_path, monkeypatch
+):
+    """Stage 1's preference loss trains the fusion, so the standardisation of the statistics it
+    reads is fitted before the first step; stage 2 then keeps it with the fusion weights
+    learnt under it rather than refitting it under them."""
+    smoke = make_smoke(8, seed=3)
+    fitted_when_trained = []
+    forward = StandardizedProjection.forward
+
+    def recording_forward(self, values):
+        if torch.is_grad_enabled():
+            fitted_when_trained.append(bool(self.fitted))
+        return forward(self, values)
+
+    monkeypatch.setattr(StandardizedProjection, "forward", recording_forward)
+    stage_one = tmp_path / "one"
+    train(compose_config("train", *tiny_train_overrides(smoke, stage_one, "stage=pretrain", "stage.val_matching_images=0",
+                                                        *STATISTICS)))  # fmt: skip
+    assert fitted_when_trained and all(fitted_when_trained)
+    run = stage_one / "train" / "run"
+    handed_over = load_training_state(run / "last.pt")["model"]
+    fusion_keys = [key for key in handed_over if key.startswith("fusion.statistics.")]
+    assert {key.split(".")[2] for key in fusion_keys} == {"image_layer_statistics", "text_layer_statistics"}
+    assert all(bool(handed_over[key]) for key in fusion_keys if key.endswith(".fitted"))
+
+    cfg = compose_config("train", *tiny_train_overrides(smoke, tmp_path / "two", "stage=finetune", f"init_from={run}",
+                                                        *STATISTICS))  # fmt: skip
+    model = build_training_model(cfg.model, cfg.init_from)
+    get_task_builder("mtpg/finetune")(cfg, model)  # where stage 2 fits an unfitted standardisation
+    state = model.state_dict()
+    for key in fusion_keys:
+        assert torch.equal(state[key], handed_over[key]), key
+
+
+def test_standardisation_rows_are_a_seeded_sample_not_the_first_rows():
+    from mtpg_aiaa.engine.tasks.mtpg.standardization import sample_rows
+
+    assert sample_rows(5, 8, seed=0) == [0, 1, 2, 3, 4]
+    rows = sample_rows(1000, 50, seed=3)
+    assert rows == sample_rows(1000, 50, seed=3) != sample_rows(1000, 50, seed=4)
+    assert rows == sorted(set(rows)) and len(rows) == 50 and rows[-1] > 50  # spread over the table
