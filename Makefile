@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 
-.PHONY: install test quickstart benchmark gpu-check clean
+.PHONY: install test quickstart quickstart-aesnet benchmark gpu-check clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ test: $(STAMP)
 
 quickstart: $(STAMP)
 	bash scripts/quickstart.sh $(PY)
+
+quickstart-aesnet: $(STAMP)  # AesNet's toy claim on CPU (docs/aesnet.md)
+	$(PY) -m mtpg_aiaa.engine.tasks.aesnet.toy_claim --root data/toy_hand --out outputs/aesnet_toy
 
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark_inference.py

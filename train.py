@@ -45,6 +45,14 @@ def build_task(cfg: DictConfig, model, context: distributed.DistributedContext |
     return get_task_builder(name)(cfg, model)
 
 
+def build_model(cfg: DictConfig):
+    """A task config that names its own model builder (``task.build_model``, e.g. AesNet's)
+    gets it; otherwise the MTPG model of ``cfg.model``."""
+    if cfg.get("task") and cfg.task.get("build_model"):
+        return hydra.utils.get_method(cfg.task.build_model)(cfg)
+    return build_training_model(cfg.model, cfg.init_from)
+
+
 def resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
     if cfg.resume == "never":
         return None
@@ -78,7 +86,7 @@ def _train(cfg: DictConfig, context: distributed.DistributedContext, device: tor
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     trainer_cfg = TrainerConfig.from_config(cfg.trainer, ignored=("eval_batch_size",), seed=cfg.seed)  # typos fail first
     seed_everything(cfg.seed)
-    model = build_training_model(cfg.model, cfg.init_from).to(device)
+    model = build_model(cfg).to(device)
     task = build_task(cfg, model, context)
     optimizer = instantiate(cfg.optim)(model)
     run_config = OmegaConf.to_container(cfg, resolve=True)
@@ -98,7 +106,7 @@ def _train(cfg: DictConfig, context: distributed.DistributedContext, device: tor
     finally:
         logger.close()
         if context.is_main:
-            save_training_curves(logger.history, run_dir / "curves.png", title=f"{cfg.stage.name}: {run_dir.name}")
+            save_training_curves(logger.history, run_dir / "curves.png", title=f"{cfg.task.name if cfg.get('task') else cfg.stage.name}: {run_dir.name}")
     log.info("done: %s", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
     return metrics
 

@@ -259,3 +259,30 @@ def format_metrics_table(metrics: dict, title: str = "", confidence: float = 0.9
     lines.append("-" * len(lines[-1]))
     lines += [f"{a:<{w0}}  {b:>{w1}}  {c}".rstrip() for a, b, c in table]
     return "\n".join(lines)
+
+
+# -- score and distribution errors (AesNet's reporting: RMSE, EMD-1, EMD-2) --------------
+def rmse(pred, target) -> float:
+    """Root mean squared error of pred [N] against target [N], on their common scale."""
+    p, t = check_scores(pred, target, min_n=1)
+    return float(np.sqrt(np.mean((p - t) ** 2)))
+
+
+def emd(pred_dist, target_dist, r: int = 1) -> float:
+    """Earth mover's distance between ordered distributions ``[N, K]``, as NIMA reports it:
+    ``mean_n ( (1/K) sum_k |CDF_p(k) - CDF_t(k)|^r )^(1/r)`` (EMD-1 for r=1, EMD-2 for r=2).
+
+    Rows are normalised to sum to 1 first (vote counts may be given); a row that sums to
+    zero or holds a negative or non-finite value is an error naming its index.
+    """
+    p = np.asarray(pred_dist, dtype=np.float64)
+    t = np.asarray(target_dist, dtype=np.float64)
+    if p.ndim != 2 or p.shape != t.shape:
+        raise ValueError(f"pred_dist and target_dist must both be [N, K]; got {p.shape} and {t.shape}")
+    for name, a in (("pred_dist", p), ("target_dist", t)):
+        bad = ~np.isfinite(a).all(axis=1) | (a < 0).any(axis=1) | (a.sum(axis=1) <= 0)
+        if bad.any():
+            raise ValueError(f"{name} row {int(np.argmax(bad))} is not a distribution (negative, non-finite or zero sum)")
+    p, t = p / p.sum(axis=1, keepdims=True), t / t.sum(axis=1, keepdims=True)
+    cdf_gap = np.abs(np.cumsum(p, axis=1) - np.cumsum(t, axis=1))
+    return float(np.mean(np.mean(cdf_gap**r, axis=1) ** (1.0 / r)))
