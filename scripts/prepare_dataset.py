@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         path = out.with_name(f"{out.stem}.{split}.csv")
         atomic_write(path, lambda tmp, part=part: part.to_csv(tmp, index=False))
     counts = ", ".join(f"{split} {count}" for split, count in table["split"].value_counts(sort=False).items())
-    print(f"{args.name}: {len(table)} images ({counts}); score {table['score'].min():g}-{table['score'].max():g} "
-          f"(scale max {table.attrs['scale_max']:g}); wrote {out} and its per-split files")  # fmt: skip
+    scores = (f"score {table['score'].min():g}-{table['score'].max():g} (scale max {table.attrs['scale_max']:g})"
+              if "score" in table and "scale_max" in table.attrs else "no scores (a description set)")  # HAND has none
+    print(f"{args.name}: {len(table)} images ({counts}); {scores}; wrote {out} and its per-split files")
     if args.check_images:
         missing = [image for image in table["image"] if not (args.root / image).is_file()]
         print(f"{len(missing)} of {len(table)} images missing under {args.root}" + (f", e.g. {missing[0]}" if missing else ""))
