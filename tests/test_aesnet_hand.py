@@ -78,3 +78,18 @@ def test_errors_name_the_file_record_or_option(tmp_path):
     (tmp_path / "hand.json").write_text(json.dumps([{"image": "gone.jpg", "color": "Red."}]))
     with pytest.raises(BadInputError, match="1 of 1 images missing"):
         convert(tmp_path, strict=True)
+
+
+def test_prepare_dataset_script_converts_hand(tmp_path, capsys):
+    from helpers import load_script
+
+    images(tmp_path, ["a.jpg", "b.jpg"])
+    lines = [{"image": "a.jpg", "attribute": "color", "description": "Red."},
+             {"image": "b.jpg", "attribute": "emotion", "description": "Joyful."}]  # fmt: skip
+    (tmp_path / "hand.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    out = tmp_path / "out" / "hand.csv"
+    main = load_script("scripts/prepare_dataset.py").main
+    assert main(["hand", "--root", str(tmp_path), "--out", str(out), "--option", "layout=long",
+                 "--option", "val_fraction=0"]) == 0  # fmt: skip
+    assert "hand: 2 images (train 2); no scores" in capsys.readouterr().out
+    assert out.is_file() and (tmp_path / "out" / "hand.train.csv").is_file()
