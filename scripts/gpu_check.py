@@ -217,7 +217,7 @@ def part_inference_b16(args, device, size, work: Path) -> dict:
 def part_forward_b256(args, device, size, work: Path) -> dict:
     import torch
 
-    from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
+    from mtpg_aiaa.models.mtpg.model import MTPGConfig
 
     peak = matmul_peak_tflops(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
     batch, length = size["b256"], size["description_tokens"] + 1
@@ -284,12 +284,13 @@ def make_test_set(root: Path, count: int, wh: tuple[int, int]) -> Path:
 
 
 def part_test_py(args, device, size, work: Path) -> dict:
+    """``test.py`` end to end on generated JPEGs; on CUDA with the JPEGs decoded on the GPU
+    (``eval.decode=device``). Where the time went is test.py's own log (``time_split_s``
+    in its metrics.json: start-up, weights, table, waiting for decoding, model, metrics, writing)."""
     import torch
 
-    from mtpg_aiaa.data import AestheticsDataset, collate_samples, read_score_table
-    from mtpg_aiaa.models.mtpg.checkpoint import load_model, save_official_checkpoint
-    from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
-    from mtpg_aiaa.transforms import build_transform
+    from mtpg_aiaa.models.mtpg.checkpoint import save_official_checkpoint
+    from mtpg_aiaa.models.mtpg.model import MTPGConfig
 
     start = time.perf_counter()
     csv = make_test_set(work / "data", size["test_images"], size["image_wh"])
@@ -298,16 +299,17 @@ def part_test_py(args, device, size, work: Path) -> dict:
     torch.manual_seed(0)
     model = build_on_device(MTPGConfig(backbone=size["backbone"]), device)
     start = time.perf_counter()
-    ckpt = save_official_checkpoint(model, work / "model_save.pt")
+    ckpt = save_official_checkpoint(model.cpu(), work / "model_save.pt")  # a released file holds CPU tensors
     del model
     progress(f"saved the released-layout checkpoint in {time.perf_counter() - start:.1f} s")
     run_dir = work / "run"
+    decode = "device" if device.type == "cuda" else "cpu"
     command = [sys.executable, "test.py", f"ckpt={ckpt}", f"data.csv={csv}", f"data.image_root={work / 'data' / 'images'}",
                f"device={device}", f"eval.num_workers={size['workers']}", "eval.progress=false", "eval.n_bootstrap=100",
-               f"hydra.run.dir={run_dir}"]  # fmt: skip
+               f"eval.decode={decode}", f"hydra.run.dir={run_dir}"]  # fmt: skip
     start = time.perf_counter()
-    progress("test.py (its output follows)")
-    returncode, output = stream_command(command, timeout=max(args.cap - (time.perf_counter() - _PART_STARTED) - 25, 10))
+    progress(f"test.py eval.decode={decode} (its output follows)")
+    returncode, output = stream_command(command, timeout=max(args.cap - (time.perf_counter() - _PART_STARTED) - 8, 10))
     wall = time.perf_counter() - start
     progress(f"test.py exited {returncode} after {wall:.1f} s")
     if returncode is None:
@@ -315,48 +317,11 @@ def part_test_py(args, device, size, work: Path) -> dict:
     if returncode:
         raise RuntimeError(output[-3000:])
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    scoring_s = metrics["n"] / metrics["images_per_second"]
-
-    # Where the time went, measured again piece by piece in this process.
-    start = time.perf_counter()
-    model = load_model(ckpt, device=device, backbone_precision="fp16" if device.type == "cuda" else "fp32")
-    sync(device)
-    weights_s = time.perf_counter() - start
-    progress(f"load_model alone: {weights_s:.1f} s")
-    table = read_score_table(csv)
-    dataset = AestheticsDataset(table, work / "data" / "images", build_transform("official", model.backbone.arch.image_size),
-                                tokenize=model.tokenizer)  # fmt: skip
-    loader = torch.utils.data.DataLoader(dataset, batch_size=16, num_workers=size["workers"], collate_fn=collate_samples,
-                                         pin_memory=device.type == "cuda")  # fmt: skip
-    batches, decoded, start = [], 0, None
-    for batch in loader:  # decoding throughput once the workers are running (first batch excluded)
-        if start is None:
-            start = time.perf_counter()
-        else:
-            decoded += len(batch["index"])
-        if len(batches) < 8:
-            batches.append(batch)
-        if decoded >= 50 * 16:
-            break
-    decoding_s = (time.perf_counter() - start) * metrics["n"] / max(decoded, 1)
-    progress(f"decoding alone: {decoding_s:.1f} s for all images ({decoded} timed)")
-    passes = 3
-    with torch.inference_mode():
-        model(batches[0]["image"].to(device), batches[0]["description_tokens"].to(device))  # warm-up
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(passes):
-            for batch in batches:
-                model(batch["image"].to(device, non_blocking=True), batch["description_tokens"].to(device))["probs"].cpu()
-    model_s = (time.perf_counter() - start) * metrics["n"] / (passes * sum(len(b["index"]) for b in batches))
-    progress(f"model alone: {model_s:.1f} s for all images")
     return {
         "figures": {"test_py_wall_s": figure(wall, 15.0 * size["test_images"] / BAID_TEST_ROWS, "s", False,
                                              note=f"{size['test_images']} JPEGs of {size['image_wh'][0]}x{size['image_wh'][1]}; goal 10 s for 6,400"),
                     "test_py_images_per_s": figure(metrics["n"] / wall, None, "img/s")},
-        "time_split_s": {"process_wall": wall, "scoring_loop": scoring_s, "outside_scoring_loop": wall - scoring_s,
-                         "weights_load_alone": weights_s, "decoding_alone_all_images": decoding_s,
-                         "model_alone_all_images": model_s},
+        "process_wall_s": wall, "test_py_time_split_s": metrics.get("time_split_s"), "decode": decode,
         "workers": size["workers"], "precision": metrics.get("backbone_precision"), "generate_data_s": generated_s,
         "output_tail": output[-1500:],
     }  # fmt: skip
