@@ -34,7 +34,12 @@ class EncodedImageDataset(AestheticsDataset):
     """``AestheticsDataset`` whose ``image`` is the file's bytes (uint8 ``[N]``) for a JPEG,
     or for any other format the PIL-decoded pixels (uint8 ``[3, H, W]``); everything else
     as the parent gives it. The header is still read (pixel-count guard, a clear error
-    naming a missing or unreadable file). Build it with ``transform=None``."""
+    naming a missing or unreadable file). Its ``transform`` is ignored (pass None):
+    preprocessing happens on the device."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.transform = _unchanged
 
     def load_image(self, path: Path) -> torch.Tensor:
         try:
@@ -45,6 +50,10 @@ class EncodedImageDataset(AestheticsDataset):
             return _pil_pixels(path, self.max_pixels)
         _check_jpeg_header(path, self.max_pixels)
         return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def _unchanged(image: torch.Tensor) -> torch.Tensor:
+    return image
 
 
 def _check_jpeg_header(path: Path, max_pixels: int) -> None:
