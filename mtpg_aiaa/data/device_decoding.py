@@ -93,7 +93,7 @@ def decode_images(images: list[torch.Tensor], device: torch.device) -> list[torc
     if encoded:
         try:
             outputs = decode_jpeg([images[i] for i in encoded], mode=ImageReadMode.RGB, device=device)
-        except RuntimeError:  # one refused JPEG fails the batch: decode one by one, PIL for the refused
+        except Exception:  # noqa: BLE001 - one refused JPEG fails the batch: one by one, with fallbacks
             outputs = [_decode_one(images[i], device) for i in encoded]
         for i, output in zip(encoded, outputs):
             decoded[i] = output
@@ -106,12 +106,14 @@ def _decode_one(data: torch.Tensor, device: torch.device) -> torch.Tensor:
     from PIL import Image
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    try:
-        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError:
-        with Image.open(io.BytesIO(data.numpy().tobytes())) as image:
-            pixels = np.asarray(image.convert("RGB")).copy()
-        return torch.from_numpy(pixels).permute(2, 0, 1).to(device)
+    for where in dict.fromkeys([device, torch.device("cpu")]):  # the device's decoder, then libjpeg
+        try:
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=where).to(device)
+        except Exception:  # noqa: BLE001 - a refused file, or a torchvision built without the device decoder
+            continue
+    with Image.open(io.BytesIO(data.numpy().tobytes())) as image:  # neither took it (e.g. CMYK): PIL
+        pixels = np.asarray(image.convert("RGB")).copy()
+    return torch.from_numpy(pixels).permute(2, 0, 1).to(device)
 
 
 def preprocess_official(images: list[torch.Tensor], image_size: int) -> torch.Tensor:
