@@ -9,24 +9,29 @@ Writes metrics.json, predictions.csv and scatter.png into the run directory.
 """
 from __future__ import annotations
 
-import json
-import logging
-from pathlib import Path
+import time
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+STARTED = time.perf_counter()  # before the heavy imports: start-up is part of the time split
 
-from mtpg_aiaa.data import AestheticsDataset, BadInputError, collate_samples
-from mtpg_aiaa.data.named_texts import read_table
-from mtpg_aiaa.engine.cli_errors import one_line_errors
-from mtpg_aiaa.data.toy import ensure_dataset
-from mtpg_aiaa.engine import distributed
-from mtpg_aiaa.engine.run_names import register_resolvers
-from mtpg_aiaa.evaluation import Predictions, predict, resolve_device, write_predictions
-from mtpg_aiaa.metrics import compute_metrics_or_null, format_metrics_table
-from mtpg_aiaa.models.loading import load_model
-from mtpg_aiaa.plots import save_scatter_plot
+import json  # noqa: E402
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from mtpg_aiaa.data import AestheticsDataset, BadInputError, collate_samples  # noqa: E402
+from mtpg_aiaa.data.device_decoding import DeviceDecodingLoader, EncodedImageDataset, collate_encoded  # noqa: E402
+from mtpg_aiaa.data.named_texts import read_table  # noqa: E402
+from mtpg_aiaa.data.toy import ensure_dataset  # noqa: E402
+from mtpg_aiaa.engine import distributed  # noqa: E402
+from mtpg_aiaa.engine.cli_errors import one_line_errors  # noqa: E402
+from mtpg_aiaa.engine.run_names import register_resolvers  # noqa: E402
+from mtpg_aiaa.evaluation import Predictions, predict, resolve_device, write_predictions  # noqa: E402
+from mtpg_aiaa.metrics import compute_metrics_or_null, format_metrics_table  # noqa: E402
+from mtpg_aiaa.models.loading import load_model  # noqa: E402
+from mtpg_aiaa.plots import save_scatter_plot  # noqa: E402
 
 log = logging.getLogger("test")
 register_resolvers()
@@ -49,7 +54,10 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
     precision = cfg.eval.precision
     if precision == "auto":
         precision = "fp16" if device.type == "cuda" else "fp32"
+    timings = {"start_up": time.perf_counter() - STARTED}  # imports, CUDA and process-group start-up
+    start = time.perf_counter()
     model = load_model(cfg.ckpt, device=device, backbone_precision=precision)
+    timings["weights"] = time.perf_counter() - start
     if cfg.eval.prompts:  # MTPG-AIAA only: its level prompt strings
         model.set_prompts(cfg.eval.prompts)
     preprocess = cfg.eval.preprocess  # MTPG-AIAA only: another preprocessing than the checkpoint's
@@ -70,10 +78,11 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
         log.warning("%s has no descriptions: every image is scored with an empty one", data.csv)
     tokenizer = getattr(model, "tokenizer", None)
     truncated = sum(tokenizer.is_truncated(text) for text in table["description"]) if tokenizer is not None else 0
-    dataset = AestheticsDataset(
+    on_device = cfg.eval.get("decode", "cpu") == "device"  # nvJPEG on CUDA: data/device_decoding.py
+    dataset = (EncodedImageDataset if on_device else AestheticsDataset)(
         table,
         data.image_root,
-        model.build_transform(**({"preprocess": preprocess} if preprocess else {})),
+        None if on_device else model.build_transform(**({"preprocess": preprocess} if preprocess else {})),
         tokenize_texts=model.tokenize if model.text_names else None,
         text_names=model.text_names,
         on_bad_image=data.on_bad_image,
@@ -83,9 +92,18 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
     # whole batches per rank, so any number of processes gives the single-process numbers.
     batches = distributed.shard_batches(len(dataset), cfg.eval.batch_size, context.rank, context.world_size)
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.eval.num_workers,
-                        collate_fn=collate_samples, pin_memory=device.type == "cuda")  # fmt: skip
+                        collate_fn=collate_encoded if on_device else collate_samples,
+                        pin_memory=device.type == "cuda" and not on_device)  # fmt: skip
+    if on_device:
+        config = getattr(model, "config", None)
+        loader = DeviceDecodingLoader(loader, device, model.backbone.arch.image_size,
+                                      preprocess or getattr(config, "preprocess", "official"))  # fmt: skip
+    timings["table"] = time.perf_counter() - start - timings["weights"]
     predictions = predict(model, loader, device, batching=cfg.eval.batching,
                           progress=cfg.eval.progress and context.is_main)  # fmt: skip
+    # Waiting for the loader is decoding (and preprocessing) that did not keep up with the model.
+    timings.update(waiting_for_decoding=predictions.waiting_s, model=predictions.seconds - predictions.waiting_s)
+    start = time.perf_counter()
     if context.enabled:
         predictions = Predictions.merge(distributed.all_gather_objects(predictions))
         if not context.is_main:
@@ -114,6 +132,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
         n_descriptions_truncated=int(truncated),
         images_per_second=predictions.images_per_second,
     )
+    timings["metrics"] = time.perf_counter() - start
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     save_scatter_plot(
         pred, score, output_dir / "scatter.png", threshold=cfg.eval.threshold * scale,
@@ -126,6 +145,11 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
         print(f"skipped {len(predictions.skipped)} unreadable image(s): see {output_dir / 'skipped.csv'}")
     if truncated:
         print(f"{truncated} description(s) exceeded 248 tokens and were truncated (as the authors' code does)")
+    timings["writing"] = time.perf_counter() - start - timings["metrics"]
+    timings["total"] = time.perf_counter() - STARTED
+    metrics["time_split_s"] = {key: round(value, 3) for key, value in timings.items()}
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info("time: %s", ", ".join(f"{key} {value:.1f} s" for key, value in timings.items()))
     print(f"results in {output_dir}")
     return metrics
 

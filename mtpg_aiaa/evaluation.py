@@ -28,6 +28,7 @@ class Predictions:
     table: pd.DataFrame  # columns: index, image, score, target, pred (0-1), distribution columns (predictions.py)
     skipped: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    waiting_s: float = 0.0  # of ``seconds``, waiting for the loader's next batch (decoding not keeping up)
 
     @property
     def images_per_second(self) -> float:
@@ -40,7 +41,7 @@ class Predictions:
         table = pd.concat(tables, ignore_index=True) if tables else empty_frame()
         skipped = sorted((row for part in parts for row in part.skipped), key=lambda row: row.get("index", 0))
         return cls(table.sort_values("index", kind="stable").reset_index(drop=True), skipped,
-                   max(part.seconds for part in parts))  # fmt: skip
+                   max(part.seconds for part in parts), max(part.waiting_s for part in parts))  # fmt: skip
 
 
 def resolve_device(name: str) -> torch.device:
@@ -77,8 +78,14 @@ def predict(
     else:
         total = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None
     bar = tqdm(total=total, desc="scoring", unit="img", disable=not progress, dynamic_ncols=True)
+    waiting_s, batches = 0.0, iter(loader)
     with bar:
-        for batch in loader:
+        while True:
+            wait_start = time.perf_counter()
+            batch = next(batches, None)
+            waiting_s += time.perf_counter() - wait_start
+            if batch is None:
+                break
             skipped.extend(batch.get("skipped", []))
             if len(batch["index"]) == 0:
                 bar.update(len(batch.get("skipped", [])))
@@ -93,7 +100,7 @@ def predict(
             bar.set_postfix(img_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.1f}")
     seconds = time.perf_counter() - start
     table = pd.concat(rows, ignore_index=True) if rows else empty_frame(model)
-    return Predictions(table.sort_values("index", kind="stable").reset_index(drop=True), skipped, seconds)
+    return Predictions(table.sort_values("index", kind="stable").reset_index(drop=True), skipped, seconds, waiting_s)
 
 
 def model_inputs(batch: dict, device: torch.device) -> dict:

@@ -93,7 +93,7 @@ class Setup:
     batches_used: int = 0  # of the current epoch
     seconds: float = 0.0
     steps: int = 0
-    losses: list[float] = field(default_factory=list)
+    losses: list = field(default_factory=list)  # device tensors while timing; floats after ``summarise``
     peak_mem_mb: float | None = None
     task_build_s: float = 0.0  # train.build_task: for `cached`, hashing the backbone and building the cache
 
@@ -117,10 +117,13 @@ def build_setup(name: str, overrides: list[str]) -> Setup:
     cfg = compose_config([*overrides, *SETUPS[name]])
     seed_everything(cfg.seed)  # the same initial weights in every setup
     device = resolve_device(cfg.device)
-    model = build_training_model(cfg.model, cfg.init_from).to(device)
+    start = time.perf_counter()
+    model = build_on(device, cfg)
+    print(f"[benchmark_train] {name}: model built on {device} in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     start = time.perf_counter()
     task = build_task(cfg, model)
     task_build_s = time.perf_counter() - start
+    print(f"[benchmark_train] {name}: task built in {task_build_s:.1f} s", file=sys.stderr, flush=True)
     optimizer = instantiate(cfg.optim)(model)
     trainer_cfg = TrainerConfig(**{k: v for k, v in cfg.trainer.items() if k in TrainerConfig.__dataclass_fields__},
                                 seed=cfg.seed)  # fmt: skip
@@ -129,11 +132,25 @@ def build_setup(name: str, overrides: list[str]) -> Setup:
                       OmegaConf.to_container(cfg, resolve=True), device)  # fmt: skip
     trainer.scheduler = instantiate(cfg.sched)(optimizer, total_steps=trainer.total_steps)
     # As Trainer._run_epoch builds its loader; the sampler is re-positioned every round.
+    on_device = getattr(task.train_dataset, "on_device", False)
     loader = DataLoader(task.train_dataset, batch_size=trainer_cfg.batch_size, sampler=trainer.sampler,
-                        drop_last=True, num_workers=trainer_cfg.num_workers, collate_fn=task.collate,
-                        pin_memory=device.type == "cuda", persistent_workers=False)  # fmt: skip
+                        drop_last=True, num_workers=0 if on_device else trainer_cfg.num_workers, collate_fn=task.collate,
+                        pin_memory=device.type == "cuda" and not on_device, persistent_workers=False)  # fmt: skip
     model.train()
     return Setup(name, cfg, trainer, loader, task_build_s=task_build_s)
+
+
+def build_on(device: torch.device, cfg: DictConfig):
+    """The training model with its parameters created on ``device`` when that is a GPU (the
+    fp32 CPU initialisation of a Long-CLIP-L takes many seconds); on the CPU, or when the
+    device build fails, built on the CPU and moved."""
+    if device.type == "cuda":
+        try:
+            with torch.device(device):
+                return build_training_model(cfg.model, cfg.init_from)
+        except Exception as error:  # noqa: BLE001 - the slow path still works
+            print(f"[benchmark_train] building on {device} failed ({error}); building on the CPU", file=sys.stderr)
+    return build_training_model(cfg.model, cfg.init_from).to(device)
 
 
 def _sync(device: torch.device) -> None:
@@ -172,7 +189,7 @@ def train_steps(setup: Setup, batches, steps: int) -> None:
         for _ in range(trainer.cfg.accumulate):
             losses = trainer._micro_step(next(batches))
         trainer._optimizer_step()
-        setup.losses.append(losses["loss"])
+        setup.losses.append(losses["loss"])  # left on the device: reading it here would sync every step
 
 
 def warm_up(setup: Setup) -> None:
@@ -188,6 +205,7 @@ def warm_up(setup: Setup) -> None:
         torch.cuda.synchronize(device)
         setup.peak_mem_mb = (torch.cuda.max_memory_allocated(device) - base) / 2**20
     del batches  # shuts its workers down before another setup runs
+    print(f"[benchmark_train] {setup.name}: warm-up done", file=sys.stderr, flush=True)
 
 
 def timed_round(setup: Setup, steps: int) -> None:
@@ -200,6 +218,7 @@ def timed_round(setup: Setup, steps: int) -> None:
     setup.seconds += time.perf_counter() - start
     setup.steps += steps
     del batches
+    print(f"[benchmark_train] {setup.name}: {setup.steps} steps timed, {setup.seconds:.2f} s", file=sys.stderr, flush=True)
 
 
 # -- CPU memory: one fresh interpreter per setup ----------------------------------------
@@ -282,6 +301,7 @@ def environment(device: torch.device) -> dict:
 
 
 def summarise(setup: Setup) -> dict:
+    setup.losses = [float(loss) for loss in setup.losses]
     cfg, trainer = setup.cfg, setup.trainer
     images_per_step = cfg.trainer.batch_size * cfg.trainer.accumulate
     steps_per_s = setup.steps / setup.seconds
@@ -402,6 +422,7 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict:
     if images is None or (images == 0 and args.data == "smoke"):
         images = images_needed(args, workers, accumulate)
     data, data_note = prepare_data(args, probe, work, images)
+    print(f"[benchmark_train] data ready: {data_note}", file=sys.stderr, flush=True)
     # validation data is never read; the schedule covers every step
     overrides = [*base, *args.overrides, *data, "data.val_csv=null",
                  f"trainer.max_steps={WARMUP_STEPS + args.rounds * args.steps}"]  # fmt: skip

@@ -40,15 +40,67 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-# name: (hard cap in seconds on a GPU, in --quick mode)
+# name: (hard cap in seconds on a GPU, in --quick mode). Sized from the first H200 run
+# (Long-CLIP-L forward at batch 256 ~0.18 s, ~10 s of interpreter and CUDA start-up per
+# process); together 415 s, under the default --budget of 420 s.
 PARTS = {
-    "cuda_tests": (100, 200),
-    "inference_b16": (40, 200),
+    "cuda_tests": (90, 300),
+    "inference_b16": (60, 200),
     "forward_b256": (45, 200),
     "stage2_epoch": (40, 200),
     "train_full": (60, 200),
-    "test_py": (140, 200),
+    "test_py": (120, 300),
 }
+_PART_STARTED = time.perf_counter()
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr, flushed at once: a part stopped at its cap leaves in its
+    stderr tail the last step it reached and the seconds since the part started."""
+    print(f"[{time.perf_counter() - _PART_STARTED:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def build_on_device(config, device):
+    """``build_mtpg(config)`` with its parameters created on ``device`` (no fp32 CPU init of
+    a Long-CLIP-L, which takes many seconds); on any failure the CPU build moved there."""
+    import torch
+
+    from benchmark_inference import build_model
+
+    start = time.perf_counter()
+    model = build_model(config, device)
+    sync(device)
+    progress(f"built {config.backbone} (fusion={config.fusion}) on {device} in {time.perf_counter() - start:.1f} s")
+    return model
+
+
+def stream_command(command: list[str], timeout: float) -> tuple[int | None, str]:
+    """Run ``command``, copying its stdout and stderr to ours line by line as they come (so a
+    part killed at its cap keeps them in its stderr tail); returns (exit code or None when
+    ``timeout`` ran out, the output)."""
+    import threading
+
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)  # fmt: skip
+    lines: list[str] = []
+
+    def copy() -> None:
+        for line in process.stdout:
+            lines.append(line)
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+    reader = threading.Thread(target=copy, daemon=True)
+    reader.start()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        reader.join(timeout=5)
+        return None, "".join(lines)
+    reader.join(timeout=5)
+    return process.returncode, "".join(lines)
 BAID_TRAIN_ROWS = 50_737
 BAID_TEST_ROWS = 6_400
 
@@ -93,7 +145,9 @@ def matmul_peak_tflops(device, dtype) -> float:
             a @ b
         sync(device)
         best = min(best, (time.perf_counter() - start) / 5)
-    return 2 * n**3 / best / 1e12
+    peak = 2 * n**3 / best / 1e12
+    progress(f"matmul peak {dtype}: {peak:.1f} TFLOP/s")
+    return peak
 
 
 def sync(device) -> None:
@@ -127,30 +181,32 @@ def random_tokens(batch: int, length: int, seed: int = 0):
 
 # -- parts (each runs in its own process) --------------------------------------------------
 def part_cuda_tests(args, device, size, work: Path) -> dict:
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda", "tests/test_cuda.py"]
+    # -x: stop at the first failure; --durations: which tests took the time.
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "--durations=10", "-p", "no:cacheprovider", "-m", "cuda",
+               "tests/test_cuda.py"]  # fmt: skip
     start = time.perf_counter()
-    try:  # stop short of the part's cap, so what pytest printed so far is kept
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=args.cap - 10)
-    except subprocess.TimeoutExpired as error:
-        output = error.stdout.decode() if isinstance(error.stdout, bytes) else (error.stdout or "")
-        raise RuntimeError(f"pytest -m cuda still running after {args.cap - 10} s:\n{output[-3000:]}") from None
-    summary = (result.stdout.strip().splitlines() or [""])[-1]
+    progress("pytest -m cuda tests/test_cuda.py (its output follows)")
+    returncode, output = stream_command(command, timeout=args.cap - 8)  # leave time to write the JSON
+    if returncode is None:
+        raise RuntimeError(f"pytest -m cuda still running after {args.cap - 8} s:\n{output[-3000:]}")
+    summary = next((line for line in reversed(output.strip().splitlines())
+                    if any(word in line for word in (" passed", " failed", " error", "no tests ran"))), "")  # fmt: skip
     ran = device.type == "cuda" and " passed" in summary and " skipped" not in summary
-    passed = result.returncode == 0 and ran
+    passed = returncode == 0 and ran
     return {"figures": {"cuda_tests_pass": figure(passed if device.type == "cuda" else "skipped (no GPU)",
                                                   True if device.type == "cuda" else None, "bool")},
-            "returncode": result.returncode, "summary": summary, "seconds": time.perf_counter() - start,
-            "output_tail": result.stdout[-3000:] if result.returncode else ""}  # fmt: skip
+            "returncode": returncode, "summary": summary.strip(), "seconds": time.perf_counter() - start,
+            "output_tail": output[-3000:]}  # fmt: skip
 
 
 def part_inference_b16(args, device, size, work: Path) -> dict:
+    import benchmark_inference
+
     out = work / "benchmark_inference.json"
-    command = [sys.executable, "scripts/benchmark_inference.py", "--backbone", size["backbone"], "--device", str(device),
-               "--batch-size", "16", "--batches", str(size["b16_batches"]), "--no-memory", "--json", str(out)]  # fmt: skip
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if result.returncode:
-        raise RuntimeError(result.stderr[-3000:])
-    report = json.loads(out.read_text())
+    argv = ["--backbone", size["backbone"], "--device", str(device), "--batch-size", "16",
+            "--batches", str(size["b16_batches"]), "--no-memory", "--json", str(out)]  # fmt: skip
+    progress(f"benchmark_inference {' '.join(argv)} (in this process)")
+    report = benchmark_inference.main(argv, log=progress)
     target = 2.0 if device.type == "cuda" else 1.3
     return {"figures": {"speedup_ours_over_literal_b16": figure(report["speedup"], target, "x"),
                         "ours_images_per_s_b16": figure(report["ours"]["images_per_s"], None, "img/s"),
@@ -161,27 +217,30 @@ def part_inference_b16(args, device, size, work: Path) -> dict:
 def part_forward_b256(args, device, size, work: Path) -> dict:
     import torch
 
-    from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
+    from mtpg_aiaa.models.mtpg.model import MTPGConfig
 
     peak = matmul_peak_tflops(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
     batch, length = size["b256"], size["description_tokens"] + 1
     results, figures = {}, {}
     for fusion in ("official", "token"):
         torch.manual_seed(0)
-        model = build_mtpg(MTPGConfig(backbone=size["backbone"], fusion=fusion)).to(device).eval()
+        model = build_on_device(MTPGConfig(backbone=size["backbone"], fusion=fusion), device).eval()
         arch = model.backbone.arch
         images = torch.randn(batch, 3, arch.image_size, arch.image_size, device=device)
         tokens = random_tokens(batch, length).to(device)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
         with torch.inference_mode(), autocast:
+            start = time.perf_counter()
             model(images, tokens)  # warm-up
             sync(device)
+            progress(f"{fusion}: warm-up batch {batch} in {time.perf_counter() - start:.2f} s")
             start = time.perf_counter()
             for _ in range(size["b256_iters"]):
                 model(images, tokens)
             sync(device)
         seconds = time.perf_counter() - start
         results[fusion] = batch * size["b256_iters"] / seconds
+        progress(f"{fusion}: {size['b256_iters']} timed batches in {seconds:.2f} s: {results[fusion]:.0f} img/s")
         del model
     flops = sample_gflop(arch, size["description_tokens"])
     limit = peak * 1e3 / flops["total"]
@@ -225,69 +284,46 @@ def make_test_set(root: Path, count: int, wh: tuple[int, int]) -> Path:
 
 
 def part_test_py(args, device, size, work: Path) -> dict:
+    """``test.py`` end to end on generated JPEGs; on CUDA with the JPEGs decoded on the GPU
+    (``eval.decode=device``). Where the time went is test.py's own log (``time_split_s``
+    in its metrics.json: start-up, weights, table, waiting for decoding, model, metrics, writing)."""
     import torch
 
-    from mtpg_aiaa.data import AestheticsDataset, collate_samples, read_score_table
-    from mtpg_aiaa.models.mtpg.checkpoint import load_model, save_official_checkpoint
-    from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
-    from mtpg_aiaa.transforms import build_transform
+    from mtpg_aiaa.models.mtpg.checkpoint import save_official_checkpoint
+    from mtpg_aiaa.models.mtpg.model import MTPGConfig
 
     start = time.perf_counter()
     csv = make_test_set(work / "data", size["test_images"], size["image_wh"])
     generated_s = time.perf_counter() - start
+    progress(f"generated {size['test_images']} JPEGs in {generated_s:.1f} s")
     torch.manual_seed(0)
-    ckpt = save_official_checkpoint(build_mtpg(MTPGConfig(backbone=size["backbone"])), work / "model_save.pt")
+    model = build_on_device(MTPGConfig(backbone=size["backbone"]), device)
+    start = time.perf_counter()
+    ckpt = save_official_checkpoint(model.cpu(), work / "model_save.pt")  # a released file holds CPU tensors
+    del model
+    progress(f"saved the released-layout checkpoint in {time.perf_counter() - start:.1f} s")
     run_dir = work / "run"
+    decode = "device" if device.type == "cuda" else "cpu"
     command = [sys.executable, "test.py", f"ckpt={ckpt}", f"data.csv={csv}", f"data.image_root={work / 'data' / 'images'}",
                f"device={device}", f"eval.num_workers={size['workers']}", "eval.progress=false", "eval.n_bootstrap=100",
-               f"hydra.run.dir={run_dir}"]  # fmt: skip
+               f"eval.decode={decode}", f"hydra.run.dir={run_dir}"]  # fmt: skip
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    progress(f"test.py eval.decode={decode} (its output follows)")
+    returncode, output = stream_command(command, timeout=max(args.cap - (time.perf_counter() - _PART_STARTED) - 8, 10))
     wall = time.perf_counter() - start
-    if result.returncode:
-        raise RuntimeError(result.stderr[-3000:])
+    progress(f"test.py exited {returncode} after {wall:.1f} s")
+    if returncode is None:
+        raise RuntimeError(f"test.py still running after {wall:.0f} s:\n{output[-3000:]}")
+    if returncode:
+        raise RuntimeError(output[-3000:])
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    scoring_s = metrics["n"] / metrics["images_per_second"]
-
-    # Where the time went, measured again piece by piece in this process.
-    start = time.perf_counter()
-    model = load_model(ckpt, device=device, backbone_precision="fp16" if device.type == "cuda" else "fp32")
-    sync(device)
-    weights_s = time.perf_counter() - start
-    table = read_score_table(csv)
-    dataset = AestheticsDataset(table, work / "data" / "images", build_transform("official", model.backbone.arch.image_size),
-                                tokenize=model.tokenizer)  # fmt: skip
-    loader = torch.utils.data.DataLoader(dataset, batch_size=16, num_workers=size["workers"], collate_fn=collate_samples,
-                                         pin_memory=device.type == "cuda")  # fmt: skip
-    batches, decoded, start = [], 0, None
-    for batch in loader:  # decoding throughput once the workers are running (first batch excluded)
-        if start is None:
-            start = time.perf_counter()
-        else:
-            decoded += len(batch["index"])
-        if len(batches) < 8:
-            batches.append(batch)
-        if decoded >= 50 * 16:
-            break
-    decoding_s = (time.perf_counter() - start) * metrics["n"] / max(decoded, 1)
-    passes = 3
-    with torch.inference_mode():
-        model(batches[0]["image"].to(device), batches[0]["description_tokens"].to(device))  # warm-up
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(passes):
-            for batch in batches:
-                model(batch["image"].to(device, non_blocking=True), batch["description_tokens"].to(device))["probs"].cpu()
-    model_s = (time.perf_counter() - start) * metrics["n"] / (passes * sum(len(b["index"]) for b in batches))
     return {
         "figures": {"test_py_wall_s": figure(wall, 15.0 * size["test_images"] / BAID_TEST_ROWS, "s", False,
                                              note=f"{size['test_images']} JPEGs of {size['image_wh'][0]}x{size['image_wh'][1]}; goal 10 s for 6,400"),
                     "test_py_images_per_s": figure(metrics["n"] / wall, None, "img/s")},
-        "time_split_s": {"process_wall": wall, "scoring_loop": scoring_s, "outside_scoring_loop": wall - scoring_s,
-                         "weights_load_alone": weights_s, "decoding_alone_all_images": decoding_s,
-                         "model_alone_all_images": model_s},
+        "process_wall_s": wall, "test_py_time_split_s": metrics.get("time_split_s"), "decode": decode,
         "workers": size["workers"], "precision": metrics.get("backbone_precision"), "generate_data_s": generated_s,
-        "stdout_tail": result.stdout[-1500:],
+        "output_tail": output[-1500:],
     }  # fmt: skip
 
 
@@ -302,7 +338,9 @@ def part_train_full(args, device, size, work: Path) -> dict:
             "--no-memory", "--json", str(work / "benchmark_train.json")]  # fmt: skip
     if not size["workers"]:
         argv += ["--workers", "0"]
+    progress(f"benchmark_train {' '.join(argv)} (in this process)")
     report = benchmark_train.main(argv)
+    progress("benchmark_train done")
     speed = report["setups"]["full"]["images_per_s"]
     arch = get_arch(report["run"]["backbone"])
     peak = matmul_peak_tflops(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
@@ -313,39 +351,70 @@ def part_train_full(args, device, size, work: Path) -> dict:
 
 
 def part_stage2_epoch(args, device, size, work: Path) -> dict:
+    """One stage-2 epoch on cached features through the real path: ``FinetuneTask`` with the
+    feature cache built by ``FeatureCache.build`` (on a GPU served from a
+    ``DeviceFeatureTable``), the trainer's loader, micro-step and optimizer step, losses
+    checked every ``log_every`` steps as ``Trainer`` does. The cache is built for 64
+    generated paintings and loaded into a ``DeviceFeatureTable``, whose rows are then
+    repeated to BAID's 50,737 (the same layout; building 50,737 entries would take the
+    part's time); timed until the epoch ends or the part's time runs short, then scaled."""
     import torch
 
-    from mtpg_aiaa.models.mtpg.losses import score_losses
-    from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
+    import benchmark_train
+    from make_smoke_data import write_smoke_data
+    from mtpg_aiaa.feature_table import DeviceFeatureTable
 
-    torch.manual_seed(0)
-    model = build_mtpg(MTPGConfig(backbone=size["backbone"], fusion="official")).to(device)
-    model.backbone.requires_grad_(False)
-    rows, dim = size["epoch_rows"], model.backbone.embed_dim
-    features = {name: torch.nn.functional.normalize(torch.randn(rows, dim, device=device), dim=-1) for name in ("image", "text")}
-    targets = torch.rand(rows, device=device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
-    weights = {"fidelity": 1.0, "ce": 1.0}
+    smoke = write_smoke_data(work / "smoke", num_images=64)
+    csv = smoke["csv"]
     batch = 16  # the authors' batch size (configs/trainer/default.yaml)
-    with torch.no_grad():
-        model.prompt_features()  # the frozen text tower's prompts, once
-
-    def epoch() -> None:
-        for rows_of_batch in torch.randperm(rows, device=device).split(batch):
-            outputs = model.score_features({name: value[rows_of_batch] for name, value in features.items()})
-            loss = score_losses(outputs, targets[rows_of_batch], weights)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
+    overrides = ["stage=finetune", f"model={size['model_group']}", f"device={device}", "logger=none", "init_from=null",
+                 "resume=never", "model.backbone_weights=null", "model.fusion=official", f"trainer.batch_size={batch}",
+                 "trainer.progress=false", "trainer.num_workers=0", "trainer.accumulate=1",
+                 f"paths.output_root={work / 'outputs'}", f"paths.cache_dir={work / 'cache'}", "run_name=stage2",
+                 "data=csv", f"data.csv={csv}", f"data.train_csv={csv}", f"data.image_root={smoke['image_root']}",
+                 "data.val_csv=null", f"trainer.max_steps={size['epoch_rows'] // batch}",
+                 "stage.feature_cache.on_device=true"]  # fmt: skip
     start = time.perf_counter()
-    epoch()
-    sync(device)
-    seconds = time.perf_counter() - start
+    setup = benchmark_train.build_setup("cached", overrides)
+    trainer, dataset = setup.trainer, setup.task.train_dataset
+    on_device = getattr(dataset, "on_device", False)
+    if on_device:  # BAID's row count over the cached entries
+        rows = torch.arange(size["epoch_rows"]) % len(dataset)
+        on = rows.to(dataset.device)
+        dataset = DeviceFeatureTable(dataset.features, dataset.entry_of_row[on], dataset.targets[on], dataset.scores[rows],
+                                     dataset.source_rows[rows], [dataset.image_names[i] for i in rows.tolist()])  # fmt: skip
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, collate_fn=setup.task.collate,
+                                         num_workers=0)  # as Trainer._run_epoch builds it for a device table  # fmt: skip
+    progress(f"model, cache ({setup.task_build_s:.1f} s) and task ready in {time.perf_counter() - start:.1f} s; "
+             f"{len(dataset)} rows, {'on the device' if on_device else 'one file per sample'}")  # fmt: skip
+
+    def steps(limit: int | None, seconds_allowed: float) -> tuple[int, float]:
+        done, started = 0, time.perf_counter()
+        for step, batch_rows in enumerate(loader):
+            if limit is not None and step >= limit:
+                break
+            trainer._micro_step(batch_rows)
+            trainer._optimizer_step()
+            done += len(batch_rows["index"])
+            if (step + 1) % trainer.cfg.log_every == 0:
+                trainer._check_losses()  # what Trainer does at a log step: the one host sync
+            if (step + 1) % 500 == 0:
+                progress(f"stage-2 step {step + 1}: {done} rows in {time.perf_counter() - started:.1f} s")
+                if time.perf_counter() - started > seconds_allowed:
+                    break
+        trainer._check_losses()
+        sync(device)
+        return done, time.perf_counter() - started
+
+    steps(3, 60)  # warm-up: kernels, the fused optimizer's state
+    seconds_allowed = max(args.cap - (time.perf_counter() - _PART_STARTED) - 12, 3)
+    rows, seconds = steps(None, seconds_allowed)
+    progress(f"timed {rows} rows in {seconds:.2f} s")
     return {"figures": {"stage2_epoch_s": figure(seconds * BAID_TRAIN_ROWS / rows, 5.0, "s", False,
-                                                 note=f"{rows} rows timed, scaled to {BAID_TRAIN_ROWS}; head only, batch {batch}")},
-            "rows_timed": rows, "seconds_timed": seconds, "batch_size": batch}  # fmt: skip
+                                                 note=f"{rows} rows timed, scaled to {BAID_TRAIN_ROWS}; cached path, "
+                                                      f"head only, batch {batch}, on_device={on_device}")},
+            "rows_timed": rows, "seconds_timed": seconds, "batch_size": batch, "on_device": on_device,
+            "task_build_s": setup.task_build_s, "precision": str(trainer.autocast_dtype)}  # fmt: skip
 
 
 PART_FUNCTIONS = {name: globals()[f"part_{name}"] for name in PARTS}
@@ -371,7 +440,11 @@ def run_part_here(args) -> None:
 
     from mtpg_aiaa.evaluation import resolve_device
 
+    progress(f"{args.part}: imports done")
     device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.zeros(1, device=device)  # CUDA context start-up, timed on its own
+        progress(f"CUDA ready on {torch.cuda.get_device_name(device)}")
     work = Path(tempfile.mkdtemp(prefix=f"gpu_check_{args.part}_", dir=args.work))
     start = time.perf_counter()
     try:
@@ -379,6 +452,7 @@ def run_part_here(args) -> None:
         result["status"] = "ok"
     except Exception as error:  # recorded, so the other parts' figures survive
         result = {"status": "error", "error": f"{type(error).__name__}: {error}"[-4000:], "traceback": traceback.format_exc()[-4000:]}
+        progress(f"{args.part} failed: {type(error).__name__}: {str(error)[-500:]}")
     result["seconds"] = time.perf_counter() - start
     result["environment"] = environment(device)
     if device.type == "cuda":
@@ -443,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
                 part = {"status": "timeout", "error": f"stopped at its cap of {cap} s", "stderr_tail": stderr[-2000:]}
             elif part_json.is_file():
                 part = json.loads(part_json.read_text())
+                part["stderr_tail"] = stderr[-2000:]
             else:
                 part = {"status": "error", "error": f"exit {returncode}: {stderr[-3000:]}"}
         part["wall_s"] = time.perf_counter() - start
@@ -454,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
         status = part["status"] if part["status"] != "error" else "error: " + part["error"].strip().splitlines()[-1][:200]
         print(f"[gpu_check] {name}: {status} in {part['wall_s']:.1f} s", flush=True)
+        if part["status"] != "ok":  # where it was: the part's last progress lines
+            print("".join(f"    {line}\n" for line in part.get("stderr_tail", "").splitlines()[-12:]), end="", flush=True)
     print(f"\n{'figure':<40} {'value':>12} {'target':>10}  met")
     for key, row in report["figures"].items():
         value, target = row["value"], row["target"]

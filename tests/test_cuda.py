@@ -2,7 +2,9 @@
 
 The authors' fp16 test protocol against fp32 on the CPU, autocast training steps of both
 stages (bf16 and fp16), training on the feature cache, DDP over NCCL with one process,
-and ``demo.py``. Tiny models, so the whole file takes seconds on a GPU.
+and ``demo.py``. Tiny models; training and the demo run in this process (``train.train``,
+``demo.main``) so only the DDP test pays a second interpreter and CUDA start-up.
+Run as ``pytest -x -q --durations=10 -p no:cacheprovider -m cuda tests/test_cuda.py``.
 """
 from __future__ import annotations
 
@@ -53,6 +55,15 @@ def run(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
     return result
 
 
+def train_here(overrides: list[str]) -> None:
+    """``train.py`` with ``overrides``, in this process (no interpreter or CUDA start-up)."""
+    import train as train_module
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    train_module.train(cfg)
+
+
 def train_overrides(smoke: dict, out: Path, stage: str, *extra: str) -> list[str]:
     per_stage = ["stage.val_matching_images=0"] if stage == "pretrain" else []
     return [
@@ -97,13 +108,13 @@ def test_fp16_backbone_on_cuda_is_half_and_matches_fp32(official_ckpt):
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_autocast_training_steps(smoke, tmp_path, stage, precision):
     extra = ["model.freeze=full"] if stage == "finetune" else []
-    run("train.py", *train_overrides(smoke, tmp_path, stage, f"trainer.precision={precision}", *extra))
+    train_here(train_overrides(smoke, tmp_path, stage, f"trainer.precision={precision}", *extra))
     assert any(tmp_path.rglob("last.pt")), sorted(tmp_path.rglob("*"))
 
 
 def test_training_on_the_feature_cache(smoke, tmp_path):
-    run("train.py", *train_overrides(smoke, tmp_path, "finetune", "model.freeze=frozen",
-                                     "stage.feature_cache.enabled=true", f"paths.cache_dir={tmp_path / 'cache'}"))  # fmt: skip
+    train_here(train_overrides(smoke, tmp_path, "finetune", "model.freeze=frozen",
+                               "stage.feature_cache.enabled=true", f"paths.cache_dir={tmp_path / 'cache'}"))  # fmt: skip
     assert any((tmp_path / "cache").rglob("*")), "no feature cache was written"
 
 
@@ -113,11 +124,14 @@ def test_ddp_over_nccl_with_one_process(smoke, tmp_path):
     assert any(tmp_path.rglob("last.pt")), sorted(tmp_path.rglob("*"))
 
 
-def test_demo_on_cuda(smoke, tmp_path):
+def test_demo_on_cuda(smoke, capsys):
+    import demo
+
     images = sorted(Path(smoke["image_root"]).glob("*.jpg"))[:2]
-    result = run("demo.py", *map(str, images), "--ckpt", str(smoke["ckpt"]), "--device", "cuda",
-                 "--desc1", "a calm landscape", "--desc2", "a bright abstract", "--json")  # fmt: skip
-    report = json.loads(result.stdout)
+    code = demo.main([*map(str, images), "--ckpt", str(smoke["ckpt"]), "--device", "cuda",
+                      "--desc1", "a calm landscape", "--desc2", "a bright abstract", "--json"])  # fmt: skip
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
     assert len(report["results"]) == 2
     assert all(0 <= row["score"] <= 1 for row in report["results"])
 

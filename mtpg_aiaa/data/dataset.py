@@ -82,11 +82,16 @@ class AestheticsDataset(Dataset):
     def __len__(self) -> int:
         return len(self.image_names)
 
+    def load_image(self, path: Path) -> Any:
+        """The image at ``path`` as ``self.transform`` takes it (here: a decoded RGB PIL image);
+        raises ``BadInputError``. Subclasses may hand on something else (encoded bytes)."""
+        return load_rgb_image(path, max_pixels=self.max_pixels)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = range(len(self))[index]  # normalises negatives, raises IndexError
         image_name = self.image_names[index]
         try:
-            image = load_rgb_image(self.image_root / image_name, max_pixels=self.max_pixels)
+            image = self.load_image(self.image_root / image_name)
         except BadInputError as error:
             reason = f"{error} (table row {index}, 0-based, read from {self.source})"
             if self.on_bad_image == "error":

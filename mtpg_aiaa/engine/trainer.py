@@ -150,6 +150,9 @@ class Trainer:
         self.step_lr = float("nan")  # the (first group's) learning rate the last optimizer step used
         # data.on_bad_image=skip: micro-batches with no readable image, and unreadable images in all.
         self.skipped_micro_batches = self.skipped_images = 0
+        # Losses since the last finiteness check, kept on the device: (step, epoch, micro-batch, loss).
+        # Reading a loss on the host each step would make the host wait for the GPU every step.
+        self._unchecked_losses: list[tuple[int, int, int, torch.Tensor]] = []
 
     # -- sizes -------------------------------------------------------------------------
     @property
@@ -223,6 +226,7 @@ class Trainer:
             with bar:
                 while self.step < self.total_steps and self._stop_signal is None:
                     metrics = self._run_epoch(bar) or metrics
+            self._check_losses()
             if self._stop_signal is not None:
                 self.save("last.pt")
                 if self.rank == 0:
@@ -243,9 +247,10 @@ class Trainer:
         set_epoch = getattr(self.task.train_dataset, "set_epoch", None)
         if set_epoch:
             set_epoch(self.epoch)
+        on_device = getattr(self.task.train_dataset, "on_device", False)  # batches gathered on the device already
         loader = DataLoader(self.task.train_dataset, batch_size=cfg.batch_size, sampler=self.sampler, drop_last=True,
-                            num_workers=cfg.num_workers, collate_fn=self.task.collate,
-                            pin_memory=self.device.type == "cuda", persistent_workers=False)  # fmt: skip
+                            num_workers=0 if on_device else cfg.num_workers, collate_fn=self.task.collate,
+                            pin_memory=self.device.type == "cuda" and not on_device, persistent_workers=False)  # fmt: skip
         micro_batches_per_epoch = self.steps_per_epoch * cfg.accumulate
         metrics: dict[str, float] = {}
         self.model.train()
@@ -261,20 +266,25 @@ class Trainer:
             if self.distributed and any_rank(self._stop_signal is not None, self.device) and self._stop_signal is None:
                 self._stop_signal = 0  # another rank was signalled: every rank stops at the same step
             bar.update(1)
-            if losses:
-                bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{self.step_lr:.2e}")
             steps_this_epoch += 1
-            if self.step % cfg.log_every == 0 or self.step == 1:
+            log_now = self.step % cfg.log_every == 0 or self.step == 1
+            end_of_epoch = self.batch_in_epoch >= micro_batches_per_epoch
+            validate = (cfg.val_every and self.step % cfg.val_every == 0) or (not cfg.val_every and end_of_epoch) \
+                or self.step >= self.total_steps
+            if log_now or validate or (cfg.save_every and self.step % cfg.save_every == 0):
+                self._check_losses()  # the only points where the host waits for the losses
+            if log_now:
+                losses = {k: float(v) for k, v in losses.items()}
+                if losses:
+                    bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{self.step_lr:.2e}")
                 images_per_s = steps_this_epoch * cfg.batch_size * cfg.accumulate * self.world_size / max(time.perf_counter() - start, 1e-9)
                 skipped = ({"train/skipped_micro_batches": self.skipped_micro_batches,
                             "train/skipped_images": self.skipped_images} if self.skipped_images else {})  # fmt: skip
                 self._log({f"train/{k}": v for k, v in losses.items()} | skipped
                           | {"train/lr": self.step_lr, "train/images_per_s": images_per_s})  # fmt: skip
-            end_of_epoch = self.batch_in_epoch >= micro_batches_per_epoch
             if end_of_epoch:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-            if (cfg.val_every and self.step % cfg.val_every == 0) or (not cfg.val_every and end_of_epoch) \
-                    or self.step >= self.total_steps:
+            if validate:
                 metrics = self._validate_and_save()
             elif cfg.save_every and self.step % cfg.save_every == 0:
                 self.save("last.pt")
@@ -282,7 +292,8 @@ class Trainer:
                 break
         return metrics
 
-    def _micro_step(self, batch: dict) -> dict[str, float]:
+    def _micro_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Forward and backward of one micro-batch; its losses, detached, on the device."""
         empty = "index" in batch and len(batch["index"]) == 0
         if self.distributed:
             empty = any_rank(empty, self.device)  # ranks must run the same collectives
@@ -304,20 +315,36 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
                 losses = self.step_module(batch, self.device)
             loss = losses["loss"]
-            finite = bool(torch.isfinite(loss))
-            if self.distributed:
-                finite = not any_rank(not finite, self.device)
-            if not finite:
-                last = self.run_dir / "last.pt"
-                raise NonFiniteLossError(
-                    f"loss is {loss.item()} at step {self.step} (epoch {self.epoch}, micro-batch {self.batch_in_epoch})"
-                    f"{' on some rank' if self.distributed else ''}; stopping. The last good checkpoint is "
-                    f"{last if last.exists() else 'not written yet'}. "
-                    "Lower the learning rate, enable gradient clipping or use bf16/fp32."
-                )
+            self._unchecked_losses.append((self.step, self.epoch, self.batch_in_epoch, loss.detach()))
             self.scaler.scale(loss / self.cfg.accumulate).backward()
         self._micro_batches_with_gradient += 1
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return {k: v.detach() for k, v in losses.items()}
+
+    def _check_losses(self) -> None:
+        """Raise ``NonFiniteLossError`` if a loss since the last check was not finite.
+
+        Called at log, validation and checkpoint steps (and when training stops), never
+        per step, so the host does not wait for the GPU each step; a checkpoint is only
+        written after the losses of the steps before it were found finite, so ``last.pt``
+        stays the last good state. Every rank calls it at the same steps (a collective).
+        """
+        pending, self._unchecked_losses = self._unchecked_losses, []
+        finite = torch.stack([loss.float() for *_, loss in pending]).isfinite() if pending else None
+        bad = None if finite is None else (~finite).nonzero()
+        first = int(bad[0, 0]) if bad is not None and len(bad) else None  # the one host sync
+        failed = first is not None
+        if self.distributed:
+            failed = any_rank(failed, self.device)
+        if not failed:
+            return
+        last = self.run_dir / "last.pt"
+        where = "on another rank" if first is None else (
+            "loss is {} at step {} (epoch {}, micro-batch {})".format(pending[first][3].item(), *pending[first][:3]))
+        raise NonFiniteLossError(
+            f"{where}{' on some rank' if self.distributed and first is not None else ''}; stopping. "
+            f"The last good checkpoint is {last if last.exists() else 'not written yet'}. "
+            "Lower the learning rate, enable gradient clipping or use bf16/fp32."
+        )
 
     def _optimizer_step(self) -> None:
         params = [p for group in self.optimizer.param_groups for p in group["params"]]

@@ -271,6 +271,26 @@ class MTPGAIAA(Scorer):
         return self.score_features(self.encode(images, description_tokens))
 
 
+    def score_in_groups(self, images: torch.Tensor, description_tokens: torch.Tensor,
+                        group_size: int = 16) -> dict[str, torch.Tensor]:  # fmt: skip
+        """``forward`` over consecutive groups of ``group_size`` rows, with the backbone at full width.
+
+        The released fusion mixes the samples of a batch, so the authors' figures are those
+        of batch-16 forward passes. The backbone's features of a row do not depend on the
+        other rows, so the images and descriptions of a wide batch ``[B, ...]`` are encoded
+        in one pass and the fusion and scoring then run on each consecutive group of
+        ``group_size`` rows (the last one shorter, as the authors' last batch): the same
+        outputs as ``forward`` on each group (up to the rounding of wider matmuls), with
+        the GPU busy. Batch-independent fusions are scored in one call.
+        """
+        features = self.encode(images, description_tokens)
+        if not self.outputs_depend_on_batch:
+            return self.score_features(features)
+        groups = [self.score_features({key: value[start:start + group_size] for key, value in features.items()})
+                  for start in range(0, images.shape[0], group_size)]  # fmt: skip
+        return {key: torch.cat([group[key] for group in groups]) for key in groups[0]}
+
+
 def build_fusion(name: str, embed_dim: int, **options) -> nn.Module:
     """The fusion module called ``name`` (see ``FUSIONS``)."""
     if name == "official":

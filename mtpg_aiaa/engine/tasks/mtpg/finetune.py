@@ -7,6 +7,7 @@ With a frozen backbone the task can train on cached features (``stage.feature_ca
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import pandas as pd
@@ -26,6 +27,7 @@ from ....feature_cache import (
     predict_features,
     trainable_encode_parameters,
 )
+from ....feature_table import DeviceFeatureTable, fits_on_device
 from ....models.mtpg.losses import score_losses
 from ....metrics import compute_metrics
 from ...checkpointing import unwrap
@@ -41,11 +43,14 @@ CACHE_SWITCHES = {"auto": "auto", True: True, "true": True, False: False, "false
 class FeatureCacheOptions:
     """``stage.feature_cache``: ``enabled`` is ``auto`` (on exactly when no trainable
     parameter reaches ``encode``), ``true`` (on; an error if one does) or ``false``;
-    ``dir`` the cache root; ``dtype`` ``float32`` (exact) or ``float16`` (half the disk)."""
+    ``dir`` the cache root; ``dtype`` ``float32`` (exact) or ``float16`` (half the disk);
+    ``on_device`` ``auto`` (on a GPU, when the features have a fixed size), ``true`` or
+    ``false``: serve the training split from a ``DeviceFeatureTable`` on the model's device."""
 
     enabled: str | bool = "auto"
     dir: str = "outputs/feature_cache"
     dtype: str = "float32"
+    on_device: str | bool = "auto"
 
 
 def resolve_feature_cache(enabled: str | bool, model: nn.Module) -> bool:
@@ -63,6 +68,18 @@ def resolve_feature_cache(enabled: str | bool, model: nn.Module) -> bool:
             "features every step. Set model.freeze=frozen, or stage.feature_cache.enabled=auto|false."
         )
     return not trainable
+
+
+def _hold_on_device(switch: str | bool, dataset, device: torch.device) -> bool:
+    """``stage.feature_cache.on_device``: whether to serve ``dataset`` from the device."""
+    if switch not in CACHE_SWITCHES:
+        raise ValueError(f"stage.feature_cache.on_device must be auto, true or false; got {switch!r}")
+    switch = CACHE_SWITCHES[switch]
+    fits = fits_on_device(dataset)
+    if switch is True and not fits:
+        raise ValueError("stage.feature_cache.on_device=true needs fixed-size features (fusion=official or none); "
+                         "fusion=token caches per-token features of varying length")  # fmt: skip
+    return fits if switch is True else (switch == "auto" and fits and device.type == "cuda")
 
 
 class FinetuneTask:
@@ -108,6 +125,11 @@ class FinetuneTask:
                 self._cached_split(cache, split, source, progress) if source is not None else None
                 for split, source in zip(("train", "val"), datasets)
             )
+            if self.train_dataset is not None and _hold_on_device(options.on_device, self.train_dataset, device):
+                start = time.perf_counter()
+                self.train_dataset = DeviceFeatureTable.from_dataset(self.train_dataset, device)
+                log.info("feature cache: %d training rows held on %s (%.1f s to load)",
+                         len(self.train_dataset), device, time.perf_counter() - start)  # fmt: skip
         else:
             train = AestheticsDataset(train_table, image_root, base.build_transform(train=augment), **common)
             self.train_dataset = PerSampleSeeded(train, seed)
@@ -160,7 +182,9 @@ class FinetuneTask:
                  cache.key_dir, split, report.reused, report.built, report.seconds, skipped)  # fmt: skip
         return cache.dataset(source, report.keys)
 
-    def collate(self, samples: list) -> dict:
+    def collate(self, samples: list | dict) -> dict:
+        if isinstance(samples, dict):  # DeviceFeatureTable.__getitems__ made the batch already
+            return samples
         return collate_features(samples) if self.cached else collate_samples(samples)
 
     def training_step(self, model: nn.Module, batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
