@@ -12,7 +12,7 @@ from torch import nn
 from ..backbone.convert import CheckpointError, is_training_state, load_weights_only
 from ..backbone.torchscript import is_torchscript_archive
 from ..fileio import file_kind
-from ..models.loading import load_model
+from ..models.loading import TRAINING_KEYS, load_model
 from ..models.mtpg.factory import mtpg_config
 from ..models.mtpg.model import MTPGConfig
 from .checkpointing import load_training_state
