@@ -70,13 +70,17 @@ SWEEP = {v.name: v for v in (
     *(Variant(f"level_sigma={s}", f"level_sigma {s}", (f"stage.level_sigma={s}",)) for s in (0.05, 0.2)),
     *(Variant(f"margins={m}", f"stage-1 ordering and preference margins {m}",
               pretrain=(f"stage.ordering_margin={m}", f"stage.preference_margin={m}")) for m in (0.02, 0.1)),
+    # The stage-2 loss choice (docs/method.md, "Losses"): each against fidelity + ce.
+    *(Variant(f"losses={name}", f"stage.losses: {name}",
+              tuple(f"stage.losses.{loss}={float(loss in name.split('+'))}" for loss in ("fidelity", "emd", "ce", "mse")))
+      for name in ("fidelity", "ce", "fidelity+emd", "mse")),
 )}
 DEFAULT_PAIRS = (("quickstart", "no_description_statistics"), ("quickstart", "image_only"),
                  ("no_description_statistics", "image_only"))
 
 
 def _tag(variant: Variant) -> str:
-    return variant.name.replace("=", "-").replace(".", "p")
+    return variant.name.replace("=", "-").replace(".", "p").replace("+", "_")
 
 
 def run_dirs(variant: Variant, split_seed: int, output_root: Path) -> dict[str, Path]:
