@@ -29,9 +29,11 @@ import argparse
 import itertools
 import json
 import os
+import resource
 import shlex
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,12 +109,17 @@ def commands(variant: Variant, split_seed: int, output_root: Path, python: str, 
 
 
 def run(command: list[str], dry_run: bool) -> None:
+    """Run one command (printed first), then print its wall and CPU (user + sys) seconds."""
     print("+ " + shlex.join(command), flush=True)
     if not dry_run:
+        wall, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
         # One thread per process, as scripts/quickstart.sh runs (threads change summation order).
         env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **os.environ, "HF_HUB_OFFLINE": "1",
                "WANDB_MODE": "disabled"}
         subprocess.run(command, cwd=REPO, check=True, env=env)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        print(f"= {command[1]}: wall {time.perf_counter() - wall:.1f} s, CPU {cpu:.1f} s", flush=True)
 
 
 def best_validation(run_dir: Path) -> dict[str, float]:
