@@ -260,11 +260,16 @@ def main() -> None:
     if not args.report_only:
         # Variant by variant, so the quickstart's own rows are complete first.
         for variant, split_seed in itertools.product(variants, split_seeds):
-            test_done = (run_dirs(variant, split_seed, args.output_root)["test"] / "predictions.csv").is_file()
-            for command in commands(variant, split_seed, args.output_root, sys.executable, test=not args.sweep):
-                if command[1] == "test.py" and test_done:
-                    continue
-                run(command, args.dry_run)
+            dirs = run_dirs(variant, split_seed, args.output_root)
+            # Finished work is skipped (train.py would load it and validate it again).
+            done = {"pretrain": (dirs["pretrain"] / "best.safetensors").is_file(),
+                    "test": (dirs["test"] / "predictions.csv").is_file()}
+            done["finetune"] = done["test"] if not args.sweep else (dirs["finetune"] / "best.safetensors").is_file()
+            steps = ("pretrain", "finetune", "test")
+            for step, command in zip(steps, commands(variant, split_seed, args.output_root, sys.executable,
+                                                     test=not args.sweep)):  # fmt: skip
+                if not done[step]:
+                    run(command, args.dry_run)
         if args.dry_run:
             return
 
