@@ -206,6 +206,8 @@ def ablation_report(variants: list[Variant], split_seeds: list[int], output_root
         cells = [f"{v['per_split'][s]['val_srcc']:.3f} / {v['per_split'][s]['test_srcc']:.3f}" for s in split_seeds]
         sd = f" ({v['test_srcc_sd']:.3f})" if v["test_srcc_sd"] is not None else ""
         lines.append(f"| {v['label']} | {' | '.join(cells)} | **{v['test_srcc_mean']:.3f}**{sd} |")
+    if not result["pairs"]:
+        return result, "\n".join(lines) + "\n"
     lines += ["", "Paired bootstrap of the test SRCC difference (seeds and images resampled, "
               f"{n_bootstrap} resamples):", "",
               "| a - b | per split | mean difference | 95 % interval | p (difference <= 0) |", "|---|---|---|---|---|"]
