@@ -7,9 +7,8 @@
 set -euo pipefail
 PY=${1:-.venv/bin/python}
 # One intra-op thread per process: the tiny model's ops are too small to gain from two, and
-# two threads beside the DataLoader workers oversubscribe 2 cores (measured on the shared
-# 2-core host: 8 vs 52 ms of CPU per image encoded; docs/method.md). Threads also change
-# summation order, so the figures in the docs hold for this setting.
+# two threads beside the DataLoader workers oversubscribe 2 cores (docs/method.md, "Speed").
+# Threads also change summation order, so the figures in the docs hold for this setting.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 SPLIT=data.build.split_seed=${SPLIT_SEED:-101}
 RUNS=outputs/train
