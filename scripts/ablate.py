@@ -205,7 +205,7 @@ def ablation_report(variants: list[Variant], split_seeds: list[int], output_root
     for name, v in result["variants"].items():
         cells = [f"{v['per_split'][s]['val_srcc']:.3f} / {v['per_split'][s]['test_srcc']:.3f}" for s in split_seeds]
         sd = f" ({v['test_srcc_sd']:.3f})" if v["test_srcc_sd"] is not None else ""
-        lines.append(f"| {v['label']} | {' | '.join(cells)} | **{v['test_srcc_mean']:.3f}**{sd} |")
+        lines.append(f"| `{name}`: {v['label']} | {' | '.join(cells)} | **{v['test_srcc_mean']:.3f}**{sd} |")
     if not result["pairs"]:
         return result, "\n".join(lines) + "\n"
     lines += ["", "Paired bootstrap of the test SRCC difference (seeds and images resampled, "
@@ -213,8 +213,7 @@ def ablation_report(variants: list[Variant], split_seeds: list[int], output_root
               "| a - b | per split | mean difference | 95 % interval | p (difference <= 0) |", "|---|---|---|---|---|"]
     for pair in result["pairs"]:
         per = " / ".join(f"{d:+.3f}" for d in pair["per_seed"])
-        lines.append(f"| {VARIANTS.get(pair['a'], SWEEP.get(pair['a'])).label} - "
-                     f"{VARIANTS.get(pair['b'], SWEEP.get(pair['b'])).label} | {per} | {pair['diff']:+.3f} | "
+        lines.append(f"| `{pair['a']}` - `{pair['b']}` | {per} | {pair['diff']:+.3f} | "
                      f"[{pair['low']:+.3f}, {pair['high']:+.3f}] | {pair['p_le_0']:.3f} |")
     return result, "\n".join(lines) + "\n"
 
