@@ -257,10 +257,13 @@ def _render_row(job: tuple[int, int, int, str]) -> dict[str, Any]:
 
 
 def _write_csv(path: Path, columns, rows) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    """Write a table whole or not at all (a temporary sibling renamed into place)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows([[row[c] for c in columns] for row in rows])
+    os.replace(tmp, path)
 
 
 def _summary(root: Path, params: dict, built: bool) -> dict[str, Any]:
@@ -270,7 +273,8 @@ def _summary(root: Path, params: dict, built: bool) -> dict[str, Any]:
 
 
 def make_toy_dataset(root, num_images: int = 6000, image_size: int = 96, seed: int = 0,
-                     splits=(0.8, 0.1, 0.1), workers: int = 1, progress: bool = True) -> dict[str, Any]:
+                     splits=(0.8, 0.1, 0.1), workers: int = 1, progress: bool = True,
+                     split_seed: int | None = None) -> dict[str, Any]:
     """Write the toy-art dataset under ``root`` (or reuse it if already built the same way).
 
     Layout: ``images/{i:05d}.jpg``, ``{train,val,test}_set.csv`` (``image,score,comment``,
@@ -279,20 +283,33 @@ def make_toy_dataset(root, num_images: int = 6000, image_size: int = 96, seed: i
     temporary sibling directory renamed into place, so a partial build never looks
     complete. ``workers`` only changes speed, never the bytes written.
 
+    ``seed`` decides the pictures (image ``i`` comes from ``SeedSequence([seed, i])``);
+    ``split_seed`` (default: ``seed``) decides which split each picture lands in, so one
+    set of pictures can be split anew for a held-out measurement. Changing only
+    ``split_seed`` or ``splits`` rewrites the tables and keeps the images.
+
     Returns: dict with ``root``, ``image_root``, ``train_csv``, ``val_csv``, ``test_csv``,
     ``factors_csv``, ``params`` and ``built`` (False when an existing build was reused).
     """
     root = Path(root)
     if len(splits) != 3 or min(splits) <= 0 or abs(sum(splits) - 1) > 1e-6:
         raise ValueError(f"splits must be three positive fractions summing to 1, got {splits}")
-    if num_images < 3 or image_size < 16 or seed < 0 or workers < 1:
-        raise ValueError("need num_images >= 3, image_size >= 16, seed >= 0 and workers >= 1")
+    split_seed = seed if split_seed is None else split_seed
+    if num_images < 3 or image_size < 16 or seed < 0 or split_seed < 0 or workers < 1:
+        raise ValueError("need num_images >= 3, image_size >= 16, seed >= 0, split_seed >= 0 and workers >= 1")
     params = {"generator_version": GENERATOR_VERSION, "num_images": int(num_images),
               "image_size": int(image_size), "seed": int(seed), "splits": [float(s) for s in splits]}
+    if split_seed != seed:  # builds with the default split keep their old marker (no rebuild)
+        params["split_seed"] = int(split_seed)
     marker = root / ".complete"
+    built_with = None
     with contextlib.suppress(OSError, ValueError):
-        if json.loads(marker.read_text()) == params:
-            return _summary(root, params, built=False)
+        built_with = json.loads(marker.read_text())
+    if built_with == params:
+        return _summary(root, params, built=False)
+    if _same_images(built_with, params):
+        _write_tables(root, _read_rows(root, seed), params, split_seed)  # new split, same pictures
+        return _summary(root, params, built=True)
     if root.exists() and not marker.is_file() and any(root.iterdir()):
         raise FileExistsError(f"{root} exists, is not empty and is not a toy dataset; choose another root")
 
@@ -308,22 +325,7 @@ def make_toy_dataset(root, num_images: int = 6000, image_size: int = 96, seed: i
             for row in pool.imap(_render_row, jobs, chunksize=32) if pool else map(_render_row, jobs):
                 rows.append(row)
                 bar.update(1)
-        order = np.random.default_rng(seed).permutation(num_images)
-        n_val, n_test = (max(1, round(fraction * num_images)) for fraction in splits[1:])
-        n_train = num_images - n_val - n_test  # every split gets at least one image
-        parts = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
-        for split, indices in parts.items():
-            for i in indices:
-                rows[i]["split"] = split
-            split_rows = [{**rows[i], "score": f"{rows[i]['score']:.4f}"} for i in sorted(indices)]
-            _write_csv(tmp / f"{split}_set.csv", ("image", "score", "comment"), split_rows)
-        _write_csv(tmp / "factors.csv", FACTOR_COLUMNS, rows)
-        (tmp / "README.txt").write_text(
-            f"Synthetic toy-art dataset (mtpg_aiaa.data.toy, generator version {GENERATOR_VERSION}).\n"
-            f"Parameters: {json.dumps(params)}\n"
-            f"Split sizes: {', '.join(f'{k} {len(v)}' for k, v in parts.items())}\n\n"
-            f"{__doc__ or ''}\nNot real art and not real votes: for pipeline tests and quickstarts only.\n")
-        (tmp / ".complete").write_text(json.dumps(params))
+        _write_tables(tmp, rows, params, split_seed)
         if root.exists():  # empty, or an older toy build with other parameters
             old = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent))
             os.replace(root, old / "data")
@@ -335,6 +337,59 @@ def make_toy_dataset(root, num_images: int = 6000, image_size: int = 96, seed: i
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return _summary(root, params, built=True)
+
+
+def split_indices(num_images: int, split_seed: int, splits=(0.8, 0.1, 0.1)) -> dict[str, np.ndarray]:
+    """``{"train", "val", "test"}`` -> image indices: a permutation seeded by ``split_seed``."""
+    order = np.random.default_rng(split_seed).permutation(num_images)
+    n_val, n_test = (max(1, round(fraction * num_images)) for fraction in splits[1:])
+    n_train = num_images - n_val - n_test  # every split gets at least one image
+    return {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
+
+
+def _same_images(built_with: Any, params: dict) -> bool:
+    """Whether a build with marker ``built_with`` holds the pictures ``params`` asks for."""
+    if not isinstance(built_with, dict):
+        return False
+    image_keys = ("generator_version", "num_images", "image_size", "seed")
+    return all(built_with.get(key) == params[key] for key in image_keys)
+
+
+def _read_rows(root: Path, seed: int) -> list[dict[str, Any]]:
+    """The rows of an existing build from its factors.csv, in image order. Descriptions are
+    drawn again from each picture's own stream (the same words), so a re-split never
+    depends on split tables that an interrupted re-split may have left half written."""
+    with (root / "factors.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    numeric = (*QUALITY_FACTORS, "base_hue", "blur_sigma", "noise_std", "score_noise", "score")
+    for row in rows:
+        row.update({name: float(row[name]) for name in numeric})
+        index = int(Path(row["image"]).stem)
+        text_stream = np.random.SeedSequence([seed, index]).spawn(3)[2]
+        row["comment"] = _describe(np.random.default_rng(text_stream), row)
+    return rows
+
+
+def _write_tables(root: Path, rows: list[dict[str, Any]], params: dict, split_seed: int) -> None:
+    """Assign splits and write the split CSVs, factors.csv, README.txt and, last, ``.complete``.
+
+    On an existing build the marker first says "re-splitting", so a re-split cut short is
+    never taken for a finished one: the next call splits again and keeps the images.
+    """
+    (root / ".complete").write_text(json.dumps({**params, "split_seed": "re-splitting"}))
+    parts = split_indices(len(rows), split_seed, params["splits"])
+    for split, indices in parts.items():
+        for i in indices:
+            rows[i]["split"] = split
+        split_rows = [{**rows[i], "score": f"{rows[i]['score']:.4f}"} for i in sorted(indices)]
+        _write_csv(root / f"{split}_set.csv", ("image", "score", "comment"), split_rows)
+    _write_csv(root / "factors.csv", FACTOR_COLUMNS, rows)
+    (root / "README.txt").write_text(
+        f"Synthetic toy-art dataset (mtpg_aiaa.data.toy, generator version {GENERATOR_VERSION}).\n"
+        f"Parameters: {json.dumps(params)} (split_seed {split_seed})\n"
+        f"Split sizes: {', '.join(f'{k} {len(v)}' for k, v in parts.items())}\n\n"
+        f"{__doc__ or ''}\nNot real art and not real votes: for pipeline tests and quickstarts only.\n")
+    (root / ".complete").write_text(json.dumps(params))
 
 
 def ensure_dataset(data_cfg) -> None:

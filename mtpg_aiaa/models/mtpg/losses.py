@@ -56,9 +56,13 @@ def fidelity_loss(pred: torch.Tensor, target: torch.Tensor, temperature: float =
 
 
 def score_losses(
-    outputs: dict[str, torch.Tensor], target: torch.Tensor, weights: dict[str, float], sigma: float = 0.1
+    outputs: dict[str, torch.Tensor], target: torch.Tensor, weights: dict[str, float], sigma: float = 0.1,
+    fidelity_temperature: float = 0.05,
 ) -> dict[str, torch.Tensor]:
     """The weighted stage-2 losses named in ``weights`` (``fidelity``, ``emd``, ``ce``, ``mse``).
+
+    ``sigma``: width of the soft level distribution (emd, ce); ``fidelity_temperature``:
+    the fidelity loss's score-difference scale (docs/method.md has the sweep behind both).
 
     Returns each term (unweighted, detached for logging) and ``loss``, their weighted sum.
     """
@@ -70,7 +74,7 @@ def score_losses(
         if name in ("emd", "ce") and dist is None:
             dist = soft_level_distribution(target, sigma)
         if name == "fidelity":
-            terms[name] = fidelity_loss(outputs["score"], target)
+            terms[name] = fidelity_loss(outputs["score"], target, fidelity_temperature)
         elif name == "emd":
             terms[name] = emd_loss(outputs["probs"], dist)
         elif name == "ce":

@@ -100,6 +100,7 @@ class FinetuneTask:
 
     def __init__(self, model: nn.Module, train_table: pd.DataFrame, val_table: pd.DataFrame | None,
                  image_root: str, loss_weights: dict[str, float], level_sigma: float = 0.1,
+                 fidelity_temperature: float = 0.05,
                  eval_batch_size: int = 16, num_workers: int = 4, seed: int = 0,
                  on_bad_image: str = "error", max_pixels: int | None = None, score_scale: float = 10.0,
                  augment: bool = True, feature_cache: FeatureCacheOptions | None = None,
@@ -109,6 +110,7 @@ class FinetuneTask:
         if max_pixels:
             common["max_pixels"] = max_pixels
         self.loss_weights, self.level_sigma = dict(loss_weights), level_sigma
+        self.fidelity_temperature = fidelity_temperature
         self.eval_batch_size, self.num_workers, self.score_scale = eval_batch_size, num_workers, score_scale
         options = feature_cache or FeatureCacheOptions(enabled=False)
         self.cached = resolve_feature_cache(options.enabled, base)
@@ -137,22 +139,27 @@ class FinetuneTask:
                 AestheticsDataset(val_table, image_root, base.build_transform(), **common)
                 if _rows(val_table) else None
             )  # fmt: skip
+        self.seed = seed
         self._fit_statistics_standardization(base, train_table, image_root, common)
 
     def _fit_statistics_standardization(self, base: nn.Module, train_table: pd.DataFrame, image_root: str,
                                         common: dict, max_samples: int = 4096) -> None:  # fmt: skip
         """Fit the standardisation of every multi-level statistic ``fusion=token`` reads
-        (``StandardizedProjection``) on the training split (at most ``max_samples``, eval
-        view), once: a model that arrives fitted keeps its own."""
+        (``StandardizedProjection``) on the training split (eval view), once: a model that
+        arrives fitted keeps its own. Larger splits give a random sample of ``max_samples``
+        rows drawn with the run's seed (``standardization_rows``), not the table's first rows,
+        whose order may follow the source (a sorted or class-grouped CSV)."""
         unfitted = [key for key in base.statistics_keys() if not bool(base.fusion.statistics[key].fitted)]
         if not unfitted:
             return
+        # The cached split may be shorter than the table (unreadable images are skipped).
+        rows = standardization_rows(len(self.train_dataset if self.cached else train_table), max_samples, self.seed)
         if self.cached:
-            loader = DataLoader(Subset(self.train_dataset, range(min(max_samples, len(self.train_dataset)))),
+            loader = DataLoader(Subset(self.train_dataset, rows),
                                 batch_size=self.eval_batch_size, collate_fn=collate_features)  # fmt: skip
             values = {key: [batch["features"][key] for batch in loader] for key in unfitted}
         else:
-            source = AestheticsDataset(train_table.iloc[:max_samples], image_root, base.build_transform(), **common)
+            source = AestheticsDataset(train_table.iloc[rows], image_root, base.build_transform(), **common)
             loader = DataLoader(source, batch_size=self.eval_batch_size, num_workers=self.num_workers,
                                 collate_fn=collate_samples)  # fmt: skip
             device = next(base.parameters()).device
@@ -199,7 +206,7 @@ class FinetuneTask:
         # compares across ranks, and the step equals one process on the whole batch.
         outputs = {name: gather_with_grad(outputs[name]) for name in ("score", "probs", "logits")}
         target = gather_with_grad(batch["target"].to(device).float())
-        return score_losses(outputs, target, self.loss_weights, self.level_sigma)
+        return score_losses(outputs, target, self.loss_weights, self.level_sigma, self.fidelity_temperature)
 
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         if self.val_dataset is None:
@@ -212,6 +219,16 @@ class FinetuneTask:
         else:
             table = predict(unwrap(model), loader, device, progress=False).table
         return validation_metrics(table)
+
+
+def standardization_rows(num_rows: int, max_samples: int, seed: int) -> list[int]:
+    """The training rows the standardisation is fitted on: all of them when there are at
+    most ``max_samples``, else ``max_samples`` drawn without replacement by ``seed``, in
+    table order (sorted, so a feature cache reads them sequentially)."""
+    if num_rows <= max_samples:
+        return list(range(num_rows))
+    generator = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(num_rows, generator=generator)[:max_samples].tolist())
 
 
 def validation_metrics(table: pd.DataFrame) -> dict[str, float]:
@@ -245,6 +262,7 @@ def build_finetune_task(cfg: DictConfig, model: nn.Module) -> FinetuneTask:
     return FinetuneTask(
         model, train_table, val_table, data.image_root,
         loss_weights=dict(cfg.stage.losses), level_sigma=cfg.stage.level_sigma,
+        fidelity_temperature=cfg.stage.get("fidelity_temperature", 0.05),
         eval_batch_size=cfg.trainer.eval_batch_size, num_workers=cfg.trainer.num_workers, seed=cfg.seed,
         on_bad_image=data.on_bad_image, max_pixels=data.max_pixels, score_scale=data.score_scale,
         augment=cfg.stage.augment, feature_cache=FeatureCacheOptions(**cfg.stage.feature_cache),
