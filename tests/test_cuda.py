@@ -19,13 +19,12 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from helpers import load_script
 from mtpg_aiaa.models.mtpg.checkpoint import load_model, save_official_checkpoint
 from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-from make_smoke_data import write_smoke_data  # noqa: E402
+write_smoke_data = load_script("scripts/make_smoke_data.py").write_smoke_data
 
 pytestmark = [
     pytest.mark.cuda,

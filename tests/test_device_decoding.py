@@ -1,7 +1,6 @@
 """Decoding JPEG batches on the scoring device (eval.decode=device) against the PIL path."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +8,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from helpers import load_script
 from mtpg_aiaa.data import AestheticsDataset, collate_samples, read_score_table
 from mtpg_aiaa.data.device_decoding import DeviceDecodingLoader, EncodedImageDataset, collate_encoded
 from mtpg_aiaa.transforms import IMAGENET_STD, build_transform
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from make_smoke_data import write_smoke_data  # noqa: E402
+write_smoke_data = load_script("scripts/make_smoke_data.py").write_smoke_data
 
 
 def _paintings(root: Path) -> dict:

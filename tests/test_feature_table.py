@@ -1,22 +1,20 @@
 """The training split of the feature cache held as device tensors (issue #11, item 4)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from helpers import load_script
 from mtpg_aiaa.engine.tasks.mtpg.finetune import FeatureCacheOptions, FinetuneTask
 from mtpg_aiaa.feature_cache import CachedFeatureDataset, collate_features
 from mtpg_aiaa.feature_table import DeviceFeatureTable
 
-sys.path.insert(0, str(Path(__file__).parent))
 from test_feature_cache import ALL_LOSSES, score_table, tiny_model  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from make_smoke_data import write_smoke_data  # noqa: E402
+write_smoke_data = load_script("scripts/make_smoke_data.py").write_smoke_data
 
 
 @pytest.fixture(scope="module")

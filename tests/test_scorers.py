@@ -156,15 +156,12 @@ def test_cli_scores_skips_bad_images_and_lists(weights, images, tmp_path, capsys
 
 
 def test_test_py_scores_a_training_checkpoint_and_says_what_it_was(weights, tmp_path):
-    import sys
-
     from hydra import compose, initialize_config_dir
 
-    root = __import__("pathlib").Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root / "scripts"))
-    sys.path.insert(0, str(root))
-    from make_smoke_data import write_smoke_data
-    from test import evaluate
+    from helpers import ROOT as root, load_script
+
+    write_smoke_data = load_script("scripts/make_smoke_data.py").write_smoke_data
+    evaluate = load_script("test.py").evaluate
 
     smoke = write_smoke_data(tmp_path / "smoke", num_images=4, seed=2)
     model, _ = weights
