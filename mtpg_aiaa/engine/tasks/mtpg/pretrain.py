@@ -123,7 +123,7 @@ class PretrainTask:
         keys = unfitted_statistics(base) if self.loss_weights.get("preference") else []
         if keys:
             rows = sample_rows(len(train_table), standardization_samples, seed)
-            source = AestheticsDataset(train_table.iloc[rows], image_root, build_transform(preprocess, size), **common)
+            source = AestheticsDataset(train_table.iloc[rows], image_root, base.build_transform(), **common)
             used = fit_statistics_standardization(base, source, keys, eval_batch_size, num_workers)
             log.info("fitted the standardisation of %s on %d training images", ", ".join(keys), used)
 
