@@ -43,6 +43,14 @@ def build_task(cfg: DictConfig, model, context: distributed.DistributedContext |
     return get_task_builder(name)(cfg, model)
 
 
+def build_model(cfg: DictConfig):
+    """A task config that names its own model builder (``task.build_model``, e.g. AesNet's)
+    gets it; otherwise the MTPG model of ``cfg.model``."""
+    if cfg.get("task") and cfg.task.get("build_model"):
+        return hydra.utils.get_method(cfg.task.build_model)(cfg)
+    return build_training_model(cfg.model, cfg.init_from)
+
+
 def resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
     if cfg.resume == "never":
         return None
@@ -75,7 +83,7 @@ def _train(cfg: DictConfig, context: distributed.DistributedContext, device: tor
     if context.is_main:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     seed_everything(cfg.seed)
-    model = build_training_model(cfg.model, cfg.init_from).to(device)
+    model = build_model(cfg).to(device)
     task = build_task(cfg, model, context)
     optimizer = instantiate(cfg.optim)(model)
     trainer_cfg = TrainerConfig(**{k: v for k, v in cfg.trainer.items() if k in TrainerConfig.__dataclass_fields__},
@@ -96,7 +104,7 @@ def _train(cfg: DictConfig, context: distributed.DistributedContext, device: tor
     finally:
         logger.close()
         if context.is_main:
-            save_training_curves(logger.history, run_dir / "curves.png", title=f"{cfg.stage.name}: {run_dir.name}")
+            save_training_curves(logger.history, run_dir / "curves.png", title=f"{cfg.task.name if cfg.get('task') else cfg.stage.name}: {run_dir.name}")
     log.info("done: %s", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
     return metrics
 

@@ -215,11 +215,11 @@ def test_task_configs_name_registered_tasks_and_buildable_models():
     configs = {path.stem: OmegaConf.load(path) for path in sorted(folder.glob("*.yaml"))}
     assert set(configs) == {"vlap", "expert", "score"}
     for stem, cfg in configs.items():
-        assert cfg.name == f"cgiaa/{stem}" and callable(get_task_builder(cfg.name))
-    scorer = instantiate(configs["score"].model, clip="LongCLIP-tiny", bins=10)
+        assert cfg.task.name == f"cgiaa/{stem}" and callable(get_task_builder(cfg.task.name))
+    scorer = instantiate(configs["score"].task.model, clip="LongCLIP-tiny", bins=10)
     assert scorer.system == "cgiaa" and scorer.head.out_features == 10
     with torch.device("meta"):  # GPT-2 small + the released mapper, without allocating them
-        expert = instantiate(configs["expert"].model)
+        expert = instantiate(configs["expert"].task.model)
     assert expert.mapper_config.prefix_length == 40 and expert.gpt_frozen
     assert not any(p.requires_grad for p in expert.gpt.parameters())
 
