@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 
-.PHONY: install test quickstart benchmark gpu-check clean
+.PHONY: install test quickstart quickstart-cgiaa benchmark gpu-check clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ test: $(STAMP)
 
 quickstart: $(STAMP)
 	bash scripts/quickstart.sh $(PY)
+
+quickstart-cgiaa: $(STAMP)  # CG-IAA's pipeline on the toy set, CPU (docs/cgiaa.md)
+	$(PY) -m mtpg_aiaa.engine.tasks.cgiaa.toy_quickstart --out outputs/quickstart-cgiaa --threads 2
 
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark_inference.py
