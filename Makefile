@@ -25,7 +25,7 @@ quickstart: $(STAMP)
 	bash scripts/quickstart.sh $(PY)
 
 quickstart-cgiaa: $(STAMP)  # CG-IAA's pipeline on the toy set, CPU (docs/cgiaa.md)
-	$(PY) -m mtpg_aiaa.engine.tasks.cgiaa.toy_quickstart --out outputs/quickstart-cgiaa --threads 2
+	$(PY) -m mtpg_aiaa.engine.tasks.cgiaa.toy_quickstart --out outputs/quickstart-cgiaa --threads 1
 
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark_inference.py

@@ -63,12 +63,14 @@ def train_vlap(clip: LongCLIP, pixels: torch.Tensor, texts: list[str], steps: in
     generator = torch.Generator().manual_seed(seed)
     clip.train()
     loss = torch.tensor(float("nan"))
-    for _ in range(steps):
+    for step in range(steps):
         index = torch.randperm(len(texts), generator=generator)[:batch_size]
         loss = symmetric_infonce(clip.encode_image(pixels[index]), clip.encode_text(tokens[index]))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if step % 10 == 0:
+            log.info("VLAP step %d: loss %.3f", step, float(loss.detach()))
     return float(loss)
 
 
@@ -89,7 +91,7 @@ def train_expert(prefixes: torch.Tensor, captions: list[str], tokenizer, steps: 
     optimizer = torch.optim.AdamW(expert.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(seed)
     expert.train()
-    for _ in range(steps):
+    for step in range(steps):
         index = torch.randperm(len(captions), generator=generator)[:batch_size]
         full_mask = torch.cat([torch.ones(len(index), expert.prefix_length), mask[index]], dim=1)
         logits = expert(tokens[index], prefixes[index], full_mask)
@@ -97,6 +99,8 @@ def train_expert(prefixes: torch.Tensor, captions: list[str], tokenizer, steps: 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if step % 50 == 0:
+            log.info("expert step %d: loss %.3f", step, float(loss.detach()))
     return expert.eval()
 
 
@@ -219,8 +223,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="outputs/quickstart-cgiaa")
     parser.add_argument("--num-images", type=int, default=1500)
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--vlap-steps", type=int, default=150)
-    parser.add_argument("--expert-steps", type=int, default=150)
+    parser.add_argument("--vlap-steps", type=int, default=300)
+    parser.add_argument("--expert-steps", type=int, default=300)
     parser.add_argument("--map-epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--bootstrap", type=int, default=1000)
