@@ -11,7 +11,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 
-.PHONY: install test quickstart quickstart-aesnet benchmark gpu-check clean
+.PHONY: install test quickstart quickstart-aesnet quickstart-cgiaa benchmark gpu-check clean
 
 # The runtime requirements (all the quickstart needs) ...
 $(STAMP): requirements.txt pyproject.toml
@@ -35,6 +35,9 @@ quickstart: $(STAMP)
 
 quickstart-aesnet: $(STAMP)  # AesNet's toy claim on CPU (docs/aesnet.md)
 	$(PY) -m mtpg_aiaa.engine.tasks.aesnet.toy_claim --root data/toy_hand --out outputs/aesnet_toy
+
+quickstart-cgiaa: $(STAMP)  # CG-IAA's pipeline on the toy set, CPU (docs/cgiaa.md)
+	$(PY) -m mtpg_aiaa.engine.tasks.cgiaa.toy_quickstart --out outputs/quickstart-cgiaa --threads 1
 
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark_inference.py

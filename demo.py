@@ -2,6 +2,8 @@
 
     python demo.py painting1.jpg painting2.jpg --desc1 "..." --desc2 "..."
     python demo.py a.jpg b.jpg --ckpt checkpoints/model_save.pt --json
+    python demo.py a.jpg b.jpg --system cgiaa --ckpt run/best.safetensors --critiques critiques.csv
+    python demo.py a.jpg b.jpg --system cgiaa --ckpt run/best.safetensors --weights DIR --tokenizer DIR
 
 A description comes from --descN, else from a sidecar text file (``a.txt`` or ``a.jpg.txt``),
 else, with --describer DIR (e.g. GalleryGPT converted by scripts/convert_gallerygpt.py), it is
@@ -45,6 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--describer-config", default="gallerygpt",
                         help="its prompt and budget: NAME of configs/describer/NAME.yaml, or a YAML file "
                              "(default gallerygpt)")
+    cgiaa = parser.add_argument_group("CG-IAA (--system cgiaa): the scorer's critiques, cached or generated")
+    cgiaa.add_argument("--system", default="mtpg", choices=("mtpg", "cgiaa"), help="the system of --ckpt")
+    cgiaa.add_argument("--critiques", type=Path, help="critique cache CSV (image,color,composition,dof,general)")
+    cgiaa.add_argument("--weights", type=Path, help="folder with base_model.pt and the four released experts")
+    cgiaa.add_argument("--tokenizer", help="GPT-2 tokenizer folder (with --weights)")
     return parser.parse_args(argv)
 
 
@@ -109,8 +116,52 @@ def score_images(model, images: list[Path], descriptions: list[str], device: tor
     return results
 
 
+def cgiaa_main(args: argparse.Namespace) -> int:
+    """``--system cgiaa``: each image's MAP score and the four critiques it was scored with."""
+    from mtpg_aiaa.models.cgiaa import load_generator, load_gpt2_tokenizer
+    from mtpg_aiaa.models.cgiaa.explain import cached_critiques, generated_critiques, score_with_critiques
+    from mtpg_aiaa.models.loading import load_model as load_any_model
+
+    if (args.critiques is None) == (args.weights is None):
+        print("error: --system cgiaa needs exactly one of --critiques CSV or --weights DIR --tokenizer DIR", file=sys.stderr)
+        return 2
+    try:
+        device = resolve_device(args.device)
+        scorer = load_any_model(args.ckpt, device=device)
+        if scorer.system != "cgiaa":
+            raise ValueError(f"{args.ckpt} holds a {scorer.system!r} model, not a CG-IAA scorer")
+        if args.critiques is not None:
+            critiques = cached_critiques(args.critiques, args.images, scorer.text_names)
+        else:
+            generator = load_generator(args.weights, load_gpt2_tokenizer(args.tokenizer or "gpt2"), device=device)
+            critiques = generated_critiques(generator, args.images, device)
+        results = score_with_critiques(scorer, args.images, critiques, device)
+    except (BadInputError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    best = max(results, key=lambda r: r["score"])
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.ckpt), "results": results, "most_aesthetic": best["image"]}, indent=2))
+        return 0
+    low, high = scorer.score_range.low, scorer.score_range.high
+    for r in results:
+        print(f"== {Path(r['image']).name}: score {r['score']:.4f} (range {low:g}-{high:g})")
+        for name, text in r["critiques"].items():
+            print(f"  [{name}] {text}")
+    if len(results) > 1:
+        others = ", ".join(f"{Path(r['image']).name} ({r['score']:.3f})" for r in results if r is not best)
+        print(f"\nmore aesthetic: {Path(best['image']).name} ({best['score']:.3f}) over {others}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.system == "cgiaa":
+        if not args.ckpt.is_file():
+            print(f"error: no CG-IAA scorer at {args.ckpt} (--ckpt: a train.py task=cgiaa/score best.safetensors)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        return cgiaa_main(args)
     if not args.ckpt.is_file():
         print(f"error: {MISSING_CKPT_HELP.format(path=args.ckpt)}", file=sys.stderr)
         return 2

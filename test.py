@@ -3,6 +3,7 @@
     python test.py ckpt=checkpoints/model_save.pt data=baid data.root=/data/BAID \
         data.descriptions_csv=/data/BAID/test_descriptions.csv
     python test.py ckpt=run/best.safetensors data.csv=my.csv data.image_root=my_images/
+    python test.py ckpt=run/best.safetensors critiques=critiques.csv data.csv=... data.image_root=...  # CG-IAA
     torchrun --standalone --nproc_per_node=4 test.py ckpt=...   # same numbers, 4 GPUs
 
 Writes metrics.json, predictions.csv and scatter.png into the run directory.
@@ -37,6 +38,15 @@ log = logging.getLogger("test")
 register_resolvers()
 
 
+def model_texts(cfg: DictConfig, model) -> dict | None:
+    """``data.texts``, plus, with ``critiques=FILE`` (CG-IAA's cache CSV
+    ``image,color,composition,dof,general``), one text per critique the scorer reads."""
+    texts = OmegaConf.to_container(cfg.data.texts, resolve=True) if cfg.data.get("texts") else {}
+    if cfg.get("critiques"):
+        texts.update({name: {"file": str(cfg.critiques), "column": name} for name in model.text_names})
+    return texts or None
+
+
 def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict:
     """Run the evaluation described by ``cfg`` (``configs/test.yaml``); returns the metrics.
 
@@ -67,7 +77,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
     distributed.barrier()
     table = read_table(
         data.csv,
-        texts=data.get("texts"),
+        texts=model_texts(cfg, model),
         descriptions_csv=data.descriptions_csv,
         score_scale=data.score_scale,
         description_column=data.description_column,

@@ -134,7 +134,10 @@ def _load_torch_file(path: Path, device, options: dict) -> Scorer:
 
 def _load_training_state(path: Path, state: Mapping[str, Any], device) -> Scorer:
     """A ``train.py`` checkpoint: the model its run config describes, with its ``model`` weights."""
-    model_config = dict((state.get("config") or {}).get("model") or {})
+    config = state.get("config") or {}
+    task_model = (config.get("task") or {}).get("model") or {}
+    # a task that builds its own model (train.py's task.build_model) records it as task.model
+    model_config = dict(task_model if "_target_" in task_model else config.get("model") or {})
     entry = _entry_for_model_config(model_config)
     if entry is None:
         raise CheckpointError(

@@ -110,6 +110,10 @@ class CritiqueExpert(nn.Module):
         """The tensors in the released layout (``gpt.*`` with the tied head, ``clip_project.*``)."""
         return {k: v.detach().clone() for k, v in self.state_dict().items()}
 
+    def save(self, path: str | Path) -> Path:
+        """:func:`save_expert` (``train.py`` saves a validated expert as ``best.safetensors``)."""
+        return save_expert(self, path)
+
 
 def create_expert(gpt2: str | Path | None = None, freeze_gpt: bool = True, **mapper: int) -> CritiqueExpert:
     """A new expert for training: GPT-2 from a local ``save_pretrained`` folder (``gpt2``; random

@@ -62,8 +62,10 @@ class VLAPTask:
         image, text = F.normalize(torch.cat(images), dim=-1), F.normalize(torch.cat(texts), dim=-1)
         similarity = image @ text.T
         target = torch.arange(similarity.shape[0], device=similarity.device)
+        loss = float(symmetric_infonce(image, text, self.temperature))
         return {
-            "val/loss": float(symmetric_infonce(image, text, self.temperature)),
+            "val/loss": loss,
+            "val/neg_loss": -loss,  # the trainer keeps the highest monitored value
             "val/i2t_r1": float((similarity.argmax(1) == target).float().mean()),
             "val/t2i_r1": float((similarity.argmax(0) == target).float().mean()),
         }
