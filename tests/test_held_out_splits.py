@@ -13,7 +13,7 @@ import torch
 
 from mtpg_aiaa.data import read_score_table
 from mtpg_aiaa.data.toy import make_toy_dataset, split_indices
-from mtpg_aiaa.engine.tasks.mtpg.finetune import standardization_rows
+from mtpg_aiaa.engine.tasks.mtpg.standardization import sample_rows as standardization_rows
 from mtpg_aiaa.models.mtpg.losses import score_losses
 
 SPLITS = ("train", "val", "test")

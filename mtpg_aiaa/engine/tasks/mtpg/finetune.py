@@ -34,6 +34,7 @@ from ...checkpointing import unwrap
 from ...distributed import barrier, current, gather_with_grad
 from ...seeding import PerSampleSeeded
 from ...trainer import resolve_autocast
+from .standardization import fit_statistics_standardization, sample_rows
 
 log = logging.getLogger(__name__)
 CACHE_SWITCHES = {"auto": "auto", True: True, "true": True, False: False, "false": False}
@@ -147,29 +148,22 @@ class FinetuneTask:
         """Fit the standardisation of every multi-level statistic ``fusion=token`` reads
         (``StandardizedProjection``) on the training split (eval view), once: a model that
         arrives fitted keeps its own. Larger splits give a random sample of ``max_samples``
-        rows drawn with the run's seed (``standardization_rows``), not the table's first rows,
+        rows drawn with the run's seed (``standardization.sample_rows``), not the table's first rows,
         whose order may follow the source (a sorted or class-grouped CSV)."""
         unfitted = [key for key in base.statistics_keys() if not bool(base.fusion.statistics[key].fitted)]
         if not unfitted:
             return
         # The cached split may be shorter than the table (unreadable images are skipped).
-        rows = standardization_rows(len(self.train_dataset if self.cached else train_table), max_samples, self.seed)
+        rows = sample_rows(len(self.train_dataset if self.cached else train_table), max_samples, self.seed)
         if self.cached:
             loader = DataLoader(Subset(self.train_dataset, rows),
                                 batch_size=self.eval_batch_size, collate_fn=collate_features)  # fmt: skip
             values = {key: [batch["features"][key] for batch in loader] for key in unfitted}
         else:
             source = AestheticsDataset(train_table.iloc[rows], image_root, base.build_transform(), **common)
-            loader = DataLoader(source, batch_size=self.eval_batch_size, num_workers=self.num_workers,
-                                collate_fn=collate_samples)  # fmt: skip
-            device = next(base.parameters()).device
-            values = {key: [] for key in unfitted}
-            with torch.inference_mode():
-                for batch in loader:
-                    if len(batch["index"]):
-                        features = base.encode(batch["image"].to(device), batch["description_tokens"].to(device))
-                        for key in unfitted:
-                            values[key].append(features[key].cpu())
+            used = fit_statistics_standardization(base, source, unfitted, self.eval_batch_size, self.num_workers)
+            log.info("fitted the standardisation of %s on %d training images", ", ".join(unfitted), used)
+            return
         for key in unfitted:
             statistics = base.fusion.statistics[key]
             statistics.fit(torch.cat(values[key]).to(statistics.mean.device))
@@ -219,16 +213,6 @@ class FinetuneTask:
         else:
             table = predict(unwrap(model), loader, device, progress=False).table
         return validation_metrics(table)
-
-
-def standardization_rows(num_rows: int, max_samples: int, seed: int) -> list[int]:
-    """The training rows the standardisation is fitted on: all of them when there are at
-    most ``max_samples``, else ``max_samples`` drawn without replacement by ``seed``, in
-    table order (sorted, so a feature cache reads them sequentially)."""
-    if num_rows <= max_samples:
-        return list(range(num_rows))
-    generator = torch.Generator().manual_seed(seed)
-    return sorted(torch.randperm(num_rows, generator=generator)[:max_samples].tolist())
 
 
 def validation_metrics(table: pd.DataFrame) -> dict[str, float]:
