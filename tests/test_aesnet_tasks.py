@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -85,6 +86,17 @@ def test_pretrained_backbone_starts_probe_and_finetune(fake, tmp_path):
     assert scorer.scorer_config.head == "distribution"
     torch.testing.assert_close(scorer.head.weight, load_training_state(tmp_path / "train" / "ft" / "last.pt")["model"]["head.weight"])
     assert export_run(tmp_path / "train" / "pre")[0].name == "backbone.safetensors"
+    # test.py scores the exported scorer through the registry (content-based loading), with
+    # its 10-bin distribution beside the score.
+    evaluate = load_script("test.py").evaluate
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("test", overrides=[f"ckpt={written[0]}", f"data.csv={fake['table']}",
+                                         f"data.image_root={fake['image_root']}", "data.score_scale=10",
+                                         "eval.num_workers=0", "eval.n_bootstrap=0", "eval.progress=false"])  # fmt: skip
+    metrics = evaluate(cfg, tmp_path / "test")
+    assert metrics["system"] == "aesnet" and metrics["n_skipped"] == 0
+    table = pd.read_csv(tmp_path / "test" / "predictions.csv")
+    assert len(table) == 12 and [c for c in table.columns if c.startswith("dist_")]
 
 
 def test_rmse_and_emd_by_hand():
