@@ -5,12 +5,15 @@ import logging
 from pathlib import Path
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..backbone.convert import CheckpointError, is_training_state, load_weights_only
 from ..backbone.torchscript import is_torchscript_archive
+from ..data.errors import BadInputError
+from ..errors import SettingError
 from ..fileio import file_kind
 from ..models.loading import TRAINING_KEYS, load_model
 from ..models.mtpg.factory import mtpg_config
@@ -44,12 +47,24 @@ def build_training_model(cfg: DictConfig, init_from: str | None = None) -> nn.Mo
     kwargs["_convert_"] = "all"  # plain dicts and lists reach the build function, not DictConfigs
     if init_from and "backbone_weights" in kwargs:
         kwargs["backbone_weights"] = None
-    model = instantiate(kwargs)
+    model = instantiate_reraising_input_errors(kwargs)
     if init_from:
         load_matching_weights(model, init_from)
     if "freeze" in cfg and hasattr(model, "backbone"):
         apply_freeze_policy(model.backbone, cfg.freeze, cfg.get("freeze_last_n", 0))
     return model
+
+
+def instantiate_reraising_input_errors(config):
+    """``hydra.utils.instantiate(config)``, but a weights or settings problem raised inside the
+    target (a bad ``model.backbone_weights`` file, say) comes out as itself, not wrapped in
+    Hydra's ``InstantiationException``, so the command line reports it in one line."""
+    try:
+        return instantiate(config)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, (CheckpointError, SettingError, BadInputError)):
+            raise error.__cause__ from None
+        raise
 
 
 def read_init_state(source: str | Path) -> dict[str, torch.Tensor]:

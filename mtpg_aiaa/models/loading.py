@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from ..backbone.convert import CheckpointError
+from ..backbone.convert import CheckpointError, describe_load_error, read_state_dict
+from ..backbone.torchscript import is_torchscript_archive
 from ..fileio import atomic_write, file_kind
 from .base import FORMAT_NAME, Scorer, read_metadata, scorer_metadata
 from .registry import ModelEntry, entries, get_model_entry
@@ -106,12 +107,15 @@ def _load_safetensors(path: Path, device, options: dict) -> Scorer:
 
 # -- PyTorch files ------------------------------------------------------------------------
 def _torch_load(path: Path) -> Any:
+    """The object a PyTorch file holds, read without running code: a TorchScript archive's
+    tensors as data, anything else through the weights-only unpickler."""
+    if is_torchscript_archive(path):
+        return read_state_dict(path)
     try:
         with open(path, "rb") as handle:  # a handle: torch.load would read a ".safetensors" name as safetensors
             return torch.load(handle, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - re-raised naming the file
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"cannot read {path} as plain tensors (weights_only=True): {first}") from error
+    except Exception as error:  # noqa: BLE001 - re-raised naming the file, without PyTorch's advice to unpickle
+        raise CheckpointError(f"cannot read {path}: {describe_load_error(error)}") from None
 
 
 def _is_training_state(raw: Any) -> bool:
