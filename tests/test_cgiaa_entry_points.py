@@ -4,7 +4,6 @@ models and generated images, ``test.py`` on the trained MAP scorer with cached c
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,18 +14,16 @@ from PIL import Image
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from mtpg_aiaa.backbone.longclip import LongCLIP, LongCLIPArch
+from helpers import ROOT, load_script
 from mtpg_aiaa.models.cgiaa import load_expert
 from mtpg_aiaa.models.cgiaa.critique_data import write_critique_csv
 from mtpg_aiaa.models.cgiaa.small_tokenizer import write_small_gpt2_tokenizer
 from mtpg_aiaa.models.cgiaa.toy_critiques import toy_words
 from mtpg_aiaa.models.loading import load_model
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import demo  # noqa: E402
-from test import evaluate  # noqa: E402
-from train import train  # noqa: E402
+demo = load_script("demo.py")
+evaluate = load_script("test.py").evaluate
+train = load_script("train.py").train
 
 CLIP_ARCH = LongCLIPArch(embed_dim=32, image_size=32, patch_size=16, vision_width=64, vision_layers=1,
                          text_width=64, text_layers=1, context_length=77)  # fmt: skip
