@@ -58,7 +58,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except (TorchScriptReadError, zipfile.BadZipFile, OSError) as error:
             raise CheckpointError(
                 f"cannot read the TorchScript archive {path} as data: {error}. If the file is from a source you "
-                "trust, convert it there: torch.save(torch.jit.load(PATH).state_dict(), 'weights.pt')"
+                "trust, convert it on that machine: open it with PyTorch's TorchScript loader and save its state_dict "
+                "as a plain .pt or .safetensors file"
             ) from None
     else:
         obj = load_weights_only(path)
@@ -94,7 +95,7 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def load_weights_only(path: Path):
     """``torch.load(weights_only=True)`` with errors that name the file and never advise
-    ``weights_only=False`` (which would run the code the file carries)."""
+    turning the weights-only loader off (which would run the code the file carries)."""
     try:
         with open(path, "rb") as handle:  # by content: torch.load would take a ".safetensors" name for safetensors
             return torch.load(handle, map_location="cpu", weights_only=True)
@@ -112,7 +113,7 @@ def describe_load_error(error: Exception) -> str:
                 "(torch.save(model.state_dict(), ...)) or as .safetensors where the file is trusted")  # fmt: skip
     if isinstance(error, EOFError) or "central directory" in message or "PytorchStreamReader" in message:
         return f"the file is truncated or not a PyTorch file ({type(error).__name__}: {message.strip() or 'end of file'})"
-    # PyTorch's paragraph suggests weights_only=False, i.e. running the file's code: never passed on.
+    # PyTorch's paragraph suggests turning the weights-only loader off, i.e. running the file's code: never passed on.
     advice = ("weights_only", "trusted source", "documentation of torch.load")
     kept = [line.strip() for line in message.splitlines() if line.strip() and not any(a in line for a in advice)]
     return f"{type(error).__name__}: {'; '.join(kept) or 'refused by the weights-only loader'}"
