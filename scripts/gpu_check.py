@@ -1,7 +1,7 @@
 """One GPU check: the CUDA tests and every benchmark of issue #11, each figure beside its target.
 
     python scripts/gpu_check.py --out outputs/gpu_check            # a CUDA GPU, < 5 minutes
-    python scripts/gpu_check.py --quick --device cpu --out /tmp/gc # tiny sizes: proves the script runs
+    python scripts/gpu_check.py --quick --device cpu --out outputs/gpu_check_cpu # tiny sizes: proves the script runs
     bash scripts/gpu_check.sh                                      # offline: installs .whl/ first
 
 Parts (each in its own process with a hard time cap, so a crash, hang or CUDA error in one

@@ -1,7 +1,7 @@
 """Golden test against the authors' released MTPG-AIAA checkpoint (opt-in).
 
 Runs only where ``checkpoints/model_save.pt`` (the authors' release, 502 keys; see
-/work/shared/reference/mtpg_official.md) and the two real paintings in
+../shared/reference/mtpg_official.md) and the two real paintings in
 ``../shared/data/paintings`` are present; skips with the reason otherwise. The authors'
 demo figure shows, each painting scored alone with its GalleryGPT description:
 ``20698.jpg`` 0.42 and ``196817.jpg`` 0.89. The figure prints two decimals, so it shows
