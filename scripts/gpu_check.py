@@ -1,26 +1,38 @@
 """One GPU check: the CUDA tests and every benchmark of issue #11, each figure beside its target.
 
-    python scripts/gpu_check.py --out outputs/gpu_check            # a CUDA GPU, < 5 minutes
+    python scripts/gpu_check.py --out outputs/gpu_check            # a CUDA GPU, ~6 minutes (--budget)
     python scripts/gpu_check.py --quick --device cpu --out outputs/gpu_check_cpu # tiny sizes: proves the script runs
     bash scripts/gpu_check.sh                                      # offline: installs .whl/ first
 
-Parts (each in its own process with a hard time cap, so a crash, hang or CUDA error in one
-leaves the others' figures; ``gpu_check.json`` is rewritten after every part):
+Parts, in this order (each in its own process with a hard time cap, so a crash, hang or
+CUDA error in one leaves the others' figures):
 
-  cuda_tests     pytest -m cuda (tests/test_cuda.py)
-  inference_b16  scripts/benchmark_inference.py: the literal release path vs ours, batch 16
-  forward_b256   the model forward at batch 256, bf16 autocast, fusion=official and token,
-                 against the FLOP limit (measured bf16 matmul peak / FLOPs per sample)
-  test_py        test.py end to end on generated JPEGs with a random Long-CLIP-L checkpoint
-                 in the released layout (fp16 on CUDA), process wall time, and where it went
-  train_full     scripts/benchmark_train.py, setup full (full fine-tuning), against 35 %
-                 of the FLOP limit of training (3x the forward)
-  stage2_epoch   one epoch of stage-2 head training on cached features held on the device
-                 (the feature layout of the cache, random values), 50,737 rows as BAID's train split
+  cuda_tests            pytest -m cuda (tests/test_cuda.py), one line per test as it ends
+  forward_b256          the model forward at batch 256, bf16 autocast: fusion=official with the
+                        fused attention (SDPA, the text tower is_causal) and with open_clip's
+                        MultiheadAttention (float mask), fusion=token; whether each tower's
+                        attention runs on the flash kernel alone; against the FLOP limit
+                        (measured bf16 matmul peak / FLOPs per sample)
+  inference_b16         scripts/benchmark_inference.py: the literal release path vs ours, batch 16
+  train_full            scripts/benchmark_train.py, setup full (full fine-tuning), against 35 %
+                        of the FLOP limit of training (3x the forward)
+  stage2_epoch          one epoch of stage-2 head training on cached features held on the device,
+                        50,737 rows as BAID's train split
+  test_py               test.py end to end on generated JPEGs with a random Long-CLIP-L checkpoint
+                        in the released layout (fp16 on CUDA), process wall time, and where it went
+  forward_b256_compile  forward_b256's fusion=official, eager and with torch.compile (each
+                        backbone block, ``eval.compile``) side by side; compile time on its own
+  train_full_compile    train_full with trainer.compile=true; compile time (its warm-up) on its
+                        own, speed beside train_full's
+
+Results are written as they come: ``<out>/gpu_check.json`` before and after every part,
+and ``<out>/parts/<part>.json`` (each figure as soon as it is measured) and
+``<out>/parts/<part>.log`` (the part's progress lines) by the part itself, so a part stopped
+at its cap, or the whole run killed, leaves what it had measured.
 
 FLOPs per sample count the matmuls of both towers (2 x parameters x tokens, plus attention's
 4 x tokens^2 x width per layer); for Long-CLIP-L that is ~162 GFLOP per 224-px image and
-~27 GFLOP per 150-token description, as issue #11 states.
+~27 GFLOP for a 150-token description, as issue #11 states.
 """
 from __future__ import annotations
 
@@ -41,23 +53,43 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 # name: (hard cap in seconds on a GPU, in --quick mode). Sized from the first H200 run
-# (Long-CLIP-L forward at batch 256 ~0.18 s, ~10 s of interpreter and CUDA start-up per
-# process); together 415 s, under the default --budget of 420 s.
+# (Long-CLIP-L forward at batch 256 ~0.18 s, ~10-15 s of interpreter and CUDA start-up per
+# process); the --budget (default 400 s) stops the run first: a part starts only with 15 s
+# left, under a cap cut to what is left, so the list ends with the parts that matter least.
 PARTS = {
-    "cuda_tests": (90, 300),
+    "cuda_tests": (120, 400),
+    "forward_b256": (60, 200),
     "inference_b16": (60, 200),
-    "forward_b256": (45, 200),
-    "stage2_epoch": (40, 200),
     "train_full": (60, 200),
-    "test_py": (120, 300),
+    "stage2_epoch": (45, 200),
+    "test_py": (100, 300),
+    "forward_b256_compile": (100, 400),
+    "train_full_compile": (120, 400),
 }
+DEFAULT_BUDGET_S = 400
 _PART_STARTED = time.perf_counter()
+
+
+_PARTIAL: dict = {"status": "running", "figures": {}}
+_PARTIAL_PATH: Path | None = None
 
 
 def progress(message: str) -> None:
     """A progress line on stderr, flushed at once: a part stopped at its cap leaves in its
-    stderr tail the last step it reached and the seconds since the part started."""
+    log the last step it reached and the seconds since the part started."""
     print(f"[{time.perf_counter() - _PART_STARTED:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def record(figures: dict | None = None, **values) -> None:
+    """Add ``figures`` and ``values`` to this part's JSON and write it at once, so a part
+    stopped at its cap (or a run killed) keeps every figure measured before."""
+    if figures:
+        _PARTIAL["figures"].update(figures)
+    _PARTIAL.update(values)
+    if _PARTIAL_PATH is not None:
+        temporary = _PARTIAL_PATH.with_suffix(".tmp")
+        temporary.write_text(json.dumps(_PARTIAL, indent=2, default=str) + "\n")
+        os.replace(temporary, _PARTIAL_PATH)
 
 
 def build_on_device(config, device):
@@ -74,10 +106,10 @@ def build_on_device(config, device):
     return model
 
 
-def stream_command(command: list[str], timeout: float) -> tuple[int | None, str]:
+def stream_command(command: list[str], timeout: float, on_line=None) -> tuple[int | None, str]:
     """Run ``command``, copying its stdout and stderr to ours line by line as they come (so a
-    part killed at its cap keeps them in its stderr tail); returns (exit code or None when
-    ``timeout`` ran out, the output)."""
+    part killed at its cap keeps them in its log), each line also to ``on_line``; returns
+    (exit code or None when ``timeout`` ran out, the output)."""
     import threading
 
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -89,6 +121,8 @@ def stream_command(command: list[str], timeout: float) -> tuple[int | None, str]
             lines.append(line)
             sys.stderr.write(line)
             sys.stderr.flush()
+            if on_line is not None:
+                on_line(line)
 
     reader = threading.Thread(target=copy, daemon=True)
     reader.start()
@@ -181,22 +215,33 @@ def random_tokens(batch: int, length: int, seed: int = 0):
 
 # -- parts (each runs in its own process) --------------------------------------------------
 def part_cuda_tests(args, device, size, work: Path) -> dict:
-    # -x: stop at the first failure; --durations: which tests took the time.
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "--durations=10", "-p", "no:cacheprovider", "-m", "cuda",
-               "tests/test_cuda.py"]  # fmt: skip
+    # -v: one line per test as it ends, recorded at once (a cap leaves the tests that ran);
+    # no -x: one failing test does not hide the others; --durations: which tests took the time.
+    # faulthandler_timeout: a test still running after 40 s prints every thread's stack (where it waits).
+    command = [sys.executable, "-m", "pytest", "-v", "-rfE", "--durations=10", "-p", "no:cacheprovider", "-m", "cuda",
+               "-o", "faulthandler_timeout=40", "tests/test_cuda.py"]  # fmt: skip
     start = time.perf_counter()
+    results: dict[str, str] = {}
+
+    def on_line(line: str) -> None:
+        for outcome in ("PASSED", "FAILED", "ERROR", "SKIPPED"):
+            if f" {outcome}" in line and "::" in line and not line.startswith(outcome):
+                results[line.split(" ")[0].split("::", 1)[-1]] = outcome
+                record(tests=results, tests_seconds=time.perf_counter() - start)
+                break
+
     progress("pytest -m cuda tests/test_cuda.py (its output follows)")
-    returncode, output = stream_command(command, timeout=args.cap - 8)  # leave time to write the JSON
+    returncode, output = stream_command(command, timeout=args.cap - 8, on_line=on_line)  # leave time to write the JSON
     if returncode is None:
-        raise RuntimeError(f"pytest -m cuda still running after {args.cap - 8} s:\n{output[-3000:]}")
+        raise RuntimeError(f"pytest -m cuda still running after {args.cap - 8} s; {len(results)} tests ended:\n{output[-3000:]}")
     summary = next((line for line in reversed(output.strip().splitlines())
                     if any(word in line for word in (" passed", " failed", " error", "no tests ran"))), "")  # fmt: skip
     ran = device.type == "cuda" and " passed" in summary and " skipped" not in summary
     passed = returncode == 0 and ran
     return {"figures": {"cuda_tests_pass": figure(passed if device.type == "cuda" else "skipped (no GPU)",
                                                   True if device.type == "cuda" else None, "bool")},
-            "returncode": returncode, "summary": summary.strip(), "seconds": time.perf_counter() - start,
-            "output_tail": output[-3000:]}  # fmt: skip
+            "returncode": returncode, "summary": summary.strip(), "tests": results,
+            "seconds": time.perf_counter() - start, "output_tail": output[-3000:]}  # fmt: skip
 
 
 def part_inference_b16(args, device, size, work: Path) -> dict:
@@ -210,47 +255,144 @@ def part_inference_b16(args, device, size, work: Path) -> dict:
     target = 2.0 if device.type == "cuda" else 1.3
     return {"figures": {"speedup_ours_over_literal_b16": figure(report["speedup"], target, "x"),
                         "ours_images_per_s_b16": figure(report["ours"]["images_per_s"], None, "img/s"),
+                        "ours_wide_images_per_s_b16": figure(report["ours_wide"]["images_per_s"], None, "img/s"),
                         "literal_images_per_s_b16": figure(report["literal"]["images_per_s"], None, "img/s")},
             "report": report}  # fmt: skip
+
+
+def _forward_inputs(model, size, device):
+    import torch
+
+    arch = model.backbone.arch
+    batch, length = size["b256"], size["description_tokens"] + 1
+    images = torch.randn(batch, 3, arch.image_size, arch.image_size, device=device)
+    return images, random_tokens(batch, length).to(device)
+
+
+def _autocast(device):
+    import torch
+
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def time_forward(model, images, tokens, iters: int, device, label: str, warmups: int = 1) -> tuple[float, float]:
+    """(seconds of the first call, images/s over ``iters`` calls after ``warmups`` calls) of
+    the model's forward under inference mode and bf16 autocast (on CUDA)."""
+    import torch
+
+    with torch.inference_mode(), _autocast(device):
+        start = time.perf_counter()
+        model(images, tokens)  # warm-up (with torch.compile: the compile)
+        sync(device)
+        first = time.perf_counter() - start
+        progress(f"{label}: first batch of {len(images)} in {first:.2f} s")
+        for _ in range(warmups - 1):  # torch.compile: any recompile happens here, not in the timed calls
+            start = time.perf_counter()
+            model(images, tokens)
+            sync(device)
+            progress(f"{label}: another warm-up batch in {time.perf_counter() - start:.2f} s")
+        start = time.perf_counter()
+        for _ in range(iters):
+            model(images, tokens)
+        sync(device)
+    speed = len(images) * iters / (time.perf_counter() - start)
+    progress(f"{label}: {iters} timed batches: {speed:.0f} img/s")
+    return first, speed
+
+
+def flash_only(call) -> bool | str:
+    """True when ``call()`` runs with SDPA restricted to the flash kernel, else why not."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    try:
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            call()
+        return True
+    except RuntimeError as error:
+        return f"no: {str(error).strip().splitlines()[0][:200]}"
+
+
+def _flash_checks(model, images, tokens, device) -> dict:
+    import torch
+
+    from mtpg_aiaa.backbone.attention import attention_as
+
+    backbone, rows = model.backbone, slice(0, 8)
+    checks = {}
+    for mode in ("sdpa", "module"):
+        with attention_as(model, mode), torch.inference_mode(), _autocast(device):
+            checks[f"text_{mode}"] = flash_only(lambda: backbone.encode_text(tokens[rows]))
+            checks[f"image_{mode}"] = flash_only(lambda: backbone.encode_image(images[rows]))
+    progress(f"flash kernel alone: {checks}")
+    return checks
 
 
 def part_forward_b256(args, device, size, work: Path) -> dict:
     import torch
 
+    from mtpg_aiaa.backbone.attention import set_attention
     from mtpg_aiaa.models.mtpg.model import MTPGConfig
 
     peak = matmul_peak_tflops(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
-    batch, length = size["b256"], size["description_tokens"] + 1
-    results, figures = {}, {}
-    for fusion in ("official", "token"):
+    arch = None
+    results = {}
+    for fusion, modes in (("official", ("sdpa", "module")), ("token", ("sdpa",))):
         torch.manual_seed(0)
         model = build_on_device(MTPGConfig(backbone=size["backbone"], fusion=fusion), device).eval()
         arch = model.backbone.arch
-        images = torch.randn(batch, 3, arch.image_size, arch.image_size, device=device)
-        tokens = random_tokens(batch, length).to(device)
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-        with torch.inference_mode(), autocast:
-            start = time.perf_counter()
-            model(images, tokens)  # warm-up
-            sync(device)
-            progress(f"{fusion}: warm-up batch {batch} in {time.perf_counter() - start:.2f} s")
-            start = time.perf_counter()
-            for _ in range(size["b256_iters"]):
-                model(images, tokens)
-            sync(device)
-        seconds = time.perf_counter() - start
-        results[fusion] = batch * size["b256_iters"] / seconds
-        progress(f"{fusion}: {size['b256_iters']} timed batches in {seconds:.2f} s: {results[fusion]:.0f} img/s")
+        if arch is not None and not results:
+            flops = sample_gflop(arch, size["description_tokens"])
+            limit = peak * 1e3 / flops["total"]
+            record(matmul_peak_tflops=peak, gflop_per_sample=flops, flop_limit_images_per_s=limit,
+                   autocast="bf16" if device.type == "cuda" else "fp32")  # fmt: skip
+        images, tokens = _forward_inputs(model, size, device)
+        if fusion == "official":
+            record(flash_kernel_alone=_flash_checks(model, images, tokens, device))
+        for mode in modes:
+            set_attention(model, mode)
+            _, results[fusion, mode] = time_forward(model, images, tokens, size["b256_iters"], device,
+                                                    f"fusion={fusion} attention={mode}")  # fmt: skip
+            key = f"forward_b{len(images)}_{fusion}_images_per_s" + ("" if mode == "sdpa" else "_module_attention")
+            record(figures={key: figure(results[fusion, mode], 0.5 * limit if mode == "sdpa" else None, "img/s",
+                                        note="target: 50 % of the FLOP limit" if mode == "sdpa" else
+                                        "open_clip's MultiheadAttention with the float causal mask (before this work)")})  # fmt: skip
         del model
-    flops = sample_gflop(arch, size["description_tokens"])
-    limit = peak * 1e3 / flops["total"]
-    for fusion, speed in results.items():
-        figures[f"forward_b{batch}_{fusion}_images_per_s"] = figure(speed, 0.5 * limit, "img/s",
-                                                                    note="target: 50 % of the FLOP limit")  # fmt: skip
-    figures["official_over_token_time"] = figure(results["token"] / results["official"], 1.2, "x", False,
-                                                 note="fusion=official should cost about what token costs")  # fmt: skip
-    return {"figures": figures, "matmul_peak_tflops": peak, "gflop_per_sample": flops, "flop_limit_images_per_s": limit,
-            "autocast": "bf16" if device.type == "cuda" else "fp32"}  # fmt: skip
+    figures = {
+        "official_over_token_time": figure(results["token", "sdpa"] / results["official", "sdpa"], 1.2, "x", False,
+                                           note="fusion=official should cost about what token costs"),
+        "fused_over_module_attention_speed": figure(results["official", "sdpa"] / results["official", "module"], None, "x",
+                                                    note=f"fusion=official, batch {size['b256']}: SDPA is_causal vs float mask"),
+    }  # fmt: skip
+    record(figures=figures)
+    return {}
+
+
+def part_forward_b256_compile(args, device, size, work: Path) -> dict:
+    """fusion=official, fused attention: eager, then every backbone block through
+    ``torch.compile`` (``compile_blocks``), side by side in this process."""
+    import torch
+
+    from mtpg_aiaa.backbone.compiling import compile_blocks
+    from mtpg_aiaa.models.mtpg.model import MTPGConfig
+
+    torch.manual_seed(0)
+    model = build_on_device(MTPGConfig(backbone=size["backbone"], fusion="official"), device).eval()
+    images, tokens = _forward_inputs(model, size, device)
+    eager_first, eager = time_forward(model, images, tokens, size["b256_iters"], device, "eager")
+    with torch.inference_mode(), _autocast(device):
+        expected = model(images, tokens)["score"].float()
+    record(figures={"forward_b256_eager_images_per_s": figure(eager, None, "img/s")})
+    compile_blocks(model)
+    first, compiled = time_forward(model, images, tokens, size["b256_iters"], device, "compiled", warmups=2)
+    with torch.inference_mode(), _autocast(device):
+        max_diff = (model(images, tokens)["score"].float() - expected).abs().max().item()
+    progress(f"compiled vs eager: max |diff| of the scores {max_diff:.1e}")
+    record(figures={"forward_b256_compiled_images_per_s": figure(compiled, None, "img/s"),
+                    "compile_speedup_forward_b256": figure(compiled / eager, 1.0, "x", note="kept only if > 1"),
+                    "compile_time_forward_s": figure(first - eager_first, None, "s",
+                                                     note="first compiled batch minus first eager batch")},
+           compiled_vs_eager_max_abs_diff=max_diff)  # fmt: skip
+    return {}
 
 
 def _write_jpeg(job) -> None:
@@ -296,6 +438,7 @@ def part_test_py(args, device, size, work: Path) -> dict:
     csv = make_test_set(work / "data", size["test_images"], size["image_wh"])
     generated_s = time.perf_counter() - start
     progress(f"generated {size['test_images']} JPEGs in {generated_s:.1f} s")
+    record(generate_data_s=generated_s)
     torch.manual_seed(0)
     model = build_on_device(MTPGConfig(backbone=size["backbone"]), device)
     start = time.perf_counter()
@@ -327,27 +470,47 @@ def part_test_py(args, device, size, work: Path) -> dict:
     }  # fmt: skip
 
 
-def part_train_full(args, device, size, work: Path) -> dict:
-    import torch
-
+def _benchmark_train(device, size, work: Path, setup: str) -> dict:
+    """``scripts/benchmark_train.py`` with one setup, in this process; its report."""
     import benchmark_train
-    from mtpg_aiaa.backbone.longclip import get_arch
 
-    argv = ["--model", size["model_group"], "--data", "smoke", "--device", str(device), "--setups", "full",
+    argv = ["--model", size["model_group"], "--data", "smoke", "--device", str(device), "--setups", setup,
             "--batch-size", str(size["train_batch"]), "--steps", str(size["train_steps"]), "--rounds", str(size["train_rounds"]),
-            "--no-memory", "--json", str(work / "benchmark_train.json")]  # fmt: skip
+            "--no-memory", "--json", str(work / f"benchmark_train_{setup}.json")]  # fmt: skip
     if not size["workers"]:
         argv += ["--workers", "0"]
     progress(f"benchmark_train {' '.join(argv)} (in this process)")
     report = benchmark_train.main(argv)
     progress("benchmark_train done")
-    speed = report["setups"]["full"]["images_per_s"]
-    arch = get_arch(report["run"]["backbone"])
+    return report
+
+
+def _training_limit(device, size, backbone: str) -> tuple[float, float]:
+    import torch
+
+    from mtpg_aiaa.backbone.longclip import get_arch
+
     peak = matmul_peak_tflops(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
-    limit = peak * 1e3 / (3 * sample_gflop(arch, size["description_tokens"])["total"])
-    return {"figures": {"full_finetune_images_per_s": figure(speed, 0.35 * limit, "img/s",
+    return peak, peak * 1e3 / (3 * sample_gflop(get_arch(backbone), size["description_tokens"])["total"])
+
+
+def part_train_full(args, device, size, work: Path) -> dict:
+    report = _benchmark_train(device, size, work, "full")
+    row = report["setups"]["full"]
+    record(figures={"full_finetune_images_per_s": figure(row["images_per_s"], None, "img/s")}, report=report)
+    peak, limit = _training_limit(device, size, report["run"]["backbone"])
+    return {"figures": {"full_finetune_images_per_s": figure(row["images_per_s"], 0.35 * limit, "img/s",
                                                              note="target: 35 % of the FLOP limit of training")},
-            "matmul_peak_tflops": peak, "flop_limit_images_per_s": limit, "report": report}  # fmt: skip
+            "full_finetune_warmup_s": row["warmup_s"], "matmul_peak_tflops": peak, "flop_limit_images_per_s": limit,
+            "report": report}  # fmt: skip
+
+
+def part_train_full_compile(args, device, size, work: Path) -> dict:
+    """train_full with ``trainer.compile=true``; the driver sets its speed beside train_full's."""
+    report = _benchmark_train(device, size, work, "full-compiled")
+    row = report["setups"]["full-compiled"]
+    return {"figures": {"full_finetune_compiled_images_per_s": figure(row["images_per_s"], None, "img/s")},
+            "full_finetune_compiled_warmup_s": row["warmup_s"], "report": report}  # fmt: skip
 
 
 def part_stage2_epoch(args, device, size, work: Path) -> dict:
@@ -400,6 +563,7 @@ def part_stage2_epoch(args, device, size, work: Path) -> dict:
                 trainer._check_losses()  # what Trainer does at a log step: the one host sync
             if (step + 1) % 500 == 0:
                 progress(f"stage-2 step {step + 1}: {done} rows in {time.perf_counter() - started:.1f} s")
+                record(rows_so_far=done, seconds_so_far=time.perf_counter() - started)
                 if time.perf_counter() - started > seconds_allowed:
                     break
         trainer._check_losses()
@@ -417,7 +581,16 @@ def part_stage2_epoch(args, device, size, work: Path) -> dict:
             "task_build_s": setup.task_build_s, "precision": str(trainer.autocast_dtype)}  # fmt: skip
 
 
-PART_FUNCTIONS = {name: globals()[f"part_{name}"] for name in PARTS}
+def part_selftest(args, device, size, work: Path) -> dict:
+    """Not a check (tests/test_gpu_check.py): one figure recorded, then a hang past the cap."""
+    record(figures={"selftest_recorded": figure(1.0, None, "x")})
+    progress("selftest: one figure recorded; sleeping past the cap")
+    time.sleep(3600)
+    return {}
+
+
+HIDDEN_PARTS = {"selftest": (20, 20)}
+PART_FUNCTIONS = {name: globals()[f"part_{name}"] for name in [*PARTS, *HIDDEN_PARTS]}
 
 
 # -- driver ---------------------------------------------------------------------------------
@@ -435,44 +608,101 @@ def environment(device) -> dict:
 
 
 def run_part_here(args) -> None:
-    """The child process: run one part, write its result (or its error) as JSON."""
+    """The child process: run one part, writing its JSON as figures come and at the end."""
+    global _PARTIAL_PATH
     import torch
 
     from mtpg_aiaa.evaluation import resolve_device
 
+    _PARTIAL_PATH = Path(args.part_json)
     progress(f"{args.part}: imports done")
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.zeros(1, device=device)  # CUDA context start-up, timed on its own
         progress(f"CUDA ready on {torch.cuda.get_device_name(device)}")
+    record(environment=environment(device))
     work = Path(tempfile.mkdtemp(prefix=f"gpu_check_{args.part}_", dir=args.work))
     start = time.perf_counter()
     try:
         result = PART_FUNCTIONS[args.part](args, device, sizes(args.quick), work)
-        result["status"] = "ok"
+        status = {"status": "ok"}
     except Exception as error:  # recorded, so the other parts' figures survive
-        result = {"status": "error", "error": f"{type(error).__name__}: {error}"[-4000:], "traceback": traceback.format_exc()[-4000:]}
+        result = {}
+        status = {"status": "error", "error": f"{type(error).__name__}: {error}"[-4000:], "traceback": traceback.format_exc()[-4000:]}
         progress(f"{args.part} failed: {type(error).__name__}: {str(error)[-500:]}")
-    result["seconds"] = time.perf_counter() - start
-    result["environment"] = environment(device)
-    if device.type == "cuda":
-        result["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-    Path(args.part_json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    memory = {"peak_gpu_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30} if device.type == "cuda" else {}
+    figures = result.pop("figures", None)
+    record(figures, **{**result, **status, "seconds": time.perf_counter() - start, **memory})
 
 
-def run_capped(command: list[str], env: dict, cap: float) -> tuple[int | None, str]:
+def run_capped(command: list[str], env: dict, cap: float, log: Path) -> tuple[int | None, str]:
     """Run ``command`` in its own process group; at ``cap`` seconds stop the whole group
     (test.py, its DataLoader workers, torchrun children), so nothing outlives its part.
-    Returns (exit code or None on timeout, stderr)."""
+    Its stderr goes to ``log`` and to our stdout (indented) line by line as it comes.
+    Returns (exit code or None on timeout, the stderr)."""
+    import threading
+
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)  # fmt: skip
+    _RUNNING.append(process)
+    lines: list[str] = []
+
+    def copy() -> None:
+        with log.open("w") as handle:
+            for line in process.stderr:
+                lines.append(line)
+                handle.write(line)
+                handle.flush()
+                print(f"    | {line.rstrip()[:300]}", flush=True)
+
+    reader = threading.Thread(target=copy, daemon=True)
+    reader.start()
     try:
-        _, stderr = process.communicate(timeout=cap)
-        return process.returncode, stderr
+        process.wait(timeout=cap)
+        returncode = process.returncode
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-        _, stderr = process.communicate()
-        return None, stderr or ""
+        process.wait()
+        returncode = None
+    reader.join(timeout=5)
+    _RUNNING.remove(process)
+    return returncode, "".join(lines)
+
+
+_RUNNING: list[subprocess.Popen] = []
+
+
+def _write_report(report: dict, out: Path) -> None:
+    temporary = out / "gpu_check.json.tmp"
+    temporary.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    os.replace(temporary, out / "gpu_check.json")
+
+
+def derived_figures(parts: dict) -> dict:
+    """Figures that compare two parts (torch.compile's training speed beside the eager one)."""
+    eager, compiled = parts.get("train_full", {}), parts.get("train_full_compile", {})
+    try:
+        speed = compiled["figures"]["full_finetune_compiled_images_per_s"]["value"] / \
+            eager["figures"]["full_finetune_images_per_s"]["value"]  # fmt: skip
+    except (KeyError, TypeError, ZeroDivisionError):
+        return {}
+    figures = {"compile_speedup_train_full": figure(speed, 1.0, "x", note="kept only if > 1; two processes")}
+    if "full_finetune_warmup_s" in eager and "full_finetune_compiled_warmup_s" in compiled:
+        figures["compile_time_train_full_s"] = figure(
+            compiled["full_finetune_compiled_warmup_s"] - eager["full_finetune_warmup_s"], None, "s",
+            note="the compiled warm-up (2 steps) minus the eager one")  # fmt: skip
+    return figures
+
+
+def print_summary(report: dict) -> None:
+    print(f"\n{'part':<22} {'status':<9} {'wall s':>7}")
+    for name, part in report["parts"].items():
+        print(f"{name:<22} {part['status']:<9} {part.get('wall_s', 0):7.1f}")
+    print(f"\n{'figure':<44} {'value':>12} {'target':>10}  met")
+    show = (lambda v: f"{v:.4g}" if isinstance(v, float) else str(v))
+    for key, row in report["figures"].items():
+        target = row["target"]
+        print(f"{key:<44} {show(row['value']):>12} {show(target) if target is not None else '-':>10}  {row['met']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -480,63 +710,84 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto | cuda | cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (proves the script on a CPU)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "gpu_check")
-    parser.add_argument("--budget", type=float, help="seconds for all parts together (default 420; --quick: 1200)")
+    parser.add_argument("--budget", type=float,
+                        help=f"seconds for all parts together (default {DEFAULT_BUDGET_S}; --quick: 2400)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
-    parser.add_argument("--part", choices=list(PARTS), help=argparse.SUPPRESS)  # internal: run one part here
+    parser.add_argument("--caps", default="", help="NAME=SECONDS,...: other caps for some parts")
+    parser.add_argument("--part", choices=list(PART_FUNCTIONS), help=argparse.SUPPRESS)  # internal: run one part here
     parser.add_argument("--part-json", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--cap", type=float, default=600, help=argparse.SUPPRESS)  # internal: this part's cap
     args = parser.parse_args(argv)
     if args.budget is None:
-        args.budget = 1200 if args.quick else 420
+        args.budget = 2400 if args.quick else DEFAULT_BUDGET_S
     if args.part:
         run_part_here(args)
         return 0
+    known = {**PARTS, **HIDDEN_PARTS}
+    names = [name.strip() for name in args.parts.split(",") if name.strip()]
+    caps = dict(item.split("=") for item in args.caps.split(",") if item.strip())
+    unknown = sorted(set(names) - set(known)) + sorted(set(caps) - set(known))
+    if unknown or not names:
+        parser.error(f"unknown parts {unknown or 'none given'}; choose from {', '.join(PARTS)}")
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "parts").mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="gpu_check_"))
-    report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "quick": args.quick,
+    report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "quick": args.quick, "budget_s": args.budget,
               "sizes": sizes(args.quick), "parts": {}, "figures": {}}  # fmt: skip
     started = time.perf_counter()
+
+    def stop(signum, _frame):  # killed from outside: stop the running part, keep what was measured
+        for process in list(_RUNNING):
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        report["stopped_by"] = signal.Signals(signum).name
+        _write_report(report, args.out)
+        print(f"[gpu_check] {signal.Signals(signum).name}: stopped; wrote {args.out / 'gpu_check.json'}", flush=True)
+        sys.exit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled",
            "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))}  # fmt: skip
-    for name in args.parts.split(","):
-        cap = PARTS[name][1 if args.quick else 0]
-        part_json = work / f"{name}.json"
+    for name in names:
+        cap = float(caps.get(name, known[name][1 if args.quick else 0]))
+        part_json, log = args.out / "parts" / f"{name}.json", args.out / "parts" / f"{name}.log"
+        part_json.unlink(missing_ok=True)
         start = time.perf_counter()
-        print(f"[gpu_check] {name} (cap {cap} s) ...", flush=True)
         left = args.budget - (time.perf_counter() - started)
-        if left < 10:
-            part = {"status": "skipped", "error": f"the {args.budget} s budget was spent"}
+        if left < 15:
+            part = {"status": "skipped", "error": f"the {args.budget:.0f} s budget was spent"}
+            print(f"[gpu_check] {name}: skipped (budget spent)", flush=True)
         else:
             cap = min(cap, int(left))
+            print(f"[gpu_check] {name} (cap {cap:.0f} s, {left:.0f} s of the budget left) ...", flush=True)
+            report["parts"][name] = {"status": "running", "cap_s": cap}
+            _write_report(report, args.out)
             command = [sys.executable, __file__, "--part", name, "--part-json", str(part_json), "--work", str(work),
                        "--device", args.device, "--cap", str(cap), *(["--quick"] if args.quick else [])]  # fmt: skip
-            returncode, stderr = run_capped(command, env, cap)
+            returncode, stderr = run_capped(command, env, cap, log)
+            part = json.loads(part_json.read_text()) if part_json.is_file() else {}
             if returncode is None:
-                part = {"status": "timeout", "error": f"stopped at its cap of {cap} s", "stderr_tail": stderr[-2000:]}
-            elif part_json.is_file():
-                part = json.loads(part_json.read_text())
-                part["stderr_tail"] = stderr[-2000:]
-            else:
-                part = {"status": "error", "error": f"exit {returncode}: {stderr[-3000:]}"}
+                part.update(status="timeout", error=f"stopped at its cap of {cap:.0f} s; figures measured before are kept")
+            elif not part or part.get("status") == "running":
+                part.update(status="error", error=f"exit {returncode} before the part finished: {stderr[-3000:]}")
+            part["stderr_tail"] = stderr[-2000:]
+            part["cap_s"] = cap
         part["wall_s"] = time.perf_counter() - start
         report["parts"][name] = part
         report.setdefault("environment", part.get("environment"))
         for key, row in part.get("figures", {}).items():
             report["figures"][key] = row
+        report["figures"].update(derived_figures(report["parts"]))
         report["total_wall_s"] = time.perf_counter() - started
-        (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        _write_report(report, args.out)
         status = part["status"] if part["status"] != "error" else "error: " + part["error"].strip().splitlines()[-1][:200]
-        print(f"[gpu_check] {name}: {status} in {part['wall_s']:.1f} s", flush=True)
-        if part["status"] != "ok":  # where it was: the part's last progress lines
-            print("".join(f"    {line}\n" for line in part.get("stderr_tail", "").splitlines()[-12:]), end="", flush=True)
-    print(f"\n{'figure':<40} {'value':>12} {'target':>10}  met")
-    for key, row in report["figures"].items():
-        value, target = row["value"], row["target"]
-        show = (lambda v: f"{v:.3g}" if isinstance(v, float) else str(v))
-        print(f"{key:<40} {show(value):>12} {show(target) if target is not None else '-':>10}  {row['met']}")
+        print(f"[gpu_check] {name}: {status} in {part['wall_s']:.1f} s ({len(part.get('figures', {}))} figures)", flush=True)
     shutil.rmtree(work, ignore_errors=True)  # generated images and checkpoints (GBs at full size)
+    print_summary(report)
     print(f"\nwrote {args.out / 'gpu_check.json'} in {report['total_wall_s']:.0f} s")
     return 0
 
