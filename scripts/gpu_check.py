@@ -8,11 +8,13 @@ Parts, in this order (each in its own process with a hard time cap, so a crash, 
 CUDA error in one leaves the others' figures):
 
   cuda_tests            pytest -m cuda (tests/test_cuda.py), one line per test as it ends
-  forward_b256          the model forward at batch 256, bf16 autocast: fusion=official with the
-                        fused attention (SDPA, the text tower is_causal) and with open_clip's
-                        MultiheadAttention (float mask), fusion=token; whether each tower's
+  forward_b256          the model forward at batch 256, bf16 autocast: fusion=official with
+                        open_clip's MultiheadAttention (float mask) and with the fused attention
+                        (SDPA, the text tower is_causal), fusion=token; whether each tower's
                         attention runs on the flash kernel alone; against the FLOP limit
-                        (measured bf16 matmul peak / FLOPs per sample)
+                        (measured bf16 matmul peak / FLOPs per sample); last, the same
+                        fusion=official model with torch.compile (each backbone block, as
+                        ``eval.compile``) beside it, compile time on its own
   inference_b16         scripts/benchmark_inference.py: the literal release path vs ours, batch 16
   train_full            scripts/benchmark_train.py, setup full (full fine-tuning), against 35 %
                         of the FLOP limit of training (3x the forward)
@@ -20,10 +22,11 @@ CUDA error in one leaves the others' figures):
                         50,737 rows as BAID's train split
   test_py               test.py end to end on generated JPEGs with a random Long-CLIP-L checkpoint
                         in the released layout (fp16 on CUDA), process wall time, and where it went
-  forward_b256_compile  forward_b256's fusion=official, eager and with torch.compile (each
-                        backbone block, ``eval.compile``) side by side; compile time on its own
   train_full_compile    train_full with trainer.compile=true; compile time (its warm-up) on its
                         own, speed beside train_full's
+  forward_b256_compile  (not in the default list) forward_b256's compile phase alone
+  suite_not_slow        (not in the default list) the wall time of pytest -m "not slow and not cuda"
+                        with the GPU visible (the CPU machine runs it in ~66 s)
 
 Results are written as they come: ``<out>/gpu_check.json`` before and after every part,
 and ``<out>/parts/<part>.json`` (each figure as soon as it is measured) and
@@ -58,14 +61,16 @@ sys.path.insert(0, str(ROOT / "scripts"))
 # left, under a cap cut to what is left, so the list ends with the parts that matter least.
 PARTS = {
     "cuda_tests": (120, 400),
-    "forward_b256": (60, 200),
+    "forward_b256": (130, 400),  # ends with its compile phase (forward_b256_compile)
     "inference_b16": (60, 200),
     "train_full": (60, 200),
     "stage2_epoch": (45, 200),
     "test_py": (100, 300),
-    "forward_b256_compile": (100, 400),
-    "train_full_compile": (120, 400),
+    "train_full_compile": (150, 400),
+    "forward_b256_compile": (100, 400),  # not in the default list
+    "suite_not_slow": (240, 900),  # not in the default list
 }
+DEFAULT_PARTS = [name for name in PARTS if name not in ("forward_b256_compile", "suite_not_slow")]
 DEFAULT_BUDGET_S = 400
 _PART_STARTED = time.perf_counter()
 
@@ -244,6 +249,22 @@ def part_cuda_tests(args, device, size, work: Path) -> dict:
             "seconds": time.perf_counter() - start, "output_tail": output[-3000:]}  # fmt: skip
 
 
+def part_suite_not_slow(args, device, size, work: Path) -> dict:
+    """The test suite's fast part with the GPU visible: tests/conftest.py keeps it on the CPU,
+    so it should take about what it takes on a CPU machine."""
+    command = [sys.executable, "-m", "pytest", "-q", "-m", "not slow and not cuda", "--durations=10", "-p",
+               "no:cacheprovider", "-o", "faulthandler_timeout=60", "tests"]  # fmt: skip
+    start = time.perf_counter()
+    returncode, output = stream_command(command, timeout=args.cap - 8)
+    wall = time.perf_counter() - start
+    summary = next((line for line in reversed(output.strip().splitlines()) if " passed" in line or " failed" in line), "")
+    if returncode is None:
+        raise RuntimeError(f"pytest still running after {wall:.0f} s:\n{output[-3000:]}")
+    return {"figures": {"suite_not_slow_wall_s": figure(wall, None, "s", note=summary.strip()),
+                        "suite_not_slow_pass": figure(returncode == 0, True, "bool")},
+            "output_tail": output[-3000:]}  # fmt: skip
+
+
 def part_inference_b16(args, device, size, work: Path) -> dict:
     import benchmark_inference
 
@@ -335,8 +356,8 @@ def part_forward_b256(args, device, size, work: Path) -> dict:
 
     peak = matmul_peak_tflops(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
     arch = None
-    results = {}
-    for fusion, modes in (("official", ("sdpa", "module")), ("token", ("sdpa",))):
+    results, firsts, official = {}, {}, None
+    for fusion, modes in (("official", ("module", "sdpa")), ("token", ("sdpa",))):
         torch.manual_seed(0)
         model = build_on_device(MTPGConfig(backbone=size["backbone"], fusion=fusion), device).eval()
         arch = model.backbone.arch
@@ -350,12 +371,14 @@ def part_forward_b256(args, device, size, work: Path) -> dict:
             record(flash_kernel_alone=_flash_checks(model, images, tokens, device))
         for mode in modes:
             set_attention(model, mode)
-            _, results[fusion, mode] = time_forward(model, images, tokens, size["b256_iters"], device,
-                                                    f"fusion={fusion} attention={mode}")  # fmt: skip
+            firsts[fusion, mode], results[fusion, mode] = time_forward(model, images, tokens, size["b256_iters"], device,
+                                                                       f"fusion={fusion} attention={mode}")  # fmt: skip
             key = f"forward_b{len(images)}_{fusion}_images_per_s" + ("" if mode == "sdpa" else "_module_attention")
             record(figures={key: figure(results[fusion, mode], 0.5 * limit if mode == "sdpa" else None, "img/s",
                                         note="target: 50 % of the FLOP limit" if mode == "sdpa" else
                                         "open_clip's MultiheadAttention with the float causal mask (before this work)")})  # fmt: skip
+        if fusion == "official":
+            official = (model, images, tokens)  # for the compile phase, last
         del model
     figures = {
         "official_over_token_time": figure(results["token", "sdpa"] / results["official", "sdpa"], 1.2, "x", False,
@@ -364,24 +387,20 @@ def part_forward_b256(args, device, size, work: Path) -> dict:
                                                     note=f"fusion=official, batch {size['b256']}: SDPA is_causal vs float mask"),
     }  # fmt: skip
     record(figures=figures)
+    # Last (a cap here keeps every figure above): the same fusion=official model, compiled.
+    compile_phase(*official, size, device, firsts["official", "sdpa"], results["official", "sdpa"])
     return {}
 
 
-def part_forward_b256_compile(args, device, size, work: Path) -> dict:
-    """fusion=official, fused attention: eager, then every backbone block through
-    ``torch.compile`` (``compile_blocks``), side by side in this process."""
+def compile_phase(model, images, tokens, size, device, eager_first: float, eager: float) -> None:
+    """Every backbone block of ``model`` (eager figures given) through ``torch.compile``
+    (``compile_blocks``, as ``eval.compile``): speed, compile time, max |diff| of the scores."""
     import torch
 
     from mtpg_aiaa.backbone.compiling import compile_blocks
-    from mtpg_aiaa.models.mtpg.model import MTPGConfig
 
-    torch.manual_seed(0)
-    model = build_on_device(MTPGConfig(backbone=size["backbone"], fusion="official"), device).eval()
-    images, tokens = _forward_inputs(model, size, device)
-    eager_first, eager = time_forward(model, images, tokens, size["b256_iters"], device, "eager")
     with torch.inference_mode(), _autocast(device):
         expected = model(images, tokens)["score"].float()
-    record(figures={"forward_b256_eager_images_per_s": figure(eager, None, "img/s")})
     compile_blocks(model)
     first, compiled = time_forward(model, images, tokens, size["b256_iters"], device, "compiled", warmups=2)
     with torch.inference_mode(), _autocast(device):
@@ -392,6 +411,21 @@ def part_forward_b256_compile(args, device, size, work: Path) -> dict:
                     "compile_time_forward_s": figure(first - eager_first, None, "s",
                                                      note="first compiled batch minus first eager batch")},
            compiled_vs_eager_max_abs_diff=max_diff)  # fmt: skip
+
+
+def part_forward_b256_compile(args, device, size, work: Path) -> dict:
+    """forward_b256's compile phase alone (not in the default list; forward_b256 ends with it):
+    fusion=official, fused attention, eager then compiled, side by side in this process."""
+    import torch
+
+    from mtpg_aiaa.models.mtpg.model import MTPGConfig
+
+    torch.manual_seed(0)
+    model = build_on_device(MTPGConfig(backbone=size["backbone"], fusion="official"), device).eval()
+    images, tokens = _forward_inputs(model, size, device)
+    eager_first, eager = time_forward(model, images, tokens, size["b256_iters"], device, "eager")
+    record(figures={"forward_b256_eager_images_per_s": figure(eager, None, "img/s")})
+    compile_phase(model, images, tokens, size, device, eager_first, eager)
     return {}
 
 
@@ -712,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "gpu_check")
     parser.add_argument("--budget", type=float,
                         help=f"seconds for all parts together (default {DEFAULT_BUDGET_S}; --quick: 2400)")
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument("--parts", default=",".join(DEFAULT_PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--caps", default="", help="NAME=SECONDS,...: other caps for some parts")
     parser.add_argument("--part", choices=list(PART_FUNCTIONS), help=argparse.SUPPRESS)  # internal: run one part here
     parser.add_argument("--part-json", help=argparse.SUPPRESS)
