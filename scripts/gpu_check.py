@@ -240,7 +240,7 @@ def part_cuda_tests(args, device, size, work: Path) -> dict:
     if returncode is None:
         raise RuntimeError(f"pytest -m cuda still running after {args.cap - 8} s; {len(results)} tests ended:\n{output[-3000:]}")
     summary = next((line for line in reversed(output.strip().splitlines())
-                    if any(word in line for word in (" passed", " failed", " error", "no tests ran"))), "")  # fmt: skip
+                    if any(word in line for word in (" passed", " failed", " error", " skipped", "no tests ran"))), "")  # fmt: skip
     ran = device.type == "cuda" and " passed" in summary and " skipped" not in summary
     passed = returncode == 0 and ran
     return {"figures": {"cuda_tests_pass": figure(passed if device.type == "cuda" else "skipped (no GPU)",
