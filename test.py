@@ -22,6 +22,8 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from mtpg_aiaa.backbone.attention import set_attention  # noqa: E402
+from mtpg_aiaa.backbone.compiling import compile_blocks  # noqa: E402
 from mtpg_aiaa.data import AestheticsDataset, BadInputError, collate_samples  # noqa: E402
 from mtpg_aiaa.data.device_decoding import DeviceDecodingLoader, EncodedImageDataset, collate_encoded  # noqa: E402
 from mtpg_aiaa.data.named_texts import read_table  # noqa: E402
@@ -67,6 +69,9 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
     timings = {"start_up": time.perf_counter() - STARTED}  # imports, CUDA and process-group start-up
     start = time.perf_counter()
     model = load_model(cfg.ckpt, device=device, backbone_precision=precision)
+    set_attention(model, cfg.eval.get("attention", "auto"))
+    if cfg.eval.get("compile", False):
+        compile_blocks(model)  # compiled on the first batch: its time lands in `model`
     timings["weights"] = time.perf_counter() - start
     if cfg.eval.prompts:  # MTPG-AIAA only: its level prompt strings
         model.set_prompts(cfg.eval.prompts)

@@ -4,8 +4,10 @@ Literal (as the authors' test loop runs it): the five level prompts tokenized an
 encoded again for every batch, the fusion computed twice (the released loop repeats it
 on identical inputs), descriptions encoded at the full 248 tokens, under ``no_grad``.
 Ours: prompt features cached per set of weights, one fusion pass, descriptions cut after
-the batch's longest EOT, ``inference_mode``; on CUDA the backbone in fp16 for both paths,
-as the authors' loader runs it.
+the batch's longest EOT, ``inference_mode``, and on CUDA the fused attention (one SDPA call
+per block, the text tower with ``is_causal``; ``backbone/attention.py``) where the literal
+path keeps open_clip's ``MultiheadAttention`` with the float causal mask, as the release
+runs. On CUDA the backbone is in fp16 for both paths, as the authors' loader runs it.
 
 Both paths get identical random weights and inputs; the script asserts equal outputs
 (max |diff| <= 1e-5 in fp32) before reporting images/s (batches timed in alternation)
@@ -27,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from mtpg_aiaa.backbone.attention import attention_as
 from mtpg_aiaa.backbone.convert import cast_like_upstream
 from mtpg_aiaa.evaluation import resolve_device
 from mtpg_aiaa.models.mtpg.model import MTPGAIAA, MTPGConfig, build_mtpg
@@ -50,6 +53,11 @@ def make_descriptions(batch: int, generator: torch.Generator) -> list[str]:
 
 def literal_forward(model: MTPGAIAA, images: torch.Tensor, descriptions: list[str]) -> torch.Tensor:
     """The released forward read literally; returns level probabilities ``[B, 5]``."""
+    with attention_as(model, "module"):  # open_clip's attention with the float causal mask, as released
+        return _literal_forward(model, images, descriptions)
+
+
+def _literal_forward(model: MTPGAIAA, images: torch.Tensor, descriptions: list[str]) -> torch.Tensor:
     backbone, fusion = model.backbone, model.fusion
     device = images.device
     text = model.tokenizer(descriptions).to(device)  # full 248 tokens

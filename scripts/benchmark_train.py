@@ -11,6 +11,8 @@ with ``task.collate``, the trainer's sampler and the configured workers.
   uncached-frozen  model.freeze=frozen, stage.feature_cache.enabled=false: images go
                    through the frozen backbone every step
   full             model.freeze=full, stage.feature_cache.enabled=false: everything trains
+  full-compiled    full with trainer.compile=true (each backbone block through torch.compile;
+                   not in the default list; its compile time is in its warm-up, ``warmup_s``)
 
 The uncached setups run with ``stage.augment=false`` (``--augment`` turns it on): the
 deterministic eval view the cache stores, so all three train on the same inputs, in the
@@ -77,7 +79,9 @@ SETUPS = {
     "cached": ["model.freeze=frozen", "stage.feature_cache.enabled=true", "stage.augment=false"],
     "uncached-frozen": ["model.freeze=frozen", "stage.feature_cache.enabled=false"],
     "full": ["model.freeze=full", "stage.feature_cache.enabled=false"],
+    "full-compiled": ["model.freeze=full", "stage.feature_cache.enabled=false", "trainer.compile=true"],
 }
+DEFAULT_SETUPS = ("cached", "uncached-frozen", "full")
 WARMUP_STEPS = 2  # untimed; on CUDA also the peak-memory window
 
 
@@ -96,6 +100,7 @@ class Setup:
     losses: list = field(default_factory=list)  # device tensors while timing; floats after ``summarise``
     peak_mem_mb: float | None = None
     task_build_s: float = 0.0  # train.build_task: for `cached`, hashing the backbone and building the cache
+    warmup_s: float = 0.0  # the untimed warm-up steps (with trainer.compile: the compile)
 
     @property
     def task(self):
@@ -200,12 +205,15 @@ def warm_up(setup: Setup) -> None:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
+    start = time.perf_counter()
     train_steps(setup, batches, WARMUP_STEPS)
+    _sync(device)
+    setup.warmup_s = time.perf_counter() - start
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
         setup.peak_mem_mb = (torch.cuda.max_memory_allocated(device) - base) / 2**20
     del batches  # shuts its workers down before another setup runs
-    print(f"[benchmark_train] {setup.name}: warm-up done", file=sys.stderr, flush=True)
+    print(f"[benchmark_train] {setup.name}: warm-up ({WARMUP_STEPS} steps) done in {setup.warmup_s:.1f} s",
+          file=sys.stderr, flush=True)  # fmt: skip
 
 
 def timed_round(setup: Setup, steps: int) -> None:
@@ -312,7 +320,7 @@ def summarise(setup: Setup) -> dict:
         "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "timed_steps": setup.steps, "seconds": setup.seconds,
         "steps_per_s": steps_per_s, "images_per_s": steps_per_s * images_per_step,
-        "peak_mem_mb": setup.peak_mem_mb, "last_loss": setup.losses[-1],
+        "peak_mem_mb": setup.peak_mem_mb, "last_loss": setup.losses[-1], "warmup_s": setup.warmup_s,
     }  # fmt: skip
 
 
@@ -360,7 +368,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("overrides", nargs="*", help="more Hydra overrides of configs/train.yaml, e.g. data.root=...")
     parser.add_argument("--model", default="toy", help="model config group (toy, tiny, longclip_b, longclip_l, ...)")
     parser.add_argument("--data", default="toy", help="data config group (toy, csv, baid), or smoke: generated images")
-    parser.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated subset of {','.join(SETUPS)}")
+    parser.add_argument("--setups", default=",".join(DEFAULT_SETUPS), help=f"comma-separated subset of {','.join(SETUPS)}")
     parser.add_argument("--steps", type=int, default=5, help="optimizer steps per setup per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)

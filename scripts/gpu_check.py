@@ -1,26 +1,41 @@
 """One GPU check: the CUDA tests and every benchmark of issue #11, each figure beside its target.
 
-    python scripts/gpu_check.py --out outputs/gpu_check            # a CUDA GPU, < 5 minutes
+    python scripts/gpu_check.py --out outputs/gpu_check            # a CUDA GPU, ~6 minutes (--budget)
     python scripts/gpu_check.py --quick --device cpu --out outputs/gpu_check_cpu # tiny sizes: proves the script runs
     bash scripts/gpu_check.sh                                      # offline: installs .whl/ first
 
-Parts (each in its own process with a hard time cap, so a crash, hang or CUDA error in one
-leaves the others' figures; ``gpu_check.json`` is rewritten after every part):
+Parts, in this order (each in its own process with a hard time cap, so a crash, hang or
+CUDA error in one leaves the others' figures):
 
-  cuda_tests     pytest -m cuda (tests/test_cuda.py)
-  inference_b16  scripts/benchmark_inference.py: the literal release path vs ours, batch 16
-  forward_b256   the model forward at batch 256, bf16 autocast, fusion=official and token,
-                 against the FLOP limit (measured bf16 matmul peak / FLOPs per sample)
-  test_py        test.py end to end on generated JPEGs with a random Long-CLIP-L checkpoint
-                 in the released layout (fp16 on CUDA), process wall time, and where it went
-  train_full     scripts/benchmark_train.py, setup full (full fine-tuning), against 35 %
-                 of the FLOP limit of training (3x the forward)
-  stage2_epoch   one epoch of stage-2 head training on cached features held on the device
-                 (the feature layout of the cache, random values), 50,737 rows as BAID's train split
+  cuda_tests            pytest -m cuda (tests/test_cuda.py), one line per test as it ends
+  forward_b256          the model forward at batch 256, bf16 autocast: fusion=official with
+                        open_clip's MultiheadAttention (float mask) and with the fused attention
+                        (SDPA, the text tower is_causal), fusion=token; whether each tower's
+                        attention runs on the flash kernel alone; against the FLOP limit
+                        (measured bf16 matmul peak / FLOPs per sample); last, the same
+                        fusion=official model with torch.compile (each backbone block, as
+                        ``eval.compile``) beside it, compile time on its own
+  inference_b16         scripts/benchmark_inference.py: the literal release path vs ours, batch 16
+  train_full            scripts/benchmark_train.py, setup full (full fine-tuning), against 35 %
+                        of the FLOP limit of training (3x the forward)
+  stage2_epoch          one epoch of stage-2 head training on cached features held on the device,
+                        50,737 rows as BAID's train split
+  test_py               test.py end to end on generated JPEGs with a random Long-CLIP-L checkpoint
+                        in the released layout (fp16 on CUDA), process wall time, and where it went
+  train_full_compile    train_full with trainer.compile=true; compile time (its warm-up) on its
+                        own, speed beside train_full's
+  forward_b256_compile  (not in the default list) forward_b256's compile phase alone
+  suite_not_slow        (not in the default list) the wall time of pytest -m "not slow and not cuda"
+                        with the GPU visible (the CPU machine runs it in ~66 s)
+
+Results are written as they come: ``<out>/gpu_check.json`` before and after every part,
+and ``<out>/parts/<part>.json`` (each figure as soon as it is measured) and
+``<out>/parts/<part>.log`` (the part's progress lines) by the part itself, so a part stopped
+at its cap, or the whole run killed, leaves what it had measured.
 
 FLOPs per sample count the matmuls of both towers (2 x parameters x tokens, plus attention's
 4 x tokens^2 x width per layer); for Long-CLIP-L that is ~162 GFLOP per 224-px image and
-~27 GFLOP per 150-token description, as issue #11 states.
+~27 GFLOP for a 150-token description, as issue #11 states.
 """
 from __future__ import annotations
 
@@ -41,383 +56,29 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 # name: (hard cap in seconds on a GPU, in --quick mode). Sized from the first H200 run
-# (Long-CLIP-L forward at batch 256 ~0.18 s, ~10 s of interpreter and CUDA start-up per
-# process); together 415 s, under the default --budget of 420 s.
+# (Long-CLIP-L forward at batch 256 ~0.18 s, ~10-15 s of interpreter and CUDA start-up per
+# process); the --budget (default 400 s) stops the run first: a part starts only with 15 s
+# left, under a cap cut to what is left, so the list ends with the parts that matter least.
 PARTS = {
-    "cuda_tests": (90, 300),
+    "cuda_tests": (120, 400),
+    "forward_b256": (130, 400),  # ends with its compile phase (forward_b256_compile)
     "inference_b16": (60, 200),
-    "forward_b256": (45, 200),
-    "stage2_epoch": (40, 200),
     "train_full": (60, 200),
-    "test_py": (120, 300),
+    "stage2_epoch": (45, 200),
+    "test_py": (100, 300),
+    "train_full_compile": (150, 400),
+    "forward_b256_compile": (100, 400),  # not in the default list
+    "suite_not_slow": (240, 900),  # not in the default list
 }
-_PART_STARTED = time.perf_counter()
+DEFAULT_PARTS = [name for name in PARTS if name not in ("forward_b256_compile", "suite_not_slow")]
+DEFAULT_BUDGET_S = 400
+
+import gpu_check_parts  # noqa: E402 - scripts/ is on the path now
+from gpu_check_parts import PART_FUNCTIONS, figure, progress, record, sizes  # noqa: E402
 
 
-def progress(message: str) -> None:
-    """A progress line on stderr, flushed at once: a part stopped at its cap leaves in its
-    stderr tail the last step it reached and the seconds since the part started."""
-    print(f"[{time.perf_counter() - _PART_STARTED:6.1f} s] {message}", file=sys.stderr, flush=True)
-
-
-def build_on_device(config, device):
-    """``build_mtpg(config)`` with its parameters created on ``device`` (no fp32 CPU init of
-    a Long-CLIP-L, which takes many seconds); on any failure the CPU build moved there."""
-    import torch
-
-    from benchmark_inference import build_model
-
-    start = time.perf_counter()
-    model = build_model(config, device)
-    sync(device)
-    progress(f"built {config.backbone} (fusion={config.fusion}) on {device} in {time.perf_counter() - start:.1f} s")
-    return model
-
-
-def stream_command(command: list[str], timeout: float) -> tuple[int | None, str]:
-    """Run ``command``, copying its stdout and stderr to ours line by line as they come (so a
-    part killed at its cap keeps them in its stderr tail); returns (exit code or None when
-    ``timeout`` ran out, the output)."""
-    import threading
-
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)  # fmt: skip
-    lines: list[str] = []
-
-    def copy() -> None:
-        for line in process.stdout:
-            lines.append(line)
-            sys.stderr.write(line)
-            sys.stderr.flush()
-
-    reader = threading.Thread(target=copy, daemon=True)
-    reader.start()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        reader.join(timeout=5)
-        return None, "".join(lines)
-    reader.join(timeout=5)
-    return process.returncode, "".join(lines)
-BAID_TRAIN_ROWS = 50_737
-BAID_TEST_ROWS = 6_400
-
-
-# -- sizes and FLOPs ---------------------------------------------------------------------
-def sizes(quick: bool) -> dict:
-    if quick:
-        return {"backbone": "LongCLIP-tiny", "model_group": "tiny", "b16_batches": 2, "b256": 8, "b256_iters": 2,
-                "test_images": 32, "image_wh": (320, 240), "train_batch": 4, "train_steps": 1, "train_rounds": 1,
-                "epoch_rows": 512, "description_tokens": 40, "workers": 0}  # fmt: skip
-    workers = min(12, max(1, len(os.sched_getaffinity(0)) - 2))
-    return {"backbone": "LongCLIP-L-14", "model_group": "longclip_l", "b16_batches": 12, "b256": 256, "b256_iters": 6,
-            "test_images": BAID_TEST_ROWS, "image_wh": (640, 480), "train_batch": 64, "train_steps": 5, "train_rounds": 2,
-            "epoch_rows": BAID_TRAIN_ROWS, "description_tokens": 130, "workers": workers}  # fmt: skip
-
-
-def transformer_gflop(width: int, layers: int, tokens: int) -> float:
-    matmul = 2 * 12 * width**2 * tokens  # qkv + out projection (4 w^2) and the MLP (8 w^2)
-    attention = 4 * tokens**2 * width  # scores and the weighted sum
-    return layers * (matmul + attention) / 1e9
-
-
-def sample_gflop(arch, description_tokens: int) -> dict:
-    image_tokens = (arch.image_size // arch.patch_size) ** 2 + 1
-    image = transformer_gflop(arch.vision_width, arch.vision_layers, image_tokens)
-    text = transformer_gflop(arch.text_width, arch.text_layers, description_tokens)
-    return {"image": image, "text": text, "total": image + text}
-
-
-def matmul_peak_tflops(device, dtype) -> float:
-    """The best of a few large matmuls: the device's practical peak for ``dtype``."""
-    import torch
-
-    n = 8192 if device.type == "cuda" else 512
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    best = float("inf")
-    for _ in range(6):
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(5):
-            a @ b
-        sync(device)
-        best = min(best, (time.perf_counter() - start) / 5)
-    peak = 2 * n**3 / best / 1e12
-    progress(f"matmul peak {dtype}: {peak:.1f} TFLOP/s")
-    return peak
-
-
-def sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def figure(value, target, unit: str, higher_is_better: bool = True, note: str = "") -> dict:
-    met = None if value is None or target is None else (value >= target if higher_is_better else value <= target)
-    row = {"value": value, "target": target, "unit": unit, "met": met}
-    if note:
-        row["note"] = note
-    return row
-
-
-def random_tokens(batch: int, length: int, seed: int = 0):
-    """``[batch, length]`` token ids, each row ending with EOT at ``length - 1 - (row % 8)``."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    tokens = torch.zeros(batch, length, dtype=torch.long)
-    tokens[:, 0] = 49406
-    for row in range(batch):
-        eot = max(2, length - 1 - row % 8)
-        tokens[row, 1:eot] = torch.randint(1, 49000, (eot - 1,), generator=generator)
-        tokens[row, eot] = 49407
-    return tokens
-
-
-# -- parts (each runs in its own process) --------------------------------------------------
-def part_cuda_tests(args, device, size, work: Path) -> dict:
-    # -x: stop at the first failure; --durations: which tests took the time.
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "--durations=10", "-p", "no:cacheprovider", "-m", "cuda",
-               "tests/test_cuda.py"]  # fmt: skip
-    start = time.perf_counter()
-    progress("pytest -m cuda tests/test_cuda.py (its output follows)")
-    returncode, output = stream_command(command, timeout=args.cap - 8)  # leave time to write the JSON
-    if returncode is None:
-        raise RuntimeError(f"pytest -m cuda still running after {args.cap - 8} s:\n{output[-3000:]}")
-    summary = next((line for line in reversed(output.strip().splitlines())
-                    if any(word in line for word in (" passed", " failed", " error", "no tests ran"))), "")  # fmt: skip
-    ran = device.type == "cuda" and " passed" in summary and " skipped" not in summary
-    passed = returncode == 0 and ran
-    return {"figures": {"cuda_tests_pass": figure(passed if device.type == "cuda" else "skipped (no GPU)",
-                                                  True if device.type == "cuda" else None, "bool")},
-            "returncode": returncode, "summary": summary.strip(), "seconds": time.perf_counter() - start,
-            "output_tail": output[-3000:]}  # fmt: skip
-
-
-def part_inference_b16(args, device, size, work: Path) -> dict:
-    import benchmark_inference
-
-    out = work / "benchmark_inference.json"
-    argv = ["--backbone", size["backbone"], "--device", str(device), "--batch-size", "16",
-            "--batches", str(size["b16_batches"]), "--no-memory", "--json", str(out)]  # fmt: skip
-    progress(f"benchmark_inference {' '.join(argv)} (in this process)")
-    report = benchmark_inference.main(argv, log=progress)
-    target = 2.0 if device.type == "cuda" else 1.3
-    return {"figures": {"speedup_ours_over_literal_b16": figure(report["speedup"], target, "x"),
-                        "ours_images_per_s_b16": figure(report["ours"]["images_per_s"], None, "img/s"),
-                        "literal_images_per_s_b16": figure(report["literal"]["images_per_s"], None, "img/s")},
-            "report": report}  # fmt: skip
-
-
-def part_forward_b256(args, device, size, work: Path) -> dict:
-    import torch
-
-    from mtpg_aiaa.models.mtpg.model import MTPGConfig
-
-    peak = matmul_peak_tflops(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
-    batch, length = size["b256"], size["description_tokens"] + 1
-    results, figures = {}, {}
-    for fusion in ("official", "token"):
-        torch.manual_seed(0)
-        model = build_on_device(MTPGConfig(backbone=size["backbone"], fusion=fusion), device).eval()
-        arch = model.backbone.arch
-        images = torch.randn(batch, 3, arch.image_size, arch.image_size, device=device)
-        tokens = random_tokens(batch, length).to(device)
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-        with torch.inference_mode(), autocast:
-            start = time.perf_counter()
-            model(images, tokens)  # warm-up
-            sync(device)
-            progress(f"{fusion}: warm-up batch {batch} in {time.perf_counter() - start:.2f} s")
-            start = time.perf_counter()
-            for _ in range(size["b256_iters"]):
-                model(images, tokens)
-            sync(device)
-        seconds = time.perf_counter() - start
-        results[fusion] = batch * size["b256_iters"] / seconds
-        progress(f"{fusion}: {size['b256_iters']} timed batches in {seconds:.2f} s: {results[fusion]:.0f} img/s")
-        del model
-    flops = sample_gflop(arch, size["description_tokens"])
-    limit = peak * 1e3 / flops["total"]
-    for fusion, speed in results.items():
-        figures[f"forward_b{batch}_{fusion}_images_per_s"] = figure(speed, 0.5 * limit, "img/s",
-                                                                    note="target: 50 % of the FLOP limit")  # fmt: skip
-    figures["official_over_token_time"] = figure(results["token"] / results["official"], 1.2, "x", False,
-                                                 note="fusion=official should cost about what token costs")  # fmt: skip
-    return {"figures": figures, "matmul_peak_tflops": peak, "gflop_per_sample": flops, "flop_limit_images_per_s": limit,
-            "autocast": "bf16" if device.type == "cuda" else "fp32"}  # fmt: skip
-
-
-def _write_jpeg(job) -> None:
-    import numpy as np
-    from PIL import Image
-
-    path, seed, (width, height) = job
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8)  # painting-like: smooth colour fields
-    image = Image.fromarray(small).resize((width, height), Image.BICUBIC)
-    pixels = np.asarray(image).astype(np.int16) + rng.integers(-12, 13, (height, width, 3), dtype=np.int16)
-    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path, quality=90)
-
-
-def make_test_set(root: Path, count: int, wh: tuple[int, int]) -> Path:
-    from concurrent.futures import ProcessPoolExecutor
-
-    import pandas as pd
-
-    from benchmark_inference import SENTENCES
-
-    images = root / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    jobs = [(images / f"{i:05d}.jpg", i, wh) for i in range(count)]
-    with ProcessPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
-        list(pool.map(_write_jpeg, jobs, chunksize=64))
-    rows = [{"image": f"{i:05d}.jpg", "score": 1 + (i * 7919 % 900) / 100,
-             "comment": " ".join(SENTENCES[(i + j) % len(SENTENCES)] for j in range(5 + i % 11))} for i in range(count)]  # fmt: skip
-    pd.DataFrame(rows).to_csv(root / "test.csv", index=False)
-    return root / "test.csv"
-
-
-def part_test_py(args, device, size, work: Path) -> dict:
-    """``test.py`` end to end on generated JPEGs; on CUDA with the JPEGs decoded on the GPU
-    (``eval.decode=device``). Where the time went is test.py's own log (``time_split_s``
-    in its metrics.json: start-up, weights, table, waiting for decoding, model, metrics, writing)."""
-    import torch
-
-    from mtpg_aiaa.models.mtpg.checkpoint import save_official_checkpoint
-    from mtpg_aiaa.models.mtpg.model import MTPGConfig
-
-    start = time.perf_counter()
-    csv = make_test_set(work / "data", size["test_images"], size["image_wh"])
-    generated_s = time.perf_counter() - start
-    progress(f"generated {size['test_images']} JPEGs in {generated_s:.1f} s")
-    torch.manual_seed(0)
-    model = build_on_device(MTPGConfig(backbone=size["backbone"]), device)
-    start = time.perf_counter()
-    ckpt = save_official_checkpoint(model.cpu(), work / "model_save.pt")  # a released file holds CPU tensors
-    del model
-    progress(f"saved the released-layout checkpoint in {time.perf_counter() - start:.1f} s")
-    run_dir = work / "run"
-    decode = "device" if device.type == "cuda" else "cpu"
-    command = [sys.executable, "test.py", f"ckpt={ckpt}", f"data.csv={csv}", f"data.image_root={work / 'data' / 'images'}",
-               f"device={device}", f"eval.num_workers={size['workers']}", "eval.progress=false", "eval.n_bootstrap=100",
-               f"eval.decode={decode}", f"hydra.run.dir={run_dir}"]  # fmt: skip
-    start = time.perf_counter()
-    progress(f"test.py eval.decode={decode} (its output follows)")
-    returncode, output = stream_command(command, timeout=max(args.cap - (time.perf_counter() - _PART_STARTED) - 8, 10))
-    wall = time.perf_counter() - start
-    progress(f"test.py exited {returncode} after {wall:.1f} s")
-    if returncode is None:
-        raise RuntimeError(f"test.py still running after {wall:.0f} s:\n{output[-3000:]}")
-    if returncode:
-        raise RuntimeError(output[-3000:])
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {
-        "figures": {"test_py_wall_s": figure(wall, 15.0 * size["test_images"] / BAID_TEST_ROWS, "s", False,
-                                             note=f"{size['test_images']} JPEGs of {size['image_wh'][0]}x{size['image_wh'][1]}; goal 10 s for 6,400"),
-                    "test_py_images_per_s": figure(metrics["n"] / wall, None, "img/s")},
-        "process_wall_s": wall, "test_py_time_split_s": metrics.get("time_split_s"), "decode": decode,
-        "workers": size["workers"], "precision": metrics.get("backbone_precision"), "generate_data_s": generated_s,
-        "output_tail": output[-1500:],
-    }  # fmt: skip
-
-
-def part_train_full(args, device, size, work: Path) -> dict:
-    import torch
-
-    import benchmark_train
-    from mtpg_aiaa.backbone.longclip import get_arch
-
-    argv = ["--model", size["model_group"], "--data", "smoke", "--device", str(device), "--setups", "full",
-            "--batch-size", str(size["train_batch"]), "--steps", str(size["train_steps"]), "--rounds", str(size["train_rounds"]),
-            "--no-memory", "--json", str(work / "benchmark_train.json")]  # fmt: skip
-    if not size["workers"]:
-        argv += ["--workers", "0"]
-    progress(f"benchmark_train {' '.join(argv)} (in this process)")
-    report = benchmark_train.main(argv)
-    progress("benchmark_train done")
-    speed = report["setups"]["full"]["images_per_s"]
-    arch = get_arch(report["run"]["backbone"])
-    peak = matmul_peak_tflops(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
-    limit = peak * 1e3 / (3 * sample_gflop(arch, size["description_tokens"])["total"])
-    return {"figures": {"full_finetune_images_per_s": figure(speed, 0.35 * limit, "img/s",
-                                                             note="target: 35 % of the FLOP limit of training")},
-            "matmul_peak_tflops": peak, "flop_limit_images_per_s": limit, "report": report}  # fmt: skip
-
-
-def part_stage2_epoch(args, device, size, work: Path) -> dict:
-    """One stage-2 epoch on cached features through the real path: ``FinetuneTask`` with the
-    feature cache built by ``FeatureCache.build`` (on a GPU served from a
-    ``DeviceFeatureTable``), the trainer's loader, micro-step and optimizer step, losses
-    checked every ``log_every`` steps as ``Trainer`` does. The cache is built for 64
-    generated paintings and loaded into a ``DeviceFeatureTable``, whose rows are then
-    repeated to BAID's 50,737 (the same layout; building 50,737 entries would take the
-    part's time); timed until the epoch ends or the part's time runs short, then scaled."""
-    import torch
-
-    import benchmark_train
-    from make_smoke_data import write_smoke_data
-    from mtpg_aiaa.feature_table import DeviceFeatureTable
-
-    smoke = write_smoke_data(work / "smoke", num_images=64)
-    csv = smoke["csv"]
-    batch = 16  # the authors' batch size (configs/trainer/default.yaml)
-    overrides = ["stage=finetune", f"model={size['model_group']}", f"device={device}", "logger=none", "init_from=null",
-                 "resume=never", "model.backbone_weights=null", "model.fusion=official", f"trainer.batch_size={batch}",
-                 "trainer.progress=false", "trainer.num_workers=0", "trainer.accumulate=1",
-                 f"paths.output_root={work / 'outputs'}", f"paths.cache_dir={work / 'cache'}", "run_name=stage2",
-                 "data=csv", f"data.csv={csv}", f"data.train_csv={csv}", f"data.image_root={smoke['image_root']}",
-                 "data.val_csv=null", f"trainer.max_steps={size['epoch_rows'] // batch}",
-                 "stage.feature_cache.on_device=true"]  # fmt: skip
-    start = time.perf_counter()
-    setup = benchmark_train.build_setup("cached", overrides)
-    trainer, dataset = setup.trainer, setup.task.train_dataset
-    on_device = getattr(dataset, "on_device", False)
-    if on_device:  # BAID's row count over the cached entries
-        rows = torch.arange(size["epoch_rows"]) % len(dataset)
-        on = rows.to(dataset.device)
-        dataset = DeviceFeatureTable(dataset.features, dataset.entry_of_row[on], dataset.targets[on], dataset.scores[rows],
-                                     dataset.source_rows[rows], [dataset.image_names[i] for i in rows.tolist()])  # fmt: skip
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, collate_fn=setup.task.collate,
-                                         num_workers=0)  # as Trainer._run_epoch builds it for a device table  # fmt: skip
-    progress(f"model, cache ({setup.task_build_s:.1f} s) and task ready in {time.perf_counter() - start:.1f} s; "
-             f"{len(dataset)} rows, {'on the device' if on_device else 'one file per sample'}")  # fmt: skip
-
-    def steps(limit: int | None, seconds_allowed: float) -> tuple[int, float]:
-        done, started = 0, time.perf_counter()
-        for step, batch_rows in enumerate(loader):
-            if limit is not None and step >= limit:
-                break
-            trainer._micro_step(batch_rows)
-            trainer._optimizer_step()
-            done += len(batch_rows["index"])
-            if (step + 1) % trainer.cfg.log_every == 0:
-                trainer._check_losses()  # what Trainer does at a log step: the one host sync
-            if (step + 1) % 500 == 0:
-                progress(f"stage-2 step {step + 1}: {done} rows in {time.perf_counter() - started:.1f} s")
-                if time.perf_counter() - started > seconds_allowed:
-                    break
-        trainer._check_losses()
-        sync(device)
-        return done, time.perf_counter() - started
-
-    steps(3, 60)  # warm-up: kernels, the fused optimizer's state
-    seconds_allowed = max(args.cap - (time.perf_counter() - _PART_STARTED) - 12, 3)
-    rows, seconds = steps(None, seconds_allowed)
-    progress(f"timed {rows} rows in {seconds:.2f} s")
-    return {"figures": {"stage2_epoch_s": figure(seconds * BAID_TRAIN_ROWS / rows, 5.0, "s", False,
-                                                 note=f"{rows} rows timed, scaled to {BAID_TRAIN_ROWS}; cached path, "
-                                                      f"head only, batch {batch}, on_device={on_device}")},
-            "rows_timed": rows, "seconds_timed": seconds, "batch_size": batch, "on_device": on_device,
-            "task_build_s": setup.task_build_s, "precision": str(trainer.autocast_dtype)}  # fmt: skip
-
-
-PART_FUNCTIONS = {name: globals()[f"part_{name}"] for name in PARTS}
+HIDDEN_PARTS = {"selftest": (20, 20)}  # tests/test_gpu_check.py
+assert set(PARTS) | set(HIDDEN_PARTS) <= set(PART_FUNCTIONS), "a part without its function in gpu_check_parts.py"
 
 
 # -- driver ---------------------------------------------------------------------------------
@@ -435,44 +96,100 @@ def environment(device) -> dict:
 
 
 def run_part_here(args) -> None:
-    """The child process: run one part, write its result (or its error) as JSON."""
+    """The child process: run one part, writing its JSON as figures come and at the end."""
     import torch
 
     from mtpg_aiaa.evaluation import resolve_device
 
+    gpu_check_parts._PARTIAL_PATH = Path(args.part_json)
     progress(f"{args.part}: imports done")
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.zeros(1, device=device)  # CUDA context start-up, timed on its own
         progress(f"CUDA ready on {torch.cuda.get_device_name(device)}")
+    record(environment=environment(device))
     work = Path(tempfile.mkdtemp(prefix=f"gpu_check_{args.part}_", dir=args.work))
     start = time.perf_counter()
     try:
         result = PART_FUNCTIONS[args.part](args, device, sizes(args.quick), work)
-        result["status"] = "ok"
+        status = {"status": "ok"}
     except Exception as error:  # recorded, so the other parts' figures survive
-        result = {"status": "error", "error": f"{type(error).__name__}: {error}"[-4000:], "traceback": traceback.format_exc()[-4000:]}
+        result = {}
+        status = {"status": "error", "error": f"{type(error).__name__}: {error}"[-4000:], "traceback": traceback.format_exc()[-4000:]}
         progress(f"{args.part} failed: {type(error).__name__}: {str(error)[-500:]}")
-    result["seconds"] = time.perf_counter() - start
-    result["environment"] = environment(device)
-    if device.type == "cuda":
-        result["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-    Path(args.part_json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    memory = {"peak_gpu_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30} if device.type == "cuda" else {}
+    figures = result.pop("figures", None)
+    record(figures, **{**result, **status, "seconds": time.perf_counter() - start, **memory})
 
 
-def run_capped(command: list[str], env: dict, cap: float) -> tuple[int | None, str]:
+def run_capped(command: list[str], env: dict, cap: float, log: Path) -> tuple[int | None, str]:
     """Run ``command`` in its own process group; at ``cap`` seconds stop the whole group
     (test.py, its DataLoader workers, torchrun children), so nothing outlives its part.
-    Returns (exit code or None on timeout, stderr)."""
+    Its stderr goes to ``log`` and to our stdout (indented) line by line as it comes.
+    Returns (exit code or None on timeout, the stderr)."""
+    import threading
+
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)  # fmt: skip
+    _RUNNING.append(process)
+    lines: list[str] = []
+
+    def copy() -> None:
+        with log.open("w") as handle:
+            for line in process.stderr:
+                lines.append(line)
+                handle.write(line)
+                handle.flush()
+                print(f"    | {line.rstrip()[:300]}", flush=True)
+
+    reader = threading.Thread(target=copy, daemon=True)
+    reader.start()
     try:
-        _, stderr = process.communicate(timeout=cap)
-        return process.returncode, stderr
+        process.wait(timeout=cap)
+        returncode = process.returncode
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-        _, stderr = process.communicate()
-        return None, stderr or ""
+        process.wait()
+        returncode = None
+    reader.join(timeout=5)
+    _RUNNING.remove(process)
+    return returncode, "".join(lines)
+
+
+_RUNNING: list[subprocess.Popen] = []
+
+
+def _write_report(report: dict, out: Path) -> None:
+    temporary = out / "gpu_check.json.tmp"
+    temporary.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    os.replace(temporary, out / "gpu_check.json")
+
+
+def derived_figures(parts: dict) -> dict:
+    """Figures that compare two parts (torch.compile's training speed beside the eager one)."""
+    eager, compiled = parts.get("train_full", {}), parts.get("train_full_compile", {})
+    try:
+        speed = compiled["figures"]["full_finetune_compiled_images_per_s"]["value"] / \
+            eager["figures"]["full_finetune_images_per_s"]["value"]  # fmt: skip
+    except (KeyError, TypeError, ZeroDivisionError):
+        return {}
+    figures = {"compile_speedup_train_full": figure(speed, 1.0, "x", note="kept only if > 1; two processes")}
+    if "full_finetune_warmup_s" in eager and "full_finetune_compiled_warmup_s" in compiled:
+        figures["compile_time_train_full_s"] = figure(
+            compiled["full_finetune_compiled_warmup_s"] - eager["full_finetune_warmup_s"], None, "s",
+            note="the compiled warm-up (2 steps) minus the eager one")  # fmt: skip
+    return figures
+
+
+def print_summary(report: dict) -> None:
+    print(f"\n{'part':<22} {'status':<9} {'wall s':>7}")
+    for name, part in report["parts"].items():
+        print(f"{name:<22} {part['status']:<9} {part.get('wall_s', 0):7.1f}")
+    print(f"\n{'figure':<44} {'value':>12} {'target':>10}  met")
+    show = (lambda v: f"{v:.4g}" if isinstance(v, float) else str(v))
+    for key, row in report["figures"].items():
+        target = row["target"]
+        print(f"{key:<44} {show(row['value']):>12} {show(target) if target is not None else '-':>10}  {row['met']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -480,63 +197,84 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto | cuda | cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (proves the script on a CPU)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "gpu_check")
-    parser.add_argument("--budget", type=float, help="seconds for all parts together (default 420; --quick: 1200)")
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
-    parser.add_argument("--part", choices=list(PARTS), help=argparse.SUPPRESS)  # internal: run one part here
+    parser.add_argument("--budget", type=float,
+                        help=f"seconds for all parts together (default {DEFAULT_BUDGET_S}; --quick: 2400)")
+    parser.add_argument("--parts", default=",".join(DEFAULT_PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument("--caps", default="", help="NAME=SECONDS,...: other caps for some parts")
+    parser.add_argument("--part", choices=list(PART_FUNCTIONS), help=argparse.SUPPRESS)  # internal: run one part here
     parser.add_argument("--part-json", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--cap", type=float, default=600, help=argparse.SUPPRESS)  # internal: this part's cap
     args = parser.parse_args(argv)
     if args.budget is None:
-        args.budget = 1200 if args.quick else 420
+        args.budget = 2400 if args.quick else DEFAULT_BUDGET_S
     if args.part:
         run_part_here(args)
         return 0
+    known = {**PARTS, **HIDDEN_PARTS}
+    names = [name.strip() for name in args.parts.split(",") if name.strip()]
+    caps = dict(item.split("=") for item in args.caps.split(",") if item.strip())
+    unknown = sorted(set(names) - set(known)) + sorted(set(caps) - set(known))
+    if unknown or not names:
+        parser.error(f"unknown parts {unknown or 'none given'}; choose from {', '.join(PARTS)}")
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "parts").mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="gpu_check_"))
-    report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "quick": args.quick,
+    report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "quick": args.quick, "budget_s": args.budget,
               "sizes": sizes(args.quick), "parts": {}, "figures": {}}  # fmt: skip
     started = time.perf_counter()
+
+    def stop(signum, _frame):  # killed from outside: stop the running part, keep what was measured
+        for process in list(_RUNNING):
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        report["stopped_by"] = signal.Signals(signum).name
+        _write_report(report, args.out)
+        print(f"[gpu_check] {signal.Signals(signum).name}: stopped; wrote {args.out / 'gpu_check.json'}", flush=True)
+        sys.exit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled",
            "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))}  # fmt: skip
-    for name in args.parts.split(","):
-        cap = PARTS[name][1 if args.quick else 0]
-        part_json = work / f"{name}.json"
+    for name in names:
+        cap = float(caps.get(name, known[name][1 if args.quick else 0]))
+        part_json, log = args.out / "parts" / f"{name}.json", args.out / "parts" / f"{name}.log"
+        part_json.unlink(missing_ok=True)
         start = time.perf_counter()
-        print(f"[gpu_check] {name} (cap {cap} s) ...", flush=True)
         left = args.budget - (time.perf_counter() - started)
-        if left < 10:
-            part = {"status": "skipped", "error": f"the {args.budget} s budget was spent"}
+        if left < 15:
+            part = {"status": "skipped", "error": f"the {args.budget:.0f} s budget was spent"}
+            print(f"[gpu_check] {name}: skipped (budget spent)", flush=True)
         else:
             cap = min(cap, int(left))
+            print(f"[gpu_check] {name} (cap {cap:.0f} s, {left:.0f} s of the budget left) ...", flush=True)
+            report["parts"][name] = {"status": "running", "cap_s": cap}
+            _write_report(report, args.out)
             command = [sys.executable, __file__, "--part", name, "--part-json", str(part_json), "--work", str(work),
                        "--device", args.device, "--cap", str(cap), *(["--quick"] if args.quick else [])]  # fmt: skip
-            returncode, stderr = run_capped(command, env, cap)
+            returncode, stderr = run_capped(command, env, cap, log)
+            part = json.loads(part_json.read_text()) if part_json.is_file() else {}
             if returncode is None:
-                part = {"status": "timeout", "error": f"stopped at its cap of {cap} s", "stderr_tail": stderr[-2000:]}
-            elif part_json.is_file():
-                part = json.loads(part_json.read_text())
-                part["stderr_tail"] = stderr[-2000:]
-            else:
-                part = {"status": "error", "error": f"exit {returncode}: {stderr[-3000:]}"}
+                part.update(status="timeout", error=f"stopped at its cap of {cap:.0f} s; figures measured before are kept")
+            elif not part or part.get("status") == "running":
+                part.update(status="error", error=f"exit {returncode} before the part finished: {stderr[-3000:]}")
+            part["stderr_tail"] = stderr[-2000:]
+            part["cap_s"] = cap
         part["wall_s"] = time.perf_counter() - start
         report["parts"][name] = part
         report.setdefault("environment", part.get("environment"))
         for key, row in part.get("figures", {}).items():
             report["figures"][key] = row
+        report["figures"].update(derived_figures(report["parts"]))
         report["total_wall_s"] = time.perf_counter() - started
-        (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        _write_report(report, args.out)
         status = part["status"] if part["status"] != "error" else "error: " + part["error"].strip().splitlines()[-1][:200]
-        print(f"[gpu_check] {name}: {status} in {part['wall_s']:.1f} s", flush=True)
-        if part["status"] != "ok":  # where it was: the part's last progress lines
-            print("".join(f"    {line}\n" for line in part.get("stderr_tail", "").splitlines()[-12:]), end="", flush=True)
-    print(f"\n{'figure':<40} {'value':>12} {'target':>10}  met")
-    for key, row in report["figures"].items():
-        value, target = row["value"], row["target"]
-        show = (lambda v: f"{v:.3g}" if isinstance(v, float) else str(v))
-        print(f"{key:<40} {show(value):>12} {show(target) if target is not None else '-':>10}  {row['met']}")
+        print(f"[gpu_check] {name}: {status} in {part['wall_s']:.1f} s ({len(part.get('figures', {}))} figures)", flush=True)
     shutil.rmtree(work, ignore_errors=True)  # generated images and checkpoints (GBs at full size)
+    print_summary(report)
     print(f"\nwrote {args.out / 'gpu_check.json'} in {report['total_wall_s']:.0f} s")
     return 0
 

@@ -1,8 +1,8 @@
 """Every CUDA code path, on a GPU when there is one (``pytest -m cuda``); skipped without.
 
 The authors' fp16 test protocol against fp32 on the CPU, autocast training steps of both
-stages (bf16 and fp16), training on the feature cache, DDP over NCCL with one process,
-and ``demo.py``. Tiny models; training and the demo run in this process (``train.train``,
+stages (bf16 and fp16), training on the feature cache, the fused attention (SDPA on the
+flash kernel), DDP over NCCL with one process (last), and ``demo.py``. Tiny models; training and the demo run in this process (``train.train``,
 ``demo.main``) so only the DDP test pays a second interpreter and CUDA start-up.
 Run as ``pytest -x -q --durations=10 -p no:cacheprovider -m cuda tests/test_cuda.py``.
 """
@@ -117,12 +117,6 @@ def test_training_on_the_feature_cache(smoke, tmp_path):
     assert any((tmp_path / "cache").rglob("*")), "no feature cache was written"
 
 
-def test_ddp_over_nccl_with_one_process(smoke, tmp_path):
-    run("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "train.py",
-        *train_overrides(smoke, tmp_path, "finetune", "model.freeze=full"))  # fmt: skip
-    assert any(tmp_path.rglob("last.pt")), sorted(tmp_path.rglob("*"))
-
-
 def test_demo_on_cuda(smoke, capsys):
     import demo
 
@@ -156,3 +150,45 @@ def test_adamw_is_fused_on_cuda():
     model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny")).cuda()
     optimizer = build_optimizer(model, backbone_lr=1e-5, head_lr=1e-4)
     assert optimizer.defaults["fused"] is True
+
+
+def test_fused_attention_is_the_default_on_cuda_matches_the_module_path_and_runs_on_flash(monkeypatch):
+    """``attention=auto`` takes one SDPA call per block on CUDA (the text tower with
+    ``is_causal``); fp32 outputs match open_clip's MultiheadAttention path, and in bf16 both
+    towers run with SDPA restricted to the flash kernel (the float mask could not)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    import mtpg_aiaa.backbone.attention as attention
+    from mtpg_aiaa.backbone.attention import attention_as
+
+    torch.manual_seed(0)
+    model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny")).cuda().eval()
+    backbone = model.backbone
+    tokens = torch.zeros(4, 248, dtype=torch.long)
+    tokens[:, 0] = 49406
+    for row, eot in enumerate((5, 17, 40, 90)):
+        tokens[row, 1:eot] = torch.randint(1, 49000, (eot - 1,))
+        tokens[row, eot] = 49407
+    tokens, images = tokens.cuda(), torch.randn(4, 3, 224, 224, device="cuda")
+    calls = []
+    original = attention.fused_self_attention
+    monkeypatch.setattr(attention, "fused_self_attention",
+                        lambda attn, x, is_causal: (calls.append(is_causal), original(attn, x, is_causal))[1])
+    with torch.inference_mode():
+        fused = (backbone.encode_text(tokens), backbone.encode_image(images), model(images, tokens)["score"])
+    assert backbone.attention == "auto" and True in calls and False in calls
+    with torch.inference_mode(), attention_as(model, "module"):
+        release = (backbone.encode_text(tokens), backbone.encode_image(images), model(images, tokens)["score"])
+    for got, expected in zip(fused, release):
+        assert (got - expected).abs().max() <= 1e-4 * max(1.0, expected.abs().max().item())
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16), sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        text, image = backbone.encode_text(tokens), backbone.encode_image(images)
+    assert (text.float() - fused[0]).abs().max() <= 5e-2 * fused[0].abs().max()
+    assert (image.float() - fused[1]).abs().max() <= 5e-2 * fused[1].abs().max()
+
+
+def test_ddp_over_nccl_with_one_process(smoke, tmp_path):
+    """Last in the file: the one test that starts another interpreter (and may wait on NCCL)."""
+    run("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "train.py",
+        *train_overrides(smoke, tmp_path, "finetune", "model.freeze=full"), timeout=75)  # fmt: skip
+    assert any(tmp_path.rglob("last.pt")), sorted(tmp_path.rglob("*"))

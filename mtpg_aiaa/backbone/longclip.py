@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from torch import nn
 
+from .attention import FusedAttentionBlock, set_attention, use_fused_attention_blocks
+
 CONFIG_DIR = Path(__file__).with_name("model_configs")
 LONGCLIP_CONTEXT_LENGTH = 248
 # Long-CLIP keeps CLIP's first 20 positions as trained and learns the rest anew.
@@ -113,9 +115,14 @@ class LongCLIP(CLIP):
     cannot change the output; ``encode_text`` therefore accepts token batches already cut
     to their longest sequence (see ``trim_text_tokens``) and slices the positional table
     and mask to match.
+
+    ``attention`` (``auto`` | ``sdpa`` | ``module``, see ``backbone/attention.py``): ``auto``
+    runs every block's self-attention as one ``F.scaled_dot_product_attention`` call on CUDA
+    (the text tower with ``is_causal=True`` in place of the float mask, so the flash kernel
+    can take it) and open_clip's ``MultiheadAttention`` on the CPU (bit for bit the release path).
     """
 
-    def __init__(self, arch: LongCLIPArch):
+    def __init__(self, arch: LongCLIPArch, attention: str = "auto"):
         vision_cfg = CLIPVisionCfg(
             layers=arch.vision_layers,
             width=arch.vision_width,
@@ -131,7 +138,17 @@ class LongCLIP(CLIP):
         )
         super().__init__(arch.embed_dim, vision_cfg, text_cfg, quick_gelu=True)
         use_fp32_layer_norms(self)
+        use_fused_attention_blocks(self.visual.transformer.resblocks, self.transformer.resblocks, attention)
         self.arch = arch
+
+    @property
+    def attention(self) -> str:
+        """The blocks' attention mode (``auto`` | ``sdpa`` | ``module``)."""
+        return next(block.attention_mode for block in self.modules() if isinstance(block, FusedAttentionBlock))
+
+    @attention.setter
+    def attention(self, mode: str) -> None:
+        set_attention(self, mode)
 
     @property
     def embed_dim(self) -> int:
@@ -263,10 +280,10 @@ def encode_text_by_length(model: LongCLIP, tokens: torch.Tensor, group_size: int
     return features
 
 
-def create_longclip(name_or_arch: str | LongCLIPArch) -> LongCLIP:
+def create_longclip(name_or_arch: str | LongCLIPArch, attention: str = "auto") -> LongCLIP:
     """A randomly initialised Long-CLIP from a registered name or an architecture."""
     arch = get_arch(name_or_arch) if isinstance(name_or_arch, str) else copy.copy(name_or_arch)
-    return LongCLIP(arch)
+    return LongCLIP(arch, attention)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

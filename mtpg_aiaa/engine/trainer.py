@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..backbone.compiling import compile_blocks
 from ..errors import SettingError
 from ..fileio import remove_stale_temporaries
 from .checkpointing import save_training_state, unwrap
@@ -82,6 +83,7 @@ class TrainerConfig:
     progress: bool = True
     find_unused_parameters: bool = False  # DDP: set when some trainable parameter gets no gradient in a step
     ema_decay: float = 0.0  # > 0: validate and keep the best of an average of the weights (ema.py)
+    compile: bool = False  # torch.compile each backbone transformer block in place (backbone/compiling.py)
 
     @classmethod
     def from_config(cls, values, ignored: tuple[str, ...] = (), **overrides) -> "TrainerConfig":
@@ -135,6 +137,8 @@ class Trainer:
         self.autocast_dtype = resolve_autocast(config.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast_dtype == torch.float16)
         self.sampler = ResumableSampler(task.train_dataset, seed=config.seed, rank=rank, world_size=world_size)
+        if config.compile:
+            compile_blocks(unwrap(model))  # in place: the same parameters, optimizer and state-dict keys
         self.average = WeightAverage(unwrap(model), config.ema_decay) if config.ema_decay else None
         self.step_module: nn.Module = TaskStep(model, task)
         if world_size > 1:
