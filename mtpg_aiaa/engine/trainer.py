@@ -180,6 +180,8 @@ class Trainer:
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "best_metric": self.best_metric, "rng": torch.get_rng_state(), "config": self.run_config,
             "skipped": {"micro_batches": self.skipped_micro_batches, "images": self.skipped_images},
+            # what the model was trained on (data/provenance.py): test.py checks it against its table
+            "training_data": getattr(unwrap(self.model), "training_data", None),
             **({"ema": self.average.state_dict()} if self.average else {}),
         }  # fmt: skip
 
