@@ -4,10 +4,10 @@ The Makefile installs with ``pip --no-compile``: byte-compiling all of torch, tr
 & co. made a fresh install 2-3 minutes longer. Python then compiles a module when it is
 first imported and keeps the result in ``__pycache__`` -- unless ``PYTHONDONTWRITEBYTECODE``
 is set, as it is in some containers: there every command compiled the ~3,400 modules it
-imports from source again, about 8 CPU seconds per process before any work (measured in
-docs/performance.md). This process writes the ``.pyc`` files whatever that variable says,
-for exactly the modules those commands import (at start-up, and the few they import while
-running), so later processes only read them. It changes no computation.
+imports from source again, about 8 CPU seconds per process before any work
+(docs/method.md, "Speed"). This process writes the ``.pyc`` files whatever that variable
+says, for exactly the modules those commands import (at start-up, and the few they import
+while running), so later processes only read them. It changes no computation.
 
     python scripts/precompile.py
 """
@@ -44,6 +44,11 @@ def main() -> None:
             importlib.import_module(name)
         except ImportError as error:  # a version without that module: nothing to compile
             print(f"precompile: skipped {name} ({error})")
+    # load_model looks a file's system up in the registry, which imports every system
+    # (CG-IAA's brings transformers' GPT-2).
+    from mtpg_aiaa.models.registry import list_models
+
+    list_models()
     # Hydra composes the config through plugins it discovers at run time (launchers, sweepers).
     from hydra import compose, initialize_config_dir
 

@@ -250,8 +250,10 @@ class Trainer:
         if set_epoch:
             set_epoch(self.epoch)
         on_device = getattr(self.task.train_dataset, "on_device", False)  # batches gathered on the device already
+        workers = getattr(self.task, "train_loader_workers", None)  # a task's own choice (cached features)
+        workers = 0 if on_device else cfg.num_workers if workers is None else workers
         loader = DataLoader(self.task.train_dataset, batch_size=cfg.batch_size, sampler=self.sampler, drop_last=True,
-                            num_workers=0 if on_device else cfg.num_workers, collate_fn=self.task.collate,
+                            num_workers=workers, collate_fn=self.task.collate,
                             pin_memory=self.device.type == "cuda" and not on_device, persistent_workers=False)  # fmt: skip
         micro_batches_per_epoch = self.steps_per_epoch * cfg.accumulate
         metrics: dict[str, float] = {}
