@@ -75,6 +75,7 @@ def test_training_records_its_table_and_toy_split_in_both_files(trained):
         assert entry == training_entry(compose_config("train", *toy_overrides(trained["root"], TRAIN_SPLIT)).data)
     assert json.loads(read_metadata(trained["run"] / "best.safetensors")["training_data"]) == record
     assert read_init_record(trained["run"]) == record  # what a stage 2 started from this run inherits
+    assert read_init_record(trained["run"] / "last.pt") == record
 
 
 @pytest.mark.slow

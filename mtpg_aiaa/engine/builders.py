@@ -91,7 +91,10 @@ def read_init_record(source: str | Path) -> list[dict] | None:
         metadata = read_metadata(source)
         return decode_record(metadata.get(TRAINING_DATA_KEY), str(source)) if metadata.get("format") == FORMAT_NAME else None
     if file_kind(source) == "torch" and not is_torchscript_archive(source):
-        state = load_weights_only(source)
+        try:  # memory-mapped: the tensors (1.7 GB for the released model) are not read for this
+            state = torch.load(str(source), map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # noqa: BLE001 - a legacy (non-zip) file cannot be mapped; read it whole
+            state = load_weights_only(source)
         if is_training_state(state):
             return state.get(TRAINING_DATA_KEY) or None
     return None
