@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # --no-compile: no .pyc for the thousands of modules of torch & co. at install time (a fresh
-# clone's install was 2-3 minutes); scripts/precompile.py then compiles the ~4,400 the commands
+# clone's install was 2-3 minutes); scripts/precompile.py then compiles the ~4,600 the commands
 # import, once, so that no command compiles them again where PYTHONDONTWRITEBYTECODE is set.
 PIP := $(PY) -m pip install --quiet --no-compile --disable-pip-version-check
 STAMP := $(VENV)/.installed
