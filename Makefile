@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# --no-compile: no .pyc for the thousands of modules of torch & co. at install time;
-# Python compiles the few it imports on first use (a fresh clone's install was 2-3 minutes).
+# --no-compile: no .pyc for the thousands of modules of torch & co. at install time (a fresh
+# clone's install was 2-3 minutes); scripts/precompile.py then compiles the ~4,600 the commands
+# import, once, so that no command compiles them again where PYTHONDONTWRITEBYTECODE is set.
 PIP := $(PY) -m pip install --quiet --no-compile --disable-pip-version-check
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
@@ -18,6 +19,7 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) -r requirements.txt
 	$(PIP) --no-deps -e .
+	$(PY) scripts/precompile.py
 	touch $(STAMP)
 
 # ... and the test tools on top.

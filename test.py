@@ -27,6 +27,7 @@ from mtpg_aiaa.backbone.compiling import compile_blocks  # noqa: E402
 from mtpg_aiaa.data import AestheticsDataset, BadInputError, collate_samples  # noqa: E402
 from mtpg_aiaa.data.device_decoding import DeviceDecodingLoader, EncodedImageDataset, collate_encoded  # noqa: E402
 from mtpg_aiaa.data.named_texts import read_table  # noqa: E402
+from mtpg_aiaa.data.provenance import check_overlap, check_toy_split  # noqa: E402
 from mtpg_aiaa.data.toy import ensure_dataset  # noqa: E402
 from mtpg_aiaa.engine import distributed  # noqa: E402
 from mtpg_aiaa.engine.cli_errors import one_line_errors  # noqa: E402
@@ -77,6 +78,8 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
         model.set_prompts(cfg.eval.prompts)
     preprocess = cfg.eval.preprocess  # MTPG-AIAA only: another preprocessing than the checkpoint's
     data = cfg.data
+    allow_overlap = bool(cfg.eval.get("allow_train_overlap", False))
+    check_toy_split(model.training_data, data, allow_overlap)  # before the toy tables are re-split
     if context.is_main:
         ensure_dataset(data)
     distributed.barrier()
@@ -89,6 +92,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
         max_description_chars=data.max_description_chars,
         allow_paths_outside_root=data.get("allow_paths_outside_root", False),
     )
+    training_data_check = check_overlap(model.training_data, data, table["image"], str(data.csv), allow_overlap)
     if "description" in model.text_names and not table.attrs.get("has_descriptions", True):
         log.warning("%s has no descriptions: every image is scored with an empty one", data.csv)
     tokenizer = getattr(model, "tokenizer", None)
@@ -138,6 +142,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
         system=model.system,
         score_range=[model.score_range.low, model.score_range.high],
         official_checkpoint=model.weights_kind == "mtpg weights (PyTorch state dict)",
+        training_data_check=training_data_check,  # passed | overridden | not recorded (data/provenance.py)
         batching=cfg.eval.batching,
         batch_size=cfg.eval.batch_size,
         preprocess=preprocess or getattr(getattr(model, "config", None), "preprocess", None),

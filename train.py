@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtpg_aiaa.engine.cli_errors import one_line_errors
 from mtpg_aiaa.data.toy import ensure_dataset
-from mtpg_aiaa.engine.builders import build_training_model
+from mtpg_aiaa.data.provenance import merge_records, training_entry
+from mtpg_aiaa.engine.builders import build_training_model, read_init_record
 from mtpg_aiaa.engine import distributed
 from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.loggers import MetricsLogger
@@ -88,6 +89,10 @@ def _train(cfg: DictConfig, context: distributed.DistributedContext, device: tor
     seed_everything(cfg.seed)
     model = build_model(cfg).to(device)
     task = build_task(cfg, model, context)
+    # What it is trained on, and what its init_from weights were: test.py checks its table against it.
+    entry = training_entry(cfg.data)
+    model.training_data = merge_records([entry] if entry else None,
+                                        read_init_record(cfg.init_from) if cfg.get("init_from") else None)
     optimizer = instantiate(cfg.optim)(model)
     run_config = OmegaConf.to_container(cfg, resolve=True)
     # Only rank 0 writes metrics and talks to wandb; the others keep an unused history.

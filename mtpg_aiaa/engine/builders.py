@@ -13,8 +13,10 @@ from torch import nn
 from ..backbone.convert import CheckpointError, is_training_state, load_weights_only
 from ..backbone.torchscript import is_torchscript_archive
 from ..data.errors import BadInputError
+from ..data.provenance import decode_record
 from ..errors import SettingError
 from ..fileio import file_kind
+from ..models.base import FORMAT_NAME, TRAINING_DATA_KEY, read_metadata
 from ..models.loading import TRAINING_KEYS, load_model
 from ..models.mtpg.factory import mtpg_config
 from ..models.mtpg.model import MTPGConfig
@@ -67,9 +69,8 @@ def instantiate_reraising_input_errors(config):
         raise
 
 
-def read_init_state(source: str | Path) -> dict[str, torch.Tensor]:
-    """Model weights from a run dir (its ``best.safetensors``, else ``last.pt``), a training
-    ``.pt``, one of our ``.safetensors`` or the authors' ``model_save.pt``."""
+def init_source(source: str | Path) -> Path:
+    """The file ``init_from`` means: a run dir's ``best.safetensors`` (else ``last.pt``), or itself."""
     source = Path(source)
     if source.is_dir():
         candidates = [source / "best.safetensors", source / "last.pt"]
@@ -79,6 +80,30 @@ def read_init_state(source: str | Path) -> dict[str, torch.Tensor]:
         source = found
     if not source.is_file():
         raise CheckpointError(f"init_from={source} not found")
+    return source
+
+
+def read_init_record(source: str | Path) -> list[dict] | None:
+    """What the ``init_from`` weights were trained on (``data/provenance.py``); None when the
+    file does not say (the authors' release, files written before the record existed)."""
+    source = init_source(source)
+    if file_kind(source) == "safetensors":
+        metadata = read_metadata(source)
+        return decode_record(metadata.get(TRAINING_DATA_KEY), str(source)) if metadata.get("format") == FORMAT_NAME else None
+    if file_kind(source) == "torch" and not is_torchscript_archive(source):
+        try:  # memory-mapped: the tensors (1.7 GB for the released model) are not read for this
+            state = torch.load(str(source), map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # noqa: BLE001 - a legacy (non-zip) file cannot be mapped; read it whole
+            state = load_weights_only(source)
+        if is_training_state(state):
+            return state.get(TRAINING_DATA_KEY) or None
+    return None
+
+
+def read_init_state(source: str | Path) -> dict[str, torch.Tensor]:
+    """Model weights from a run dir (its ``best.safetensors``, else ``last.pt``), a training
+    ``.pt``, one of our ``.safetensors`` or the authors' ``model_save.pt``."""
+    source = init_source(source)
     if file_kind(source) == "torch" and not is_torchscript_archive(source) and is_training_state(load_weights_only(source)):
         return load_training_state(source)["model"]
     return load_model(source).state_dict()  # any system's weights file, told by its content

@@ -4,7 +4,8 @@ A checkpoint is a dict of tensors and plain Python values, so it loads with
 ``torch.load(weights_only=True)``: ``model`` (unwrapped from DDP), ``optimizer``,
 ``scheduler``, ``scaler``, ``step`` (optimizer steps done), ``epoch``, ``batch_in_epoch``
 (micro-batches of ``epoch`` already consumed), ``best_metric``, ``rng`` (torch CPU
-generator state) and ``config`` (the resolved run config). Written atomically.
+generator state), ``config`` (the resolved run config) and ``training_data`` (what the
+model was trained on, ``data/provenance.py``; absent in older files). Written atomically.
 """
 from __future__ import annotations
 

@@ -184,6 +184,8 @@ class Trainer:
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "best_metric": self.best_metric, "rng": torch.get_rng_state(), "config": self.run_config,
             "skipped": {"micro_batches": self.skipped_micro_batches, "images": self.skipped_images},
+            # what the model was trained on (data/provenance.py): test.py checks it against its table
+            "training_data": getattr(unwrap(self.model), "training_data", None),
             **({"ema": self.average.state_dict()} if self.average else {}),
         }  # fmt: skip
 
@@ -252,8 +254,10 @@ class Trainer:
         if set_epoch:
             set_epoch(self.epoch)
         on_device = getattr(self.task.train_dataset, "on_device", False)  # batches gathered on the device already
+        workers = getattr(self.task, "train_loader_workers", None)  # a task's own choice (cached features)
+        workers = 0 if on_device else cfg.num_workers if workers is None else workers
         loader = DataLoader(self.task.train_dataset, batch_size=cfg.batch_size, sampler=self.sampler, drop_last=True,
-                            num_workers=0 if on_device else cfg.num_workers, collate_fn=self.task.collate,
+                            num_workers=workers, collate_fn=self.task.collate,
                             pin_memory=self.device.type == "cuda" and not on_device, persistent_workers=False)  # fmt: skip
         micro_batches_per_epoch = self.steps_per_epoch * cfg.accumulate
         metrics: dict[str, float] = {}

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 FORMAT_NAME = "mtpg-aiaa"  # the safetensors metadata "format" of every file this package writes
+TRAINING_DATA_KEY = "training_data"  # what the weights were trained on (data/provenance.py), JSON
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class Scorer(nn.Module):
     distribution_values: Sequence[float] | None = None  # the K values a ``distribution`` is over
     outputs_depend_on_batch: bool = False  # True: a sample's score depends on its batch-mates
     score_is_expected_value: bool = False  # True: score == distribution @ distribution_values
+    # What the weights were trained on (data/provenance.py): set by train.py and by the
+    # loaders from the file's record; None for files without one (the authors' release).
+    training_data: list[dict[str, Any]] | None = None
 
     def build_transform(self, train: bool = False) -> Callable[[Any], torch.Tensor]:
         """PIL image -> ``[3, H, W]`` tensor: the system's own preprocessing (eval unless ``train``)."""
@@ -87,9 +91,11 @@ class Scorer(nn.Module):
 
 
 def scorer_metadata(scorer: Scorer) -> dict[str, str]:
-    """The safetensors metadata of a saved scorer: format, system, score range and its own."""
+    """The safetensors metadata of a saved scorer: format, system, score range, what it was
+    trained on (when known) and its own."""
+    recorded = {TRAINING_DATA_KEY: json.dumps(scorer.training_data)} if scorer.training_data else {}
     return {**scorer.metadata(), "format": FORMAT_NAME, "system": scorer.system,
-            "score_range": scorer.score_range.to_json()}  # fmt: skip
+            "score_range": scorer.score_range.to_json(), **recorded}  # fmt: skip
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -24,7 +24,8 @@ import torch
 from ..backbone.convert import CheckpointError, describe_load_error, read_state_dict
 from ..backbone.torchscript import is_torchscript_archive
 from ..fileio import atomic_write, file_kind
-from .base import FORMAT_NAME, Scorer, read_metadata, scorer_metadata
+from ..data.provenance import decode_record
+from .base import FORMAT_NAME, TRAINING_DATA_KEY, Scorer, read_metadata, scorer_metadata
 from .registry import ModelEntry, entries, get_model_entry
 
 # Model-config keys that only training reads (the freezing policy); dropped when a model is
@@ -102,7 +103,9 @@ def _load_safetensors(path: Path, device, options: dict) -> Scorer:
             )
     ours = metadata.get("format") == FORMAT_NAME
     kind = f"{entry.name} weights (safetensors, {'our format' if ours else 'recognised by its keys'})"
-    return _call_loader(entry, path, metadata, device, options, kind)
+    model = _call_loader(entry, path, metadata, device, options, kind)
+    model.training_data = decode_record(metadata.get(TRAINING_DATA_KEY), str(path)) if ours else None
+    return model
 
 
 # -- PyTorch files ------------------------------------------------------------------------
@@ -159,6 +162,7 @@ def _load_training_state(path: Path, state: Mapping[str, Any], device) -> Scorer
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")  # fmt: skip
     model.load_state_dict(incoming)
     model.weights_kind = f"{entry.name} training checkpoint (raw weights, step {state.get('step')})"
+    model.training_data = state.get(TRAINING_DATA_KEY) or None
     return model.to(device).eval()
 
 

@@ -46,12 +46,17 @@ class FeatureCacheOptions:
     parameter reaches ``encode``), ``true`` (on; an error if one does) or ``false``;
     ``dir`` the cache root; ``dtype`` ``float32`` (exact) or ``float16`` (half the disk);
     ``on_device`` ``auto`` (on a GPU, when the features have a fixed size), ``true`` or
-    ``false``: serve the training split from a ``DeviceFeatureTable`` on the model's device."""
+    ``false``: serve the training split from a ``DeviceFeatureTable`` on the model's device;
+    ``num_workers`` the DataLoader workers that serve cached features to training and
+    validation (``None``: ``trainer.num_workers``). 0 reads them in the training process:
+    on a CPU-bound host that is cheaper than a worker's hand-over, one socket round trip
+    per tensor (docs/feature_cache.md); the batches are the same either way."""
 
     enabled: str | bool = "auto"
     dir: str = "outputs/feature_cache"
     dtype: str = "float32"
     on_device: str | bool = "auto"
+    num_workers: int | None = None
 
 
 def resolve_feature_cache(enabled: str | bool, model: nn.Module) -> bool:
@@ -115,6 +120,8 @@ class FinetuneTask:
         self.eval_batch_size, self.num_workers, self.score_scale = eval_batch_size, num_workers, score_scale
         options = feature_cache or FeatureCacheOptions(enabled=False)
         self.cached = resolve_feature_cache(options.enabled, base)
+        # The trainer's DataLoader workers for the training split (None: trainer.num_workers).
+        self.train_loader_workers = options.num_workers if self.cached else None
         self.cache_reports: dict[str, BuildReport] = {}
         if self.cached:
             if augment:
@@ -206,8 +213,9 @@ class FinetuneTask:
         if self.val_dataset is None:
             return {}
         collate = collate_features if self.cached else collate_samples
+        workers = self.num_workers if self.train_loader_workers is None else self.train_loader_workers
         loader = DataLoader(self.val_dataset, batch_size=self.eval_batch_size, shuffle=False,
-                            num_workers=self.num_workers, collate_fn=collate)  # fmt: skip
+                            num_workers=workers, collate_fn=collate)  # fmt: skip
         if self.cached:
             table = predict_features(unwrap(model), loader, device)
         else:
