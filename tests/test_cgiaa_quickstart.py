@@ -1,16 +1,18 @@
 """The CG-IAA toy quickstart's own parts: the per-attribute VLAP loss, the VLAP text knob, and a
-tiny end-to-end run that reads the split it is told to (``--eval-split``), trains MAP on the
+tiny end-to-end run that reads the split it is told to (``--split-seed``, ``--eval-split``), trains MAP on the
 number of scored pictures it is told to (``--map-pictures``) and writes its tables."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mtpg_aiaa.backbone.longclip import LongCLIP
+from mtpg_aiaa.data.toy import split_indices
 from mtpg_aiaa.engine.tasks.cgiaa import toy_quickstart as quickstart
 from mtpg_aiaa.models.cgiaa import ATTRIBUTES
 from mtpg_aiaa.models.cgiaa.losses import class_infonce, symmetric_infonce
@@ -76,20 +78,32 @@ def test_train_vlap_text_knob_computes_the_named_loss(text):
         quickstart.train_vlap(clip, pixels, rows, steps=1, batch_size=4, seed=3, text="one")
 
 
-@pytest.mark.parametrize("split", ["val", "test"])
-def test_tiny_quickstart_reads_the_split_it_is_told(tmp_path, monkeypatch, split):
+@pytest.mark.parametrize(("split", "split_seed"), [("val", 0), ("test", 101)])
+def test_tiny_quickstart_reads_the_split_it_is_told(tmp_path, monkeypatch, split, split_seed):
     head_rows = []
     train_head = quickstart.train_head
     monkeypatch.setattr(quickstart, "train_head", lambda scorer, features, scores, *rest: (
         head_rows.append((len(features), len(scores))), train_head(scorer, features, scores, *rest)))
     args = quickstart.parse_args(["--out", str(tmp_path), "--num-images", "40", "--image-size", "32", "--patch-size", "16",
                                   "--vlap-steps", "1", "--expert-steps", "1", "--map-epochs", "1", "--seeds", "2",
-                                  "--bootstrap", "5", "--map-pictures", "10", "--eval-split", split])  # fmt: skip
+                                  "--bootstrap", "5", "--map-pictures", "10", "--eval-split", split,
+                                  "--split-seed", str(split_seed)])  # fmt: skip
     results = quickstart.run(args)
     assert results["pictures"] == {"train": 32, "map_scored": 10, split: 4}
     assert head_rows == [(10, 10)] * 4  # two arms x two seeds, each on the 10 scored pictures
     assert all(len(values) == 2 for values in results["srcc"].values())
     assert json.loads((tmp_path / "results.json").read_text())["eval_split"] == split
     assert f"4 {split} pictures" in (tmp_path / "results.md").read_text()
-    cached = (tmp_path / "critiques.csv").read_text().splitlines()
-    assert len(cached) == 1 + 32 + 4  # header, then the train and the held-out pictures only
+    parts = split_indices(40, split_seed)
+    expected = sorted(f"{i:05d}.jpg" for i in [*parts["train"], *parts[split]])
+    assert list(pd.read_csv(tmp_path / "critiques.csv", dtype=str)["image"]) == expected  # only these need critiques
+
+
+def test_match_gain_interval_brackets_the_difference_and_is_zero_for_equal_answers():
+    rng = np.random.default_rng(0)
+    hits, constant = (rng.uniform(size=400) < 0.7).astype(float), (rng.uniform(size=400) < 0.35).astype(float)
+    low, high = quickstart.match_gain_interval(hits, constant, n=300)
+    assert low < hits.mean() - constant.mean() < high and low > 0
+    assert quickstart.match_gain_interval(hits, hits, n=50) == [0.0, 0.0]
+    low, high = quickstart.match_gain_interval(constant, hits, n=300)
+    assert high < 0
