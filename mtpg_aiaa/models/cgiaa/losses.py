@@ -16,6 +16,25 @@ def symmetric_infonce(image_features: torch.Tensor, text_features: torch.Tensor,
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
+def class_infonce(image_features: torch.Tensor, class_features: torch.Tensor, labels: torch.Tensor,
+                  temperature: float = 0.07) -> torch.Tensor:  # fmt: skip
+    """Symmetric InfoNCE where identical texts are one class (UniCL-style): ``image_features [B, D]``,
+    ``class_features [C, D]`` (one per distinct text), ``labels [B]`` in ``0..C-1``.
+
+    Image -> text: cross-entropy over the C texts. Text -> image: each text present in the batch
+    against the B images, its log-probability averaged over all images that carry it. With
+    many pictures per text (3-5 toy critiques per attribute), plain InfoNCE would treat a
+    picture's copies of the same text as negatives; with ``labels = arange(B)`` this is it.
+    """
+    image_features, class_features = F.normalize(image_features, dim=-1), F.normalize(class_features, dim=-1)
+    logits = image_features @ class_features.T / temperature  # [B, C]
+    positives = F.one_hot(labels, class_features.shape[0]).T.to(logits.dtype)  # [C, B]
+    count = positives.sum(dim=1)
+    present = count > 0
+    text_to_image = -((logits.T.log_softmax(dim=1) * positives).sum(dim=1)[present] / count[present]).mean()
+    return (F.cross_entropy(logits, labels) + text_to_image) / 2
+
+
 def critique_token_loss(
     logits: torch.Tensor, tokens: torch.Tensor, prefix_length: int, mask: torch.Tensor | None = None,
     released_padding: bool = False,
