@@ -83,15 +83,19 @@ def test_tiny_quickstart_reads_the_split_it_is_told(tmp_path, monkeypatch, split
     head_rows = []
     train_head = quickstart.train_head
     monkeypatch.setattr(quickstart, "train_head", lambda scorer, features, scores, *rest: (
-        head_rows.append((len(features), len(scores))), train_head(scorer, features, scores, *rest)))
+        head_rows.append((len(features), len(scores), features.shape[1])), train_head(scorer, features, scores, *rest)))
     args = quickstart.parse_args(["--out", str(tmp_path), "--num-images", "40", "--image-size", "32", "--patch-size", "16",
                                   "--vlap-steps", "1", "--expert-steps", "1", "--map-epochs", "1", "--seeds", "2",
                                   "--bootstrap", "5", "--map-pictures", "10", "--eval-split", split,
                                   "--split-seed", str(split_seed)])  # fmt: skip
     results = quickstart.run(args)
     assert results["pictures"] == {"train": 32, "map_scored": 10, split: 4}
-    assert head_rows == [(10, 10)] * 4  # two arms x two seeds, each on the 10 scored pictures
+    width = quickstart.tiny_clip_arch(32, 16).embed_dim
+    # three arms x two seeds, each on the 10 scored pictures: image + 4 critiques, image, image + 3
+    assert head_rows == [(10, 10, 5 * width)] * 2 + [(10, 10, width)] * 2 + [(10, 10, 4 * width)] * 2
+    assert set(results["srcc"]) == {"map", "image_only", "map_without_general"}
     assert all(len(values) == 2 for values in results["srcc"].values())
+    assert "MAP without the general critique - image-only" in (tmp_path / "results.md").read_text()
     assert json.loads((tmp_path / "results.json").read_text())["eval_split"] == split
     assert f"4 {split} pictures" in (tmp_path / "results.md").read_text()
     parts = split_indices(40, split_seed)
