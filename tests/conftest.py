@@ -48,6 +48,13 @@ def torch_threads():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def one_thread(torch_threads):
+    """One intra-op thread for this test: tiny models on a shared machine avoid 20x slow-downs
+    from thread contention (use with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    torch_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _cpu_unless_marked_cuda(request, monkeypatch):
     """CPU tests run on the CPU even where CUDA is visible: configs default to ``device: auto``,

@@ -34,13 +34,7 @@ TINY_CLIP = LongCLIPArch(embed_dim=32, image_size=32, patch_size=16, vision_widt
                          text_width=64, text_layers=1, context_length=77)  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared machine: one intra-op thread avoids 20x slow-downs from contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_expert(seed: int = 0, spread: float = 0.1) -> CritiqueExpert:

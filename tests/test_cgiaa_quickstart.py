@@ -18,12 +18,7 @@ from mtpg_aiaa.models.cgiaa import ATTRIBUTES
 from mtpg_aiaa.models.cgiaa.losses import class_infonce, symmetric_infonce
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_class_infonce_is_infonce_when_every_text_is_distinct():

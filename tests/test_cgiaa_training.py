@@ -30,12 +30,7 @@ CLIP_ARCH = LongCLIPArch(embed_dim=32, image_size=32, patch_size=16, vision_widt
 SCORER = dict(clip=CLIP_ARCH.to_dict())
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
