@@ -73,8 +73,9 @@ PARTS = {
 DEFAULT_PARTS = [name for name in PARTS if name not in ("forward_b256_compile", "suite_not_slow")]
 DEFAULT_BUDGET_S = 400
 
-import gpu_check_parts  # noqa: E402 - scripts/ is on the path now
-from gpu_check_parts import PART_FUNCTIONS, figure, progress, record, sizes  # noqa: E402
+import gpu_check_common  # noqa: E402 - scripts/ is on the path now
+from gpu_check_common import figure, progress, record, sizes  # noqa: E402
+from gpu_check_parts import PART_FUNCTIONS  # noqa: E402
 
 
 HIDDEN_PARTS = {"selftest": (20, 20)}  # tests/test_gpu_check.py
@@ -101,7 +102,7 @@ def run_part_here(args) -> None:
 
     from mtpg_aiaa.evaluation import resolve_device
 
-    gpu_check_parts._PARTIAL_PATH = Path(args.part_json)
+    gpu_check_common._PARTIAL_PATH = Path(args.part_json)
     progress(f"{args.part}: imports done")
     device = resolve_device(args.device)
     if device.type == "cuda":

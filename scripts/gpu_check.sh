@@ -24,6 +24,10 @@ INSTALL=${GPU_CHECK_INSTALL:-auto}
 export HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1
 IMPORTS="import open_clip, hydra, omegaconf, antlr4, ftfy, wcwidth, regex, submitit, hydra_plugins.hydra_submitit_launcher, pytest"
 started=$SECONDS
+# What the GPU machine is expected to have already (not among the wheels): say what is missing.
+missing=$("$PY" -c "import importlib.util as u; print(' '.join(n for n in ('numpy', 'torchvision', 'transformers',
+    'timm', 'safetensors', 'pandas', 'scipy', 'PIL', 'tqdm', 'matplotlib', 'cv2') if u.find_spec(n) is None))")
+[ -z "$missing" ] || echo "gpu_check.sh: warning: $PY lacks $missing (not among the wheels of $WHEELS/; the parts that import them will fail)" >&2
 if [ "$INSTALL" = always ] || { [ "$INSTALL" = auto ] && ! "$PY" -c "$IMPORTS" 2>/dev/null; }; then
     ls "$WHEELS"/*.whl >/dev/null 2>&1 || { echo "gpu_check.sh: dependencies missing and no $WHEELS/ (run scripts/gpu_wheels.sh)" >&2; exit 2; }
     echo "gpu_check.sh: installing $(ls "$WHEELS"/*.whl | wc -l) wheels from $WHEELS/ into $SITE" >&2

@@ -1,8 +1,9 @@
 """Every CUDA code path, on a GPU when there is one (``pytest -m cuda``); skipped without.
 
 The authors' fp16 test protocol against fp32 on the CPU, autocast training steps of both
-stages (bf16 and fp16), training on the feature cache, the fused attention (SDPA on the
-flash kernel), DDP over NCCL with one process (last), and ``demo.py``. Tiny models; training and the demo run in this process (``train.train``,
+stages (bf16 and fp16), training on the feature cache and the cache held on the GPU, JPEGs
+decoded on the GPU (nvJPEG), the fused attention (SDPA on the flash kernel), DDP over NCCL
+with one process (last), and ``demo.py``. Tiny models; training and the demo run in this process (``train.train``,
 ``demo.main``) so only the DDP test pays a second interpreter and CUDA start-up.
 Run as ``pytest -x -q --durations=10 -p no:cacheprovider -m cuda tests/test_cuda.py``.
 """
@@ -56,8 +57,7 @@ def run(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
 
 def train_here(overrides: list[str]) -> None:
     """``train.py`` with ``overrides``, in this process (no interpreter or CUDA start-up)."""
-    import train as train_module
-
+    train_module = load_script("train.py")  # by path: the repository root need not be on sys.path
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     train_module.train(cfg)
@@ -73,7 +73,7 @@ def train_overrides(smoke: dict, out: Path, stage: str, *extra: str) -> list[str
 
 
 def test_official_fp16_protocol_matches_fp32(official_ckpt, smoke, tmp_path):
-    from test import evaluate
+    evaluate = load_script("test.py").evaluate  # `from test import` would find Python's own test package
 
     predictions = {}
     for device, precision in (("cpu", "fp32"), ("cuda", "auto")):
@@ -118,8 +118,7 @@ def test_training_on_the_feature_cache(smoke, tmp_path):
 
 
 def test_demo_on_cuda(smoke, capsys):
-    import demo
-
+    demo = load_script("demo.py")
     images = sorted(Path(smoke["image_root"]).glob("*.jpg"))[:2]
     code = demo.main([*map(str, images), "--ckpt", str(smoke["ckpt"]), "--device", "cuda",
                       "--desc1", "a calm landscape", "--desc2", "a bright abstract", "--json"])  # fmt: skip
@@ -187,8 +186,76 @@ def test_fused_attention_is_the_default_on_cuda_matches_the_module_path_and_runs
     assert (image.float() - fused[1]).abs().max() <= 5e-2 * fused[1].abs().max()
 
 
+def test_jpegs_decoded_on_cuda_match_the_pil_path(smoke, tmp_path):
+    """``eval.decode=device``: nvJPEG in one batch and the resize on the GPU, against PIL in
+    the workers. nvJPEG rounds its IDCT (and may upsample chroma) otherwise than libjpeg:
+    a few levels of 255 at most after the antialiased squash to 224 px. A panorama past
+    CUDA's antialiasing limit is resized on the CPU, and a PNG takes the PIL fallback."""
+    import numpy as np
+    from PIL import Image
+    from torch.utils.data import DataLoader
+
+    from mtpg_aiaa.data import AestheticsDataset, collate_samples, read_score_table
+    from mtpg_aiaa.data.device_decoding import DeviceDecodingLoader, EncodedImageDataset, collate_encoded
+    from mtpg_aiaa.transforms import IMAGENET_STD, build_transform
+
+    root = tmp_path / "images"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    sizes = [(640, 480), (480, 640), (224, 224), (97, 61), (50000, 96), (500, 375)]  # 50000: past CUDA's limit
+    names = []
+    for i, (width, height) in enumerate(sizes):
+        small = rng.integers(0, 256, (max(height // 8, 2), max(width // 8, 2), 3), dtype=np.uint8)
+        image = Image.fromarray(small).resize((width, height), Image.BICUBIC)
+        names.append(f"{i}.jpg")
+        image.save(root / names[-1], format="PNG" if i == len(sizes) - 1 else "JPEG", quality=90)
+    csv = tmp_path / "table.csv"
+    pd.DataFrame({"image": names, "score": np.linspace(2, 8, len(names))}).to_csv(csv, index=False)
+    table = read_score_table(csv)
+    reference = AestheticsDataset(table, root, build_transform("official", 224))
+    expected = next(iter(DataLoader(reference, batch_size=len(names), collate_fn=collate_samples)))["image"]
+    encoded = EncodedImageDataset(table, root, None)
+    loader = DataLoader(encoded, batch_size=len(names), collate_fn=collate_encoded)
+    got = next(iter(DeviceDecodingLoader(loader, torch.device("cuda"), 224)))["image"]
+    assert got.is_cuda and got.shape == expected.shape
+    levels = ((got.cpu() - expected) * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255).abs()
+    per_image = [(round(row.max().item(), 2), round(row.mean().item(), 3)) for row in levels]
+    assert levels.max() <= 8 and levels.mean() <= 1.0, f"max and mean |diff| in levels per image: {per_image}"
+
+
+def test_feature_cache_held_on_cuda_serves_the_file_path_batches(smoke, tmp_path):
+    """``stage.feature_cache.on_device=auto`` holds the cached split on the GPU (pinned index,
+    one gather per feature); its batches equal the file-per-sample path's."""
+    from torch.utils.data import DataLoader
+
+    from mtpg_aiaa.engine.tasks.mtpg.finetune import FeatureCacheOptions, FinetuneTask
+    from mtpg_aiaa.feature_cache import CachedFeatureDataset, collate_features
+    from mtpg_aiaa.feature_table import DeviceFeatureTable
+    from test_feature_cache import ALL_LOSSES, score_table, tiny_model
+
+    def task(on_device):
+        options = FeatureCacheOptions(enabled="true", dir=str(tmp_path / "cache"), on_device=on_device)
+        return FinetuneTask(tiny_model("official").cuda(), score_table(smoke), None, smoke["image_root"], ALL_LOSSES,
+                            eval_batch_size=4, num_workers=0, augment=False, feature_cache=options, progress=False)  # fmt: skip
+
+    table, files = task("auto").train_dataset, task(False).train_dataset
+    assert isinstance(table, DeviceFeatureTable) and isinstance(files, CachedFeatureDataset)
+    rows = [5, 0, 3, 7]
+    expected = collate_features([files[i] for i in rows])
+    got = next(iter(DataLoader(table, batch_size=4, sampler=rows, collate_fn=lambda batch: batch)))
+    for name, value in expected["features"].items():
+        assert got["features"][name].is_cuda, name
+        assert torch.equal(got["features"][name].cpu(), value.cpu()), name
+    for key in ("target", "score", "index"):
+        assert torch.equal(got[key].cpu(), expected[key].cpu()), key
+
+
 def test_ddp_over_nccl_with_one_process(smoke, tmp_path):
-    """Last in the file: the one test that starts another interpreter (and may wait on NCCL)."""
-    run("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "train.py",
-        *train_overrides(smoke, tmp_path, "finetune", "model.freeze=full"), timeout=75)  # fmt: skip
+    """Last in the file: the one test that starts another interpreter (and may wait on NCCL).
+    torchrun's one process joins an NCCL group and trains through DistributedDataParallel."""
+    result = run("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "train.py",
+                 *train_overrides(smoke, tmp_path, "finetune", "model.freeze=full"), timeout=75)  # fmt: skip
+    log = result.stdout + result.stderr
+    assert "joined the nccl process group" in log, log[-3000:]
+    assert "DistributedDataParallel over 1 process" in log, log[-3000:]
     assert any(tmp_path.rglob("last.pt")), sorted(tmp_path.rglob("*"))

@@ -201,6 +201,21 @@ def test_prompt_features_computed_once_without_grad(counted):
     assert counter.prompt_calls == 1
 
 
+def test_prompt_cache_is_kept_apart_per_autocast_state(counted):
+    """Features a bf16 training step computed are not served to an fp32 validation pass
+    (nor back): CPU autocast stands in for CUDA's."""
+    model, counter = counted
+    with torch.no_grad():
+        fp32 = model.prompt_features().clone()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = model.prompt_features().clone()
+            model.prompt_features()
+        again = model.prompt_features()
+    assert counter.prompt_calls == 3  # fp32, bf16, fp32 again: one entry is kept
+    assert (bf16 - fp32).abs().max() > 1e-4  # bf16 rounding shows: serving one for the other is visible
+    torch.testing.assert_close(again, fp32, atol=0, rtol=0)
+
+
 def test_prompt_cache_invalidated_by_load_state_dict(counted):
     model, counter = counted
     with torch.no_grad():

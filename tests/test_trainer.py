@@ -128,6 +128,37 @@ def _ddp_worker(rank: int, init_file: str, out_dir: str, cases: dict) -> None:
         dist.destroy_process_group()
 
 
+def test_a_torchrun_process_alone_joins_a_group_and_trains_through_ddp(tmp_path, monkeypatch, caplog):
+    """``torchrun --nproc_per_node=1``: the process joins a one-process group (gloo here,
+    NCCL on a GPU: tests/test_cuda.py) and trains through DistributedDataParallel, with the
+    weights of plain training; without torchrun's variables it joins none."""
+    import socket
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    from mtpg_aiaa.engine import distributed
+
+    assert distributed.init_distributed(CPU)[0] == distributed.DistributedContext() and not dist.is_initialized()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name, value in {"TORCHELASTIC_RUN_ID": "none", "WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0",
+                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    caplog.set_level("INFO")
+    context, _ = distributed.init_distributed(CPU, timeout_minutes=1)
+    try:
+        assert dist.is_initialized() and dist.get_backend() == "gloo" and context.world_size == 1
+        task = LeastSquaresTask()
+        trainer = make_trainer(tmp_path, task, batch_size=4)
+        assert isinstance(trainer.step_module, DistributedDataParallel)
+        trainer.fit()
+    finally:
+        distributed.shutdown()
+    assert "DistributedDataParallel over 1 process(es) (gloo)" in caplog.text
+    assert_same_weights(trainer.model.state_dict(), sgd_by_hand(initial_weights(), task, task.batches))
+
+
 @pytest.mark.slow
 def test_ddp_with_no_sync_accumulation_equals_one_process_with_the_global_batch(tmp_path):
     """2 processes x batch 2 x accumulate 2 (earlier micro-batches under ``no_sync``) equal

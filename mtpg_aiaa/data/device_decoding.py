@@ -91,6 +91,11 @@ def decode_images(images: list[torch.Tensor], device: torch.device) -> list[torc
     encoded = [i for i, image in enumerate(images) if image.dim() == 1]
     decoded = [image.to(device, non_blocking=True) if image.dim() == 3 else None for image in images]
     if encoded:
+        if device.type == "cuda":
+            # torchvision's CUDA decoder may write into memory that kernels still queued on
+            # this stream are about to read (pytorch/vision#9606): let them finish first. The
+            # stream is idle here anyway (predict waits for each batch's scores).
+            torch.cuda.current_stream(device).synchronize()
         try:
             outputs = decode_jpeg([images[i] for i in encoded], mode=ImageReadMode.RGB, device=device)
         except Exception:  # noqa: BLE001 - one refused JPEG fails the batch: one by one, with fallbacks
@@ -116,16 +121,28 @@ def _decode_one(data: torch.Tensor, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(pixels).permute(2, 0, 1).to(device)
 
 
+# CUDA's antialiased bilinear kernel holds a whole filter in shared memory and refuses a
+# downscale of more than ~190x on one side ("Too much shared memory required"): a panorama
+# wider than ~43,000 px. Such images are resized on the CPU (the same filter).
+CUDA_ANTIALIAS_MAX_FACTOR = 128
+
+
 def preprocess_official(images: list[torch.Tensor], image_size: int) -> torch.Tensor:
     """uint8 RGB ``[3, H, W]`` images -> float32 ``[B, 3, S, S]`` as ``transforms._official_eval``:
     squashed to ``S x S`` (antialiased bilinear, rounded to 8 bits as PIL does), ImageNet statistics."""
     device = images[0].device
-    resized = [F.interpolate(image[None].float(), size=(image_size, image_size), mode="bilinear",
-                             antialias=True, align_corners=False) for image in images]  # fmt: skip
+    resized = [_squash(image, image_size).to(device) for image in images]
     pixels = torch.cat(resized).round_().clamp_(0, 255).div_(255)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     return (pixels - mean) / std
+
+
+def _squash(image: torch.Tensor, image_size: int) -> torch.Tensor:
+    if image.is_cuda and max(image.shape[1:]) > CUDA_ANTIALIAS_MAX_FACTOR * image_size:
+        image = image.cpu()
+    return F.interpolate(image[None].float(), size=(image_size, image_size), mode="bilinear",
+                         antialias=True, align_corners=False)  # fmt: skip
 
 
 class DeviceDecodingLoader:
@@ -147,4 +164,9 @@ class DeviceDecodingLoader:
         for batch in self.loader:
             if "image" in batch:
                 batch["image"] = preprocess_official(decode_images(batch["image"], self.device), self.image_size)
+                if self.device.type == "cuda":
+                    # The decode and resize kernels are asynchronous: wait for them here, so
+                    # their time is counted as decoding (test.py's time split), not as the
+                    # model's. It costs no overlap: the model waits for this batch anyway.
+                    torch.cuda.synchronize(self.device)
             yield batch

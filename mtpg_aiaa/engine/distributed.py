@@ -54,11 +54,13 @@ def init_distributed(device: torch.device, timeout_minutes: float = 30.0) -> tup
     """Join the process group described by the environment, if there is one.
 
     Returns the context and this process's device: ``cuda:LOCAL_RANK`` when ``device`` is
-    CUDA and several processes share a node. NCCL on CUDA, gloo on CPU.
+    CUDA and several processes share a node. NCCL on CUDA, gloo on CPU. A process that
+    torchrun started joins a group even alone (``--nproc_per_node=1``), so one GPU runs the
+    same DistributedDataParallel path as many; a plain ``python train.py`` joins none.
     """
     export_submitit_environment()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    if world_size <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:  # torchrun sets it in every process
         return DistributedContext(), device
     missing = [name for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
     if missing:

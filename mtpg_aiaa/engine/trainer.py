@@ -141,11 +141,12 @@ class Trainer:
             compile_blocks(unwrap(model))  # in place: the same parameters, optimizer and state-dict keys
         self.average = WeightAverage(unwrap(model), config.ema_decay) if config.ema_decay else None
         self.step_module: nn.Module = TaskStep(model, task)
-        if world_size > 1:
+        if world_size > 1 or dist.is_initialized():  # a one-process torchrun group too
             self.step_module = DistributedDataParallel(
                 self.step_module, device_ids=[device] if device.type == "cuda" else None,
                 find_unused_parameters=config.find_unused_parameters,
             )  # fmt: skip
+            log.info("DistributedDataParallel over %d process(es) (%s)", world_size, dist.get_backend())
         self.step = self.epoch = self.batch_in_epoch = 0
         self.best_metric = -math.inf
         self._stop_signal: int | None = None

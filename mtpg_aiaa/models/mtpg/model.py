@@ -165,13 +165,17 @@ class MTPGAIAA(Scorer):
         """Level prompt features ``[5, D]``, computed once per set of text-tower weights.
 
         The cache is keyed by the identity and in-place version counter of every text
-        parameter, so an optimizer step, ``load_state_dict`` or ``.to()`` invalidates it.
+        parameter, so an optimizer step, ``load_state_dict`` or ``.to()`` invalidates it, and
+        by the autocast state of the parameters' device: features computed in a bf16 training
+        step are not served to an fp32 validation or test pass, nor the other way round.
         While the text tower trains with gradients on, features are recomputed each call.
         """
         text_params = self._text_parameters()
         if torch.is_grad_enabled() and any(p.requires_grad for p in text_params):
             return self._encode_prompts()
-        key = tuple((p.data_ptr(), p._version, p.dtype) for p in text_params)
+        device_type = text_params[0].device.type
+        autocast = torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type)
+        key = (autocast, *((p.data_ptr(), p._version, p.dtype) for p in text_params))
         if self._prompt_cache is None or self._prompt_cache[0] != key:
             # A normal (not inference-mode) tensor, so a cache filled during evaluation
             # under inference_mode stays usable when training resumes.
