@@ -33,7 +33,7 @@ from mtpg_aiaa.backbone.attention import attention_as
 from mtpg_aiaa.backbone.convert import cast_like_upstream
 from mtpg_aiaa.evaluation import resolve_device
 from mtpg_aiaa.models.mtpg.model import MTPGAIAA, MTPGConfig, build_mtpg
-from mtpg_aiaa.models.mtpg.prompts import expected_score, level_prompts
+from mtpg_aiaa.models.mtpg.prompts import level_prompts
 
 # GalleryGPT-like sentences; descriptions of 60-200 words are drawn from them.
 SENTENCES = (

@@ -253,7 +253,8 @@ def _peak_rss_mb(work) -> float:
     kernel's high-water mark (``VmHWM``), reset to the current size first, so it is exact
     where sampling could miss a short peak. The resident set also holds file-backed pages
     (torch's libraries) that the kernel may drop under page-cache pressure while the work
-    runs; what it dropped is added back, so a busy host does not hide the work's memory."""
+    runs; what it dropped is added back, so a busy host does not hide the work's memory
+    (then an upper bound: pages dropped after the peak are added too)."""
     base_kb, file_before_kb = _status_kb("VmRSS"), _status_kb("RssFile")
     try:
         Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: VmHWM := VmRSS

@@ -6,7 +6,7 @@
 #   bash scripts/gpu_check.sh --quick --device cpu  # extra arguments go to gpu_check.py
 #
 # Environment: PY (the interpreter; default: the first with torch), WHEELS (default .whl),
-# SITE (where the wheels go; default a fresh /tmp/mtpg_site), GPU_CHECK_INSTALL (auto: only
+# SITE (where the wheels go; default outputs/gpu_check_site, emptied first), GPU_CHECK_INSTALL (auto: only
 # when an import fails | always | never).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ if [ -z "${PY:-}" ]; then  # the first interpreter that has torch
 fi
 [ -n "${PY:-}" ] || { echo "gpu_check.sh: no Python with torch found (set PY=...)" >&2; exit 2; }
 WHEELS=${WHEELS:-.whl}
-SITE=${SITE:-/tmp/mtpg_site}
+SITE=${SITE:-$PWD/outputs/gpu_check_site}  # outputs/ is git-ignored; absolute for PYTHONPATH
 INSTALL=${GPU_CHECK_INSTALL:-auto}
 export HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1
 IMPORTS="import open_clip, hydra, omegaconf, antlr4, ftfy, wcwidth, regex, submitit, hydra_plugins.hydra_submitit_launcher, pytest"

@@ -3,8 +3,8 @@
 # into .whl/ (git-ignored), for a GPU machine with no internet:
 #
 #   bash scripts/gpu_wheels.sh                 # here, with internet (PyPI)
-#   pip install --no-index --no-deps --target /tmp/site .whl/*.whl   # there
-#   export PYTHONPATH=/tmp/site:$PWD
+#   pip install --no-index --no-deps --target "$PWD/outputs/site" .whl/*.whl   # there, in the repository
+#   export PYTHONPATH="$PWD/outputs/site:$PWD"
 #
 # The target is CPython 3.12 on x86-64 Linux (override with PYTHON_VERSION). Versions are
 # the pins of requirements.txt; the few packages not pinned there are pinned below.

@@ -186,68 +186,28 @@ def test_fused_attention_is_the_default_on_cuda_matches_the_module_path_and_runs
     assert (image.float() - fused[1]).abs().max() <= 5e-2 * fused[1].abs().max()
 
 
-def test_jpegs_decoded_on_cuda_match_the_pil_path(smoke, tmp_path):
+def test_jpegs_decoded_on_cuda_match_the_pil_path(tmp_path):
     """``eval.decode=device``: nvJPEG in one batch and the resize on the GPU, against PIL in
     the workers. nvJPEG rounds its IDCT (and may upsample chroma) otherwise than libjpeg:
-    a few levels of 255 at most after the antialiased squash to 224 px. A panorama past
-    CUDA's antialiasing limit is resized on the CPU, and a PNG takes the PIL fallback."""
-    import numpy as np
-    from PIL import Image
-    from torch.utils.data import DataLoader
+    a few levels of 255 at most after the antialiased squash to 224 px. A 50,000-px panorama,
+    past CUDA's antialiasing limit, is resized on the CPU; the last file is a PNG (PIL)."""
+    from test_device_decoding import SIZES, _paintings, decoded_beside_pil
 
-    from mtpg_aiaa.data import AestheticsDataset, collate_samples, read_score_table
-    from mtpg_aiaa.data.device_decoding import DeviceDecodingLoader, EncodedImageDataset, collate_encoded
-    from mtpg_aiaa.transforms import IMAGENET_STD, build_transform
-
-    root = tmp_path / "images"
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    sizes = [(640, 480), (480, 640), (224, 224), (97, 61), (50000, 96), (500, 375)]  # 50000: past CUDA's limit
-    names = []
-    for i, (width, height) in enumerate(sizes):
-        small = rng.integers(0, 256, (max(height // 8, 2), max(width // 8, 2), 3), dtype=np.uint8)
-        image = Image.fromarray(small).resize((width, height), Image.BICUBIC)
-        names.append(f"{i}.jpg")
-        image.save(root / names[-1], format="PNG" if i == len(sizes) - 1 else "JPEG", quality=90)
-    csv = tmp_path / "table.csv"
-    pd.DataFrame({"image": names, "score": np.linspace(2, 8, len(names))}).to_csv(csv, index=False)
-    table = read_score_table(csv)
-    reference = AestheticsDataset(table, root, build_transform("official", 224))
-    expected = next(iter(DataLoader(reference, batch_size=len(names), collate_fn=collate_samples)))["image"]
-    encoded = EncodedImageDataset(table, root, None)
-    loader = DataLoader(encoded, batch_size=len(names), collate_fn=collate_encoded)
-    got = next(iter(DeviceDecodingLoader(loader, torch.device("cuda"), 224)))["image"]
-    assert got.is_cuda and got.shape == expected.shape
-    levels = ((got.cpu() - expected) * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255).abs()
+    smoke = _paintings(tmp_path, sizes=((640, 480), (50000, 96), *SIZES))
+    _, _, levels = decoded_beside_pil(smoke, torch.device("cuda"))
     per_image = [(round(row.max().item(), 2), round(row.mean().item(), 3)) for row in levels]
     assert levels.max() <= 8 and levels.mean() <= 1.0, f"max and mean |diff| in levels per image: {per_image}"
 
 
-def test_feature_cache_held_on_cuda_serves_the_file_path_batches(smoke, tmp_path):
+def test_feature_cache_held_on_cuda_serves_the_file_path_batches(tmp_path):
     """``stage.feature_cache.on_device=auto`` holds the cached split on the GPU (pinned index,
     one gather per feature); its batches equal the file-per-sample path's."""
-    from torch.utils.data import DataLoader
+    from test_feature_table import assert_table_serves_the_file_batches, task
 
-    from mtpg_aiaa.engine.tasks.mtpg.finetune import FeatureCacheOptions, FinetuneTask
-    from mtpg_aiaa.feature_cache import CachedFeatureDataset, collate_features
-    from mtpg_aiaa.feature_table import DeviceFeatureTable
-    from test_feature_cache import ALL_LOSSES, score_table, tiny_model
-
-    def task(on_device):
-        options = FeatureCacheOptions(enabled="true", dir=str(tmp_path / "cache"), on_device=on_device)
-        return FinetuneTask(tiny_model("official").cuda(), score_table(smoke), None, smoke["image_root"], ALL_LOSSES,
-                            eval_batch_size=4, num_workers=0, augment=False, feature_cache=options, progress=False)  # fmt: skip
-
-    table, files = task("auto").train_dataset, task(False).train_dataset
-    assert isinstance(table, DeviceFeatureTable) and isinstance(files, CachedFeatureDataset)
-    rows = [5, 0, 3, 7]
-    expected = collate_features([files[i] for i in rows])
-    got = next(iter(DataLoader(table, batch_size=4, sampler=rows, collate_fn=lambda batch: batch)))
-    for name, value in expected["features"].items():
-        assert got["features"][name].is_cuda, name
-        assert torch.equal(got["features"][name].cpu(), value.cpu()), name
-    for key in ("target", "score", "index"):
-        assert torch.equal(got[key].cpu(), expected[key].cpu()), key
+    smoke = write_smoke_data(tmp_path / "smoke", num_images=6, seed=4)
+    table = task(smoke, tmp_path / "cache", on_device="auto", device="cuda").train_dataset
+    files = task(smoke, tmp_path / "cache", on_device=False, device="cuda").train_dataset
+    assert_table_serves_the_file_batches(table, files, "cuda")
 
 
 def test_ddp_over_nccl_with_one_process(smoke, tmp_path):

@@ -16,29 +16,40 @@ from mtpg_aiaa.transforms import IMAGENET_STD, build_transform
 write_smoke_data = load_script("scripts/make_smoke_data.py").write_smoke_data
 
 
-def _paintings(root: Path) -> dict:
-    """Smoke data with JPEGs of different sizes and aspects, and one PNG (the PIL fallback)."""
-    smoke = write_smoke_data(root, num_images=5, seed=2)
+SIZES = ((320, 240), (180, 300), (224, 224), (97, 61), (500, 375))
+
+
+def _paintings(root: Path, sizes=SIZES) -> dict:
+    """Smoke data with JPEGs of ``sizes`` (width, height), the last one a PNG under a .jpg
+    name (the PIL fallback)."""
+    smoke = write_smoke_data(root, num_images=len(sizes), seed=2)
     rng = np.random.default_rng(0)
     images = sorted(Path(smoke["image_root"]).glob("*.jpg"))
-    for path, (width, height) in zip(images, [(320, 240), (180, 300), (224, 224), (97, 61), (500, 375)]):
+    for path, (width, height) in zip(images, sizes):
         small = rng.integers(0, 256, (max(height // 8, 2), max(width // 8, 2), 3), dtype=np.uint8)
         Image.fromarray(small).resize((width, height), Image.BICUBIC).save(path, quality=90)
     Image.open(images[-1]).save(images[-1].with_suffix(".png"))
-    images[-1].with_suffix(".png").rename(images[-1])  # a PNG under a .jpg name
+    images[-1].with_suffix(".png").rename(images[-1])
     return smoke
 
 
-def test_device_decoding_matches_pil_within_one_level(tmp_path):
-    smoke = _paintings(tmp_path)
+def decoded_beside_pil(smoke: dict, device: torch.device) -> tuple[dict, dict, torch.Tensor]:
+    """One batch of every image decoded on ``device`` and one through PIL in the workers,
+    and their |difference| in levels of 255 (``[B, 3, 224, 224]``, on the CPU)."""
     table = read_score_table(smoke["csv"])
     reference = AestheticsDataset(table, smoke["image_root"], build_transform("official", 224))
-    expected = next(iter(DataLoader(reference, batch_size=5, collate_fn=collate_samples)))
+    expected = next(iter(DataLoader(reference, batch_size=len(table), collate_fn=collate_samples)))
     encoded = EncodedImageDataset(table, smoke["image_root"], None)
-    loader = DeviceDecodingLoader(DataLoader(encoded, batch_size=5, collate_fn=collate_encoded), torch.device("cpu"), 224)
+    loader = DeviceDecodingLoader(DataLoader(encoded, batch_size=len(table), collate_fn=collate_encoded), device, 224)
     got = next(iter(loader))
-    assert got["image"].shape == expected["image"].shape == (5, 3, 224, 224)
-    levels = ((got["image"] - expected["image"]) * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255).abs()
+    assert got["image"].device.type == device.type and got["image"].shape == expected["image"].shape
+    levels = ((got["image"].cpu() - expected["image"]) * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255).abs()
+    return got, expected, levels
+
+
+def test_device_decoding_matches_pil_within_one_level(tmp_path):
+    got, expected, levels = decoded_beside_pil(_paintings(tmp_path), torch.device("cpu"))
+    assert got["image"].shape == (5, 3, 224, 224)
     assert levels.max() <= 1.01  # libjpeg on both sides here; nvJPEG on CUDA adds a few levels (docs)
     assert torch.equal(got["index"], expected["index"]) and got["image_name"] == expected["image_name"]
 
