@@ -36,10 +36,10 @@ quickstart: $(STAMP)
 	bash scripts/quickstart.sh $(PY)
 
 quickstart-aesnet: $(STAMP)  # AesNet's toy claim on CPU (docs/aesnet.md)
-	$(PY) -m mtpg_aiaa.engine.tasks.aesnet.toy_claim --root data/toy_hand --out outputs/aesnet_toy
+	$(PY) -m mtpg_aiaa.experiments.aesnet.toy_claim --root data/toy_hand --out outputs/aesnet_toy
 
 quickstart-cgiaa: $(STAMP)  # CG-IAA's pipeline on the toy set, CPU (docs/cgiaa.md)
-	$(PY) -m mtpg_aiaa.engine.tasks.cgiaa.toy_quickstart --out outputs/quickstart-cgiaa --threads 1
+	$(PY) -m mtpg_aiaa.experiments.cgiaa.toy_quickstart --out outputs/quickstart-cgiaa --threads 1
 
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark_inference.py

@@ -22,7 +22,7 @@ import torch
 from mtpg_aiaa.models.mtpg.checkpoint import load_model
 from mtpg_aiaa.data import BadInputError, load_rgb_image
 from mtpg_aiaa.data.text import read_text_file
-from mtpg_aiaa.evaluation import resolve_device
+from mtpg_aiaa.device import resolve_device
 from mtpg_aiaa.models.mtpg.prompts import LEVELS
 
 DEFAULT_CKPT = Path("checkpoints/model_save.pt")

@@ -32,10 +32,11 @@ from mtpg_aiaa.data.toy import ensure_dataset  # noqa: E402
 from mtpg_aiaa.engine import distributed  # noqa: E402
 from mtpg_aiaa.engine.cli_errors import one_line_errors  # noqa: E402
 from mtpg_aiaa.engine.run_names import register_resolvers  # noqa: E402
-from mtpg_aiaa.evaluation import Predictions, predict, resolve_device, write_predictions  # noqa: E402
-from mtpg_aiaa.metrics import compute_metrics_or_null, format_metrics_table  # noqa: E402
+from mtpg_aiaa.device import resolve_device  # noqa: E402
+from mtpg_aiaa.eval.predict import Predictions, predict, write_predictions  # noqa: E402
+from mtpg_aiaa.eval.metrics import compute_metrics_or_null, format_metrics_table  # noqa: E402
 from mtpg_aiaa.models.loading import load_model  # noqa: E402
-from mtpg_aiaa.plots import save_scatter_plot  # noqa: E402
+from mtpg_aiaa.eval.plots import save_scatter_plot  # noqa: E402
 
 log = logging.getLogger("test")
 register_resolvers()

@@ -27,8 +27,8 @@ from mtpg_aiaa.engine.seeding import seed_everything
 from mtpg_aiaa.engine.tasks import get_task_builder, list_tasks
 from mtpg_aiaa.engine.trainer import Trainer, TrainerConfig
 from mtpg_aiaa.errors import SettingError
-from mtpg_aiaa.evaluation import resolve_device
-from mtpg_aiaa.plots import save_training_curves
+from mtpg_aiaa.device import resolve_device
+from mtpg_aiaa.eval.plots import save_training_curves
 
 log = logging.getLogger("train")
 register_resolvers()

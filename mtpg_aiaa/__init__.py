@@ -2,7 +2,7 @@
 
 The package holds models, data, metrics and file formats; the training engine lives
 elsewhere and is never imported from here. Top-level names are imported lazily so that
-``mtpg_aiaa.metrics`` or ``mtpg_aiaa.data`` load without open_clip.
+``mtpg_aiaa.eval.metrics`` or ``mtpg_aiaa.data`` load without open_clip.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ _PUBLIC = {
     "load_model": "mtpg_aiaa.models.loading",
     "load_official_checkpoint": "mtpg_aiaa.models.mtpg.checkpoint",
     "save_model": "mtpg_aiaa.models.mtpg.checkpoint",
-    "get_tokenizer": "mtpg_aiaa.tokenizer",
+    "get_tokenizer": "mtpg_aiaa.backbone.tokenizer",
 }
 __all__ = sorted(_PUBLIC)
 

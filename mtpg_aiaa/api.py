@@ -24,7 +24,7 @@ from .backbone.convert import CheckpointError
 from .data.errors import BadInputError
 from .data.images import DEFAULT_MAX_PIXELS, load_rgb_image
 from .models.base import Scorer, ScoreRange
-from .predictions import distribution_columns
+from .eval.predictions import distribution_columns
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")

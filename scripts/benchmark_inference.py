@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from mtpg_aiaa.backbone.attention import attention_as
 from mtpg_aiaa.backbone.convert import cast_like_upstream
-from mtpg_aiaa.evaluation import resolve_device
+from mtpg_aiaa.device import resolve_device
 from mtpg_aiaa.models.mtpg.model import MTPGAIAA, MTPGConfig, build_mtpg
 from mtpg_aiaa.models.mtpg.prompts import level_prompts
 

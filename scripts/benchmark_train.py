@@ -73,7 +73,7 @@ from mtpg_aiaa.data.toy import ensure_dataset  # noqa: E402
 from mtpg_aiaa.engine.builders import build_training_model  # noqa: E402
 from mtpg_aiaa.engine.seeding import seed_everything  # noqa: E402
 from mtpg_aiaa.engine.trainer import Trainer, TrainerConfig  # noqa: E402
-from mtpg_aiaa.evaluation import resolve_device  # noqa: E402
+from mtpg_aiaa.device import resolve_device  # noqa: E402
 
 SETUPS = {
     "cached": ["model.freeze=frozen", "stage.feature_cache.enabled=true", "stage.augment=false"],

@@ -100,7 +100,7 @@ def run_part_here(args) -> None:
     """The child process: run one part, writing its JSON as figures come and at the end."""
     import torch
 
-    from mtpg_aiaa.evaluation import resolve_device
+    from mtpg_aiaa.device import resolve_device
 
     gpu_check_common._PARTIAL_PATH = Path(args.part_json)
     progress(f"{args.part}: imports done")

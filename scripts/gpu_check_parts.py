@@ -327,7 +327,7 @@ def part_stage2_epoch(args, device, size, work: Path) -> dict:
 
     import benchmark_train
     from make_smoke_data import write_smoke_data
-    from mtpg_aiaa.feature_table import DeviceFeatureTable
+    from mtpg_aiaa.models.mtpg.feature_table import DeviceFeatureTable
 
     smoke = write_smoke_data(work / "smoke", num_images=64)
     csv = smoke["csv"]

@@ -15,7 +15,7 @@ from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.tasks import list_tasks
 from mtpg_aiaa.engine.tasks.aesnet.export import export_run
 from mtpg_aiaa.models.aesnet import load_scorer as load_model_file
-from mtpg_aiaa.metrics import emd, rmse
+from mtpg_aiaa.eval.metrics import emd, rmse
 from mtpg_aiaa.models.aesnet.model import INITIAL_LOGIT_SCALE
 from aesnet_fakes import ATTRIBUTES, write_multitext_table
 

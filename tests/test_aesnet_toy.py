@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mtpg_aiaa.engine.tasks.aesnet.toy_claim import paired_bootstrap, ridge_probe
-from mtpg_aiaa.engine.tasks.aesnet.toy_hand import TOY_ATTRIBUTES, describe_factors
+from mtpg_aiaa.experiments.aesnet.toy_claim import paired_bootstrap, ridge_probe
+from mtpg_aiaa.experiments.aesnet.toy_hand import TOY_ATTRIBUTES, describe_factors
 
 
 def factors(**overrides):

@@ -28,7 +28,7 @@ from mtpg_aiaa.backbone import (
     trim_text_tokens,
 )
 from mtpg_aiaa.backbone.longclip import count_parameters
-from mtpg_aiaa.tokenizer import get_tokenizer
+from mtpg_aiaa.backbone.tokenizer import get_tokenizer
 
 TINY = "LongCLIP-tiny"
 # Two text heads (width 128 // 64), so the per-head split of the attention is exercised.
@@ -374,7 +374,7 @@ def test_error_mismatched_positional_tables(tmp_path):
 
 def test_encode_text_by_length_equals_full_length_encoding():
     from mtpg_aiaa.backbone.longclip import encode_text_by_length
-    from mtpg_aiaa.tokenizer import get_tokenizer
+    from mtpg_aiaa.backbone.tokenizer import get_tokenizer
 
     torch.manual_seed(0)
     model = create_longclip("LongCLIP-tiny").eval()

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from mtpg_aiaa.backbone.longclip import LongCLIP
 from mtpg_aiaa.data.toy import split_indices
-from mtpg_aiaa.engine.tasks.cgiaa import toy_quickstart as quickstart
+from mtpg_aiaa.experiments.cgiaa import toy_quickstart as quickstart
 from mtpg_aiaa.models.cgiaa import ATTRIBUTES
 from mtpg_aiaa.models.cgiaa.losses import class_infonce, symmetric_infonce
 

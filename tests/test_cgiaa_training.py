@@ -252,7 +252,7 @@ def test_toy_critiques_follow_the_factors_and_use_released_formats(tmp_path):
 def test_quickstart_paired_bootstrap_compares_on_the_same_pictures():
     import numpy as np
 
-    from mtpg_aiaa.engine.tasks.cgiaa.toy_quickstart import paired_bootstrap
+    from mtpg_aiaa.experiments.cgiaa.toy_quickstart import paired_bootstrap
 
     rng = np.random.default_rng(0)
     target = rng.normal(size=60)

@@ -23,7 +23,7 @@ from mtpg_aiaa.models.mtpg.checkpoint import (
 )
 from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
 from mtpg_aiaa.models.mtpg.prompts import level_prompts
-from mtpg_aiaa.tokenizer import get_tokenizer
+from mtpg_aiaa.backbone.tokenizer import get_tokenizer
 
 # The head layers of the released checkpoint, as listed in mtpg_official.md.
 SQUARE = [

@@ -37,7 +37,7 @@ from mtpg_aiaa.describe.describer import finish_generation
 from mtpg_aiaa.describe.images import pad_to_square
 from mtpg_aiaa.describe.store import parts_dir_for
 from mtpg_aiaa.describe.tiny import write_tiny_llava
-from mtpg_aiaa.tokenizer import get_tokenizer
+from mtpg_aiaa.backbone.tokenizer import get_tokenizer
 
 describe = load_script("scripts/describe.py").describe
 demo = load_script("demo.py")

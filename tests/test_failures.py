@@ -25,7 +25,7 @@ from mtpg_aiaa.data import DEFAULT_MAX_PIXELS, BadInputError, collate_samples, l
 from mtpg_aiaa.engine.checkpointing import load_training_state, save_training_state
 from mtpg_aiaa.engine.loggers import MetricsLogger
 from mtpg_aiaa.engine.trainer import Trainer, TrainerConfig, TrainingInterrupted, UnknownSettingError
-from mtpg_aiaa.evaluation import Predictions, write_predictions
+from mtpg_aiaa.eval.predict import Predictions, write_predictions
 from mtpg_aiaa.fileio import atomic_write
 from mtpg_aiaa.models.mtpg.checkpoint import load_model, load_official_checkpoint, ours_to_official
 from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg

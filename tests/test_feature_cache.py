@@ -14,7 +14,7 @@ from mtpg_aiaa.engine import tasks as task_registry
 from mtpg_aiaa.engine.freezing import apply_freeze_policy
 from mtpg_aiaa.engine.tasks import get_task_builder
 from mtpg_aiaa.engine.tasks.mtpg.finetune import FeatureCacheOptions, FinetuneTask
-from mtpg_aiaa.feature_cache import FeatureCache, FeatureCacheError
+from mtpg_aiaa.models.mtpg.feature_cache import FeatureCache, FeatureCacheError
 from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
 
 train_module = load_script("train.py")

@@ -9,8 +9,8 @@ from torch.utils.data import DataLoader
 
 from helpers import load_script
 from mtpg_aiaa.engine.tasks.mtpg.finetune import FeatureCacheOptions, FinetuneTask
-from mtpg_aiaa.feature_cache import CachedFeatureDataset, collate_features
-from mtpg_aiaa.feature_table import DeviceFeatureTable
+from mtpg_aiaa.models.mtpg.feature_cache import CachedFeatureDataset, collate_features
+from mtpg_aiaa.models.mtpg.feature_table import DeviceFeatureTable
 
 from test_feature_cache import ALL_LOSSES, score_table, tiny_model  # noqa: E402
 

@@ -1,5 +1,5 @@
 """Held-out toy splits (split_seed), the seeded standardisation sample and the paired bootstrap
-of scripts/ablate.py (issue 12, items 1, 2 and 4)."""
+of mtpg_aiaa/experiments/mtpg/ablate.py (issue 12, items 1, 2 and 4)."""
 
 import importlib.util
 import json
@@ -21,11 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _load_ablate():
-    spec = importlib.util.spec_from_file_location("ablate", REPO / "scripts" / "ablate.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ablate"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    from mtpg_aiaa.experiments.mtpg import ablate
+
+    return ablate
 
 
 def _members(paths):

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mtpg_aiaa.manipulations import (
+from mtpg_aiaa.models.mtpg.manipulations import (
     MANIPULATIONS,
     apply_manipulation,
     operation_groups,

@@ -12,7 +12,7 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from helpers import SHARED
-from mtpg_aiaa.metrics import (
+from mtpg_aiaa.eval.metrics import (
     ConstantInputWarning,
     balanced_accuracy,
     binary_accuracy,
@@ -23,7 +23,7 @@ from mtpg_aiaa.metrics import (
     plcc,
     srcc,
 )
-from mtpg_aiaa.plots import save_scatter_plot
+from mtpg_aiaa.eval.plots import save_scatter_plot
 
 BAID_TEST_CSV = SHARED / "data" / "baid" / "test_set.csv"
 
@@ -56,7 +56,7 @@ def test_metrics_module_needs_only_numpy_and_scipy():
     # Static check (importing in a subprocess would also pay for the package's torch imports).
     import ast
 
-    import mtpg_aiaa.metrics as module
+    import mtpg_aiaa.eval.metrics as module
 
     tree = ast.parse(Path(module.__file__).read_text())
     roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
@@ -113,7 +113,7 @@ def test_compute_metrics_keys_and_bootstrap():
 def test_bootstrap_srcc_matches_scipy_on_resamples(n, ties):
     # The bootstrap ranks resamples from draw counts instead of sorting; it must
     # agree with scipy, including ties, repeated draws and constant resamples.
-    from mtpg_aiaa.metrics import _bootstrap_srcc
+    from mtpg_aiaa.eval.metrics import _bootstrap_srcc
 
     pred, target = _correlated(n, seed=11, ties=ties)
     idx = np.random.default_rng(0).integers(0, n, size=(50, n))

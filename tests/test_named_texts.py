@@ -11,7 +11,7 @@ from PIL import Image
 from mtpg_aiaa.data import AestheticsDataset, BadInputError, collate_samples
 from mtpg_aiaa.data.named_texts import read_table
 from mtpg_aiaa.models.base import ScoreRange
-from mtpg_aiaa.predictions import prediction_frame
+from mtpg_aiaa.eval.predictions import prediction_frame
 
 
 @pytest.fixture

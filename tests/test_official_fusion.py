@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
 from mtpg_aiaa.models.mtpg.prompts import level_prompts
-from mtpg_aiaa.tokenizer import get_tokenizer
+from mtpg_aiaa.backbone.tokenizer import get_tokenizer
 
 DESCRIPTIONS = [
     "a cat asleep on a windowsill",
@@ -287,7 +287,7 @@ def test_prompt_cache_from_inference_mode_usable_in_training(counted):
         parameter.requires_grad_(False)
     images, tokens = _forward_batch()
     with torch.inference_mode():
-        model(images, tokens)  # e.g. an evaluation pass (mtpg_aiaa.evaluation uses inference_mode)
+        model(images, tokens)  # e.g. an evaluation pass (mtpg_aiaa.eval.predict uses inference_mode)
     model.train()
     model(images, tokens)["score"].sum().backward()
     assert model.fusion.fc1.weight.grad is not None

@@ -13,13 +13,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from helpers import compose_config, load_script, tiny_train_overrides, train_preempted
-from mtpg_aiaa.data import BadInputError, collate_samples, manipulated, read_score_table
-from mtpg_aiaa.data.manipulated import ORIGINAL_ID, ManipulatedDataset, draw_view_ids
+from mtpg_aiaa.data import BadInputError, collate_samples, read_score_table
+from mtpg_aiaa.models.mtpg import manipulated
+from mtpg_aiaa.models.mtpg.manipulated import ORIGINAL_ID, ManipulatedDataset, draw_view_ids
 from mtpg_aiaa.engine.builders import build_training_model
 from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.seeding import PerSampleSeeded
 from mtpg_aiaa.engine.tasks.mtpg.pretrain import build_pretrain_task, pretrain_losses
-from mtpg_aiaa.manipulations import MANIPULATIONS, operation_groups
+from mtpg_aiaa.models.mtpg.manipulations import MANIPULATIONS, operation_groups
 from mtpg_aiaa.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 train = load_script("train.py").train

@@ -7,7 +7,7 @@ import torch
 from mtpg_aiaa.models.mtpg.checkpoint import load_model, save_model
 from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
 from mtpg_aiaa.models.mtpg.prompt_context import INIT_PHRASE
-from mtpg_aiaa.tokenizer import get_tokenizer
+from mtpg_aiaa.backbone.tokenizer import get_tokenizer
 
 
 def _model(seed: int = 0, **config) -> torch.nn.Module:

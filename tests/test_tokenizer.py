@@ -10,7 +10,7 @@ import torch
 
 from helpers import SHARED
 from mtpg_aiaa.models.mtpg.prompts import LEVEL_SCORES, LEVELS, expected_score, level_prompts
-from mtpg_aiaa.tokenizer import EOT_TOKEN_ID, SOT_TOKEN_ID, get_tokenizer
+from mtpg_aiaa.backbone.tokenizer import EOT_TOKEN_ID, SOT_TOKEN_ID, get_tokenizer
 
 DESCRIPTIONS = SHARED / "data" / "paintings" / "descriptions.json"
 CONTEXT = 248

@@ -197,7 +197,7 @@ def load_describer(settings: DescriberSettings, device: torch.device | None = No
     """
     import transformers
 
-    from mtpg_aiaa.evaluation import resolve_device
+    from mtpg_aiaa.device import resolve_device
 
     check_model_dir(settings.model_path)
     model_class = getattr(transformers, settings.model_class, None)

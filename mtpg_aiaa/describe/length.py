@@ -15,7 +15,7 @@ _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
 
 def longclip_token_counts(texts: list[str]) -> list[int]:
     """Long-CLIP tokens each text needs, start and end tokens included (may exceed 248)."""
-    from mtpg_aiaa.tokenizer import get_tokenizer  # open_clip is slow to import; only when counting
+    from mtpg_aiaa.backbone.tokenizer import get_tokenizer  # open_clip is slow to import; only when counting
 
     tokenizer = get_tokenizer()
     return [tokenizer.token_count(text) for text in texts]

@@ -18,7 +18,7 @@ from torch import nn
 from ...backbone.convert import load_longclip
 from ...backbone.longclip import LongCLIP, create_longclip, encode_text_by_length
 from ...fileio import atomic_write
-from ...tokenizer import get_tokenizer
+from ...backbone.tokenizer import get_tokenizer
 
 
 class FrozenTextEncoder(nn.Module):

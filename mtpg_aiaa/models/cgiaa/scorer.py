@@ -22,7 +22,7 @@ from torchvision.transforms import InterpolationMode
 from mtpg_aiaa.backbone.clip import load_clip
 from mtpg_aiaa.backbone.longclip import LongCLIP, LongCLIPArch, get_arch
 from mtpg_aiaa.models.base import Scorer, ScoreRange
-from mtpg_aiaa.tokenizer import get_tokenizer
+from mtpg_aiaa.backbone.tokenizer import get_tokenizer
 from mtpg_aiaa.transforms import CLIP_MEAN, CLIP_STD
 
 from .generator import ATTRIBUTES

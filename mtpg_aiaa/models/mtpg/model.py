@@ -20,7 +20,7 @@ from .fusion.token import NoFusion, TokenFusion
 from .prompt_context import LearnablePromptContext
 from .prompts import LEVEL_SCORES, LEVELS, expected_score, level_prompts
 from ..base import Scorer, ScoreRange
-from ...tokenizer import get_tokenizer
+from ...backbone.tokenizer import get_tokenizer
 from ...transforms import build_transform
 
 FUSIONS = ("official", "token", "none")

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ....backbone.convert import CheckpointError, read_state_dict
-from ....metrics import binary_accuracy, emd, plcc, rmse, srcc
+from mtpg_aiaa.eval.metrics import binary_accuracy, emd, plcc, rmse, srcc
 from ....models.aesnet import AesNetScorer, AesNetScorerConfig
 from ....models.aesnet.checkpoint import backbone_state_from
 from ....models.mtpg.losses import emd_loss

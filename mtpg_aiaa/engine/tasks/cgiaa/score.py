@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ....data import BadInputError
-from ....metrics import plcc, srcc
+from mtpg_aiaa.eval.metrics import plcc, srcc
 from ....models.cgiaa.critique_data import read_critique_csv
 from ....models.cgiaa.losses import score_loss
 from .common import ImageRows, stack_images

@@ -17,7 +17,7 @@ from torch import nn
 
 from ....models.cgiaa.losses import symmetric_infonce
 from ....models.cgiaa.prefix import build_release_transform
-from ....tokenizer import get_tokenizer
+from mtpg_aiaa.backbone.tokenizer import get_tokenizer
 from .common import ImageRows, stack_images
 
 CONTEXT_LENGTH = 77

@@ -1,7 +1,7 @@
 """Stage 2: fusion + aesthetic-level prompt learning on scored, described images.
 
 With a frozen backbone the task can train on cached features (``stage.feature_cache``,
-``mtpg_aiaa/feature_cache.py``, docs/feature_cache.md): the same losses, computed from
+``mtpg_aiaa/models/mtpg/feature_cache.py``, docs/feature_cache.md): the same losses, computed from
 ``model.score_features`` instead of images.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ....data import AestheticsDataset, collate_samples, read_score_table
-from ....evaluation import predict
+from mtpg_aiaa.eval.predict import predict
 from ....errors import SettingError
-from ....feature_cache import (
+from mtpg_aiaa.models.mtpg.feature_cache import (
     BuildReport,
     CachedFeatureDataset,
     FeatureCache,
@@ -27,9 +27,9 @@ from ....feature_cache import (
     predict_features,
     trainable_encode_parameters,
 )
-from ....feature_table import DeviceFeatureTable, fits_on_device
+from mtpg_aiaa.models.mtpg.feature_table import DeviceFeatureTable, fits_on_device
 from ....models.mtpg.losses import score_losses
-from ....metrics import compute_metrics
+from mtpg_aiaa.eval.metrics import compute_metrics
 from ...checkpointing import unwrap
 from ...distributed import barrier, current, gather_with_grad
 from ...seeding import PerSampleSeeded

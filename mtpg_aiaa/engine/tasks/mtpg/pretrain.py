@@ -21,11 +21,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ....data import AestheticsDataset, collate_samples
-from ....data.manipulated import NUM_VIEWS, ManipulatedDataset
-from ....evaluation import predict
+from mtpg_aiaa.models.mtpg.manipulated import NUM_VIEWS, ManipulatedDataset
+from mtpg_aiaa.eval.predict import predict
 from ....errors import SettingError
 from ....models.mtpg.losses import contrastive_loss, preference_loss, prompt_matching_loss, strength_ordering_loss
-from ....manipulations import prompts
+from mtpg_aiaa.models.mtpg.manipulations import prompts
 from ...checkpointing import unwrap
 from ...distributed import gather_with_grad
 from ...seeding import PerSampleSeeded

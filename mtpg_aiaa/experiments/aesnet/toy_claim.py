@@ -1,7 +1,7 @@
 """The toy claim, on CPU: does AesNet pretraining give a better frozen backbone than random
 init and than image-only self-supervision, and does the semantic affinity term matter?
 
-    python -m mtpg_aiaa.engine.tasks.aesnet.toy_claim --out outputs/aesnet_toy   (make quickstart-aesnet)
+    python -m mtpg_aiaa.experiments.aesnet.toy_claim --out outputs/aesnet_toy   (make quickstart-aesnet)
 
 Arms, each from the same random init per seed: ``random`` (no pretraining), ``simclr``
 (image-only: two flipped / cropped views, symmetric InfoNCE), ``aesnet`` (multi-attribute
@@ -25,14 +25,14 @@ import torch.nn.functional as F
 from scipy.stats import rankdata
 from torch.utils.data import DataLoader
 
-from ....data.toy import make_toy_dataset
-from ....metrics import srcc
-from ....models.aesnet import AesNetConfig, AesNetPretrainModel, attribute_prompt
-from ....models.aesnet.losses import symmetric_info_nce
-from ....models.aesnet.model import build_image_transform
-from ....models.aesnet.text import FrozenTextEncoder
-from .data import TableImageDataset, collate_images, read_attribute_table
-from .pretrain import AesNetPretrainTask
+from mtpg_aiaa.data.toy import make_toy_dataset
+from mtpg_aiaa.eval.metrics import srcc
+from mtpg_aiaa.models.aesnet import AesNetConfig, AesNetPretrainModel, attribute_prompt
+from mtpg_aiaa.models.aesnet.losses import symmetric_info_nce
+from mtpg_aiaa.models.aesnet.model import build_image_transform
+from mtpg_aiaa.models.aesnet.text import FrozenTextEncoder
+from mtpg_aiaa.engine.tasks.aesnet.data import TableImageDataset, collate_images, read_attribute_table
+from mtpg_aiaa.engine.tasks.aesnet.pretrain import AesNetPretrainTask
 from .toy_hand import TOY_ATTRIBUTES, write_toy_hand
 
 log = logging.getLogger("aesnet.toy_claim")

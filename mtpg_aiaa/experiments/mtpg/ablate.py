@@ -1,8 +1,8 @@
 """Paired ablations and validation sweeps of the CPU quickstart on toy-art (docs/method.md).
 
-    python scripts/ablate.py                       # 3 variants x held-out split seeds 101 102 103
-    python scripts/ablate.py --sweep               # the constants' validation sweep (split seed 0)
-    python scripts/ablate.py --report-only         # tables from finished runs, nothing trained
+    python -m mtpg_aiaa.experiments.mtpg.ablate            # 3 variants x held-out split seeds 101 102 103
+    python -m mtpg_aiaa.experiments.mtpg.ablate --sweep    # the constants' validation sweep (split seed 0)
+    python -m mtpg_aiaa.experiments.mtpg.ablate --report-only  # tables from finished runs, nothing trained
 
 For each split seed the script runs the quickstart's stage 1 (``experiment=quickstart_pretrain``,
 shared by every variant), each variant's stage 2 on its frozen, cached features, and
@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]  # the repository: its train.py and test.py are run
 HELD_OUT_SPLITS = (101, 102, 103)  # never used to choose anything (docs/toy_dataset.md)
 DEVELOPMENT_SPLIT = 0
 

@@ -7,7 +7,7 @@ crop, no flip; other model sizes keep the 256/224 margin), then, at that size an
 
 - view 0: the crop itself, labelled with the identity id 29 ("an unaltered painting");
 - views 1-3: the mild, medium and strong versions of one operation group drawn uniformly
-  from the ten manipulated operations of :mod:`mtpg_aiaa.manipulations`.
+  from the ten manipulated operations of :mod:`mtpg_aiaa.models.mtpg.manipulations`.
 
 Rotation has two ids (+45 and -45 degrees: directions, not strengths). A rotation sample
 holds both, and its third view is one id drawn uniformly from the 27 ids of the
@@ -38,7 +38,7 @@ from torchvision.transforms import InterpolationMode
 from mtpg_aiaa.data.dataset import BAD_IMAGE_POLICIES
 from mtpg_aiaa.data.errors import BadInputError
 from mtpg_aiaa.data.images import DEFAULT_MAX_PIXELS, load_rgb_image
-from mtpg_aiaa.manipulations import MANIPULATIONS, apply_manipulation, operation_groups
+from mtpg_aiaa.models.mtpg.manipulations import MANIPULATIONS, apply_manipulation, operation_groups
 from mtpg_aiaa.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, TRANSFORM_NAMES
 
 logger = logging.getLogger(__name__)

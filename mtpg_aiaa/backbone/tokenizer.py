@@ -12,7 +12,7 @@ from functools import lru_cache
 import torch
 from open_clip.tokenizer import SimpleTokenizer
 
-from .backbone.longclip import LONGCLIP_CONTEXT_LENGTH
+from .longclip import LONGCLIP_CONTEXT_LENGTH
 
 SOT_TOKEN_ID = 49406
 EOT_TOKEN_ID = 49407

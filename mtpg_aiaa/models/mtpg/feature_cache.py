@@ -36,10 +36,10 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from . import __version__
-from .fileio import atomic_write
-from .data import AestheticsDataset, BadInputError, collate_samples
-from .predictions import prediction_frame
+from mtpg_aiaa import __version__
+from mtpg_aiaa.fileio import atomic_write
+from mtpg_aiaa.data import AestheticsDataset, BadInputError, collate_samples
+from mtpg_aiaa.eval.predictions import prediction_frame
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .models.base import ScoreRange
+from ..models.base import ScoreRange
 
 BASE_COLUMNS = ("index", "image", "score", "target", "pred")
 

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .errors import SettingError
+from ..errors import SettingError
 from .predictions import empty_frame, prediction_frame
 
 BATCHINGS = ("batch", "per_image")
@@ -42,13 +42,6 @@ class Predictions:
         skipped = sorted((row for part in parts for row in part.skipped), key=lambda row: row.get("index", 0))
         return cls(table.sort_values("index", kind="stable").reset_index(drop=True), skipped,
                    max(part.seconds for part in parts), max(part.waiting_s for part in parts))  # fmt: skip
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; anything else is passed to ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @torch.inference_mode()

@@ -33,18 +33,18 @@ import torch
 from safetensors.torch import save_file
 from scipy.stats import rankdata
 
-from ....backbone.longclip import LongCLIP, LongCLIPArch, trim_text_tokens
-from ....data import load_rgb_image
-from ....data.toy import make_toy_dataset
-from ....metrics import srcc
-from ....models.cgiaa import ATTRIBUTES, CritiqueExpert, CritiqueGenerator, GPT2Sizes, MapperConfig, load_gpt2_tokenizer
-from ....models.cgiaa.critique_data import write_critique_csv
-from ....models.cgiaa.losses import class_infonce, critique_token_loss, symmetric_infonce
-from ....models.cgiaa.prefix import build_release_transform, clip_prefix
-from ....models.cgiaa.scorer import CGIAAScorer, CGIAAScorerConfig
-from ....models.cgiaa.small_tokenizer import write_small_gpt2_tokenizer
-from ....models.cgiaa.toy_critiques import toy_critiques, toy_words
-from .expert import encode_captions
+from mtpg_aiaa.backbone.longclip import LongCLIP, LongCLIPArch, trim_text_tokens
+from mtpg_aiaa.data import load_rgb_image
+from mtpg_aiaa.data.toy import make_toy_dataset
+from mtpg_aiaa.eval.metrics import srcc
+from mtpg_aiaa.models.cgiaa import ATTRIBUTES, CritiqueExpert, CritiqueGenerator, GPT2Sizes, MapperConfig, load_gpt2_tokenizer
+from mtpg_aiaa.models.cgiaa.critique_data import write_critique_csv
+from mtpg_aiaa.models.cgiaa.losses import class_infonce, critique_token_loss, symmetric_infonce
+from mtpg_aiaa.models.cgiaa.prefix import build_release_transform, clip_prefix
+from mtpg_aiaa.models.cgiaa.scorer import CGIAAScorer, CGIAAScorerConfig
+from mtpg_aiaa.models.cgiaa.small_tokenizer import write_small_gpt2_tokenizer
+from mtpg_aiaa.models.cgiaa.toy_critiques import toy_critiques, toy_words
+from mtpg_aiaa.engine.tasks.cgiaa.expert import encode_captions
 
 log = logging.getLogger("quickstart-cgiaa")
 MAX_TOKENS = 16  # the longest toy critique is 9 tokens with its "."
@@ -106,7 +106,7 @@ def train_vlap(clip: LongCLIP, pixels: torch.Tensor, critiques: list[dict[str, s
 def clip_tokens(texts: list[str]) -> torch.Tensor:
     """CLIP's 77-token ids, cut after the longest text's EOT (exact: ``trim_text_tokens``); the
     toy critiques are ~10 tokens, so this skips most of the text tower's work."""
-    from ....tokenizer import get_tokenizer
+    from mtpg_aiaa.backbone.tokenizer import get_tokenizer
 
     return trim_text_tokens(get_tokenizer(77)(texts))
 
