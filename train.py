@@ -22,6 +22,7 @@ from mtpg_aiaa.engine.builders import build_training_model, read_init_record
 from mtpg_aiaa.engine import distributed
 from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.loggers import MetricsLogger
+from mtpg_aiaa.engine.run_lock import RunDirectoryLocked, RunLock
 from mtpg_aiaa.engine.run_names import register_resolvers
 from mtpg_aiaa.engine.seeding import seed_everything
 from mtpg_aiaa.engine.tasks import get_task_builder, list_tasks
@@ -82,6 +83,26 @@ def _train(cfg: DictConfig, context: distributed.DistributedContext, device: tor
         )
     if not context.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # one copy of the progress messages
+    # Rank 0 locks the run directory (engine/run_lock.py); every rank learns whether it could.
+    lock = RunLock(run_dir) if context.is_main else None
+    refused = None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except RunDirectoryLocked as error:
+            refused = str(error)
+    refused = distributed.broadcast_object(refused)
+    if refused:
+        raise RunDirectoryLocked(refused)
+    try:
+        return _train_in(cfg, context, device, run_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_in(cfg: DictConfig, context: distributed.DistributedContext, device: torch.device,
+              run_dir: Path) -> dict[str, float]:  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
     if context.is_main:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
