@@ -30,7 +30,7 @@ from mtpg_aiaa.data.named_texts import read_table  # noqa: E402
 from mtpg_aiaa.data.provenance import check_overlap, check_toy_split  # noqa: E402
 from mtpg_aiaa.data.toy import ensure_dataset  # noqa: E402
 from mtpg_aiaa.engine import distributed  # noqa: E402
-from mtpg_aiaa.engine.cli_errors import one_line_errors  # noqa: E402
+from mtpg_aiaa.engine.cli_errors import one_line_errors, run_main  # noqa: E402
 from mtpg_aiaa.engine.run_names import register_resolvers  # noqa: E402
 from mtpg_aiaa.evaluation import Predictions, predict, resolve_device, write_predictions  # noqa: E402
 from mtpg_aiaa.metrics import compute_metrics_or_null, format_metrics_table  # noqa: E402
@@ -183,4 +183,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # Hydra's own errors (unknown task=, unknown key) in one line, exit 2

@@ -15,7 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mtpg_aiaa.engine.cli_errors import one_line_errors
+from mtpg_aiaa.engine.cli_errors import one_line_errors, run_main
 from mtpg_aiaa.data.toy import ensure_dataset
 from mtpg_aiaa.data.provenance import merge_records, training_entry
 from mtpg_aiaa.engine.builders import build_training_model, read_init_record
@@ -145,4 +145,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # Hydra's own errors (unknown task=, unknown key) in one line, exit 2

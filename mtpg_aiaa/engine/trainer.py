@@ -34,6 +34,7 @@ from .distributed import any_rank
 from .ema import WeightAverage
 from .loggers import MetricsLogger
 from .sampling import ResumableSampler
+from .typed_settings import check_types_and_bounds
 
 log = logging.getLogger(__name__)
 # Cluster schedulers announce pre-emption and time limits with these; all stop gracefully.
@@ -84,6 +85,15 @@ class TrainerConfig:
     find_unused_parameters: bool = False  # DDP: set when some trainable parameter gets no gradient in a step
     ema_decay: float = 0.0  # > 0: validate and keep the best of an average of the weights (ema.py)
     compile: bool = False  # torch.compile each backbone transformer block in place (backbone/compiling.py)
+
+    def __post_init__(self) -> None:
+        # batch_size=0 or =abc: one line naming the key, before a model is built (issue 21 item 14)
+        check_types_and_bounds(
+            self, "trainer",
+            minimums={"epochs": 1, "max_steps": 1, "batch_size": 1, "accumulate": 1, "clip_grad_norm": 0.0,
+                      "num_workers": 0, "val_every": 0, "save_every": 0, "log_every": 1, "ema_decay": 0.0},
+            below={"ema_decay": 1.0}, choices={"precision": ("auto", "fp32", "bf16", "fp16")},
+        )  # fmt: skip
 
     @classmethod
     def from_config(cls, values, ignored: tuple[str, ...] = (), **overrides) -> "TrainerConfig":
