@@ -14,7 +14,6 @@ import time
 
 STARTED = time.perf_counter()  # before the heavy imports: start-up is part of the time split
 
-import json  # noqa: E402
 import logging  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -34,6 +33,7 @@ from mtpg_aiaa.engine.cli_errors import one_line_errors, run_main  # noqa: E402
 from mtpg_aiaa.engine.run_names import register_resolvers  # noqa: E402
 from mtpg_aiaa.evaluation import Predictions, predict, resolve_device, write_predictions  # noqa: E402
 from mtpg_aiaa.metrics import compute_metrics_or_null, format_metrics_table  # noqa: E402
+from mtpg_aiaa.json_output import dumps_strict  # noqa: E402
 from mtpg_aiaa.models.loading import load_model  # noqa: E402
 from mtpg_aiaa.plots import save_scatter_plot  # noqa: E402
 
@@ -153,7 +153,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
         images_per_second=predictions.images_per_second,
     )
     timings["metrics"] = time.perf_counter() - start
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (output_dir / "metrics.json").write_text(dumps_strict(metrics, indent=2) + "\n")  # NaN -> null
     save_scatter_plot(
         pred, score, output_dir / "scatter.png", threshold=cfg.eval.threshold * scale,
         title=Path(str(data.csv)).name, metrics=metrics, scale_label=f"0-{scale:g}",
@@ -168,7 +168,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
     timings["writing"] = time.perf_counter() - start - timings["metrics"]
     timings["total"] = time.perf_counter() - STARTED
     metrics["time_split_s"] = {key: round(value, 3) for key, value in timings.items()}
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (output_dir / "metrics.json").write_text(dumps_strict(metrics, indent=2) + "\n")  # NaN -> null
     log.info("time: %s", ", ".join(f"{key} {value:.1f} s" for key, value in timings.items()))
     print(f"results in {output_dir}")
     return metrics

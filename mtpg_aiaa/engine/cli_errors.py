@@ -32,7 +32,7 @@ from omegaconf.errors import MissingMandatoryValue
 from ..backbone.convert import CheckpointError
 from ..data.errors import BadInputError
 from .trainer import NonFiniteLossError, TrainingInterrupted
-from ..errors import SettingError
+from ..errors import OutputWriteError, SettingError
 
 EXIT_INPUT_ERROR = 2
 EXIT_FAILED = 1
@@ -148,6 +148,11 @@ def one_line_errors(main: Callable) -> Callable:
                 raise
             print(f"error: {one_line(error)}", file=sys.stderr)
             sys.exit(EXIT_INPUT_ERROR)
+        except OutputWriteError as error:  # a full disk: not a bug, and not the user's input
+            if full:
+                raise
+            print(f"error: {one_line(error)}", file=sys.stderr)
+            sys.exit(EXIT_FAILED)
         except NonFiniteLossError as error:
             if full:
                 raise

@@ -33,6 +33,7 @@ from .checkpointing import save_training_state, unwrap
 from .distributed import any_rank
 from .ema import WeightAverage
 from .loggers import MetricsLogger
+from .output_errors import explain_write_failure
 from .sampling import ResumableSampler
 from .typed_settings import check_types_and_bounds
 
@@ -225,7 +226,8 @@ class Trainer:
     def save(self, name: str) -> Path | None:
         if self.rank != 0:
             return None
-        return save_training_state(self.run_dir / name, self.state_dict())
+        with explain_write_failure(self.run_dir / name):
+            return save_training_state(self.run_dir / name, self.state_dict())
 
     # -- loop --------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
@@ -405,7 +407,8 @@ class Trainer:
             if value is not None and not math.isnan(value) and value > self.best_metric:
                 self.best_metric = value
                 if self.rank == 0 and hasattr(base, "save"):  # a Scorer saves itself (models/base.py)
-                    base.save(self.run_dir / "best.safetensors")  # the validated (averaged) weights
+                    with explain_write_failure(self.run_dir / "best.safetensors"):
+                        base.save(self.run_dir / "best.safetensors")  # the validated (averaged) weights
                 improved = True
             else:
                 improved = False
