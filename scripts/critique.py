@@ -19,26 +19,15 @@ from pathlib import Path
 
 import torch
 
+from mtpg_aiaa.arg_types import int_at_least
 from mtpg_aiaa.data import BadInputError, load_rgb_image
-from mtpg_aiaa.engine.cli_errors import one_line
-from mtpg_aiaa.errors import SettingError
+from mtpg_aiaa.errors import SettingError, one_line_message
 from mtpg_aiaa.models.cgiaa import ATTRIBUTES, build_release_transform, load_generator, load_gpt2_tokenizer
 from mtpg_aiaa.models.cgiaa.beam import RELEASED_BEAM_SIZE, RELEASED_MAX_STEPS
 from mtpg_aiaa.models.cgiaa.critique_data import write_critique_csv
 from mtpg_aiaa.models.cgiaa.tokenizer_check import check_tokenizer_files
 
 TITLES = {"color": "Color and Light", "composition": "Composition", "dof": "Depth and Focus", "general": "General Feelings"}
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1 (``--beam-size 0`` would decode nothing)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,9 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of readable blocks")
     parser.add_argument("--csv", type=Path, help="also write the critique cache CSV (image,color,composition,dof,general)")
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="images decoded together")
-    parser.add_argument("--beam-size", type=positive_int, default=RELEASED_BEAM_SIZE)
-    parser.add_argument("--max-steps", type=positive_int, default=RELEASED_MAX_STEPS)
+    parser.add_argument("--batch-size", type=int_at_least(1), default=8, help="images decoded together")
+    parser.add_argument("--beam-size", type=int_at_least(1), default=RELEASED_BEAM_SIZE)
+    parser.add_argument("--max-steps", type=int_at_least(1), default=RELEASED_MAX_STEPS)
     parser.add_argument("--clean-up-spaces", action="store_true",
                         help="drop spaces before punctuation, as transformers < 4.45 decoded by default")
     parser.add_argument("--literal", action="store_true", help="the release's uncached one-image loop (slow)")
@@ -97,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = critique_files(args)
     except (BadInputError, FileNotFoundError, ValueError) as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
+        print(f"error: {one_line_message(error)}", file=sys.stderr)
         return 2
     if args.csv:
         try:

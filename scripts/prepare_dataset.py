@@ -18,7 +18,7 @@ from pathlib import Path
 from mtpg_aiaa.data.catalogue import get_converter, list_datasets
 from mtpg_aiaa.data.catalogue.common import SPLITS
 from mtpg_aiaa.data.errors import BadInputError
-from mtpg_aiaa.engine.cli_errors import one_line
+from mtpg_aiaa.errors import one_line_message
 from mtpg_aiaa.fileio import atomic_write
 
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         check_output(out, args.root)  # before the minutes a large set takes to convert
         table = get_converter(args.name)(args.root, **dict(args.option))
     except (KeyError, BadInputError, ValueError) as error:
-        print(f"error: {one_line(error.args[0] if isinstance(error, KeyError) and error.args else error)}", file=sys.stderr)
+        print(f"error: {one_line_message(error.args[0] if isinstance(error, KeyError) and error.args else error)}", file=sys.stderr)
         return 2
     try:
         atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -32,7 +31,7 @@ from omegaconf.errors import MissingMandatoryValue
 from ..backbone.convert import CheckpointError
 from ..data.errors import BadInputError
 from .trainer import NonFiniteLossError, TrainingInterrupted
-from ..errors import OutputWriteError, SettingError
+from ..errors import OutputWriteError, SettingError, one_line_message, worker_message  # noqa: F401 (re-exported)
 
 EXIT_INPUT_ERROR = 2
 EXIT_FAILED = 1
@@ -47,27 +46,11 @@ log = logging.getLogger(__name__)
 
 
 def one_line(error: BaseException) -> str:
-    """The message on one line: a line ending in ``:`` runs into the next, others join with ``; ``."""
+    """The message on one line (``errors.one_line_message``), with Hydra's missing values spelled out."""
     if isinstance(error, MissingMandatoryValue):
         key = getattr(error, "full_key", None) or "a setting"
         return f"missing mandatory value {key}: set it on the command line ({key}=...)"
-    text = ""
-    for line in (part.strip() for part in worker_message(str(error)).splitlines()):
-        if not line:
-            continue
-        text += line if not text else (" " if text.endswith(":") else "; ") + line
-    return text or type(error).__name__
-
-
-def worker_message(text: str) -> str:
-    """The original message of an error a DataLoader worker re-raised in the main process
-    (torch puts the worker's whole traceback into it); other messages as they are."""
-    caught = re.match(r"Caught (\w+) in DataLoader worker process \d+\.\nOriginal Traceback", text)
-    if not caught:
-        return text
-    marker = f"{caught.group(1)}: "
-    start = text.rfind(marker)
-    return text[start + len(marker):] if start >= 0 else text
+    return one_line_message(error)
 
 
 def hydra_one_line(error: CompactHydraException) -> str:
