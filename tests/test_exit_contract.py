@@ -186,3 +186,36 @@ def test_train_py_hydra_errors_and_input_errors_are_one_line_exit_2_and_leave_no
     assert result.stderr.strip().splitlines()[-1] == "error: trainer.batch_size must be at least 1, got 0"
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "train" / "bad").exists()  # Hydra's .hydra/ and the log went with it
+
+
+# -- scripts/describe.py ------------------------------------------------------------------------
+@pytest.mark.parametrize("overrides, message", [
+    (["table=test_csv"], "error: table must be one of ('csv', 'train_csv', 'val_csv'), got 'test_csv'\n"),
+    (["+describer.temprature=0.5"], "error: unknown describer setting(s) describer.temprature; known: "),
+    (["describer.max_new_tokens=0"], "error: max_new_tokens must be positive, got 0\n"),
+    (["images=/nonexistent/folder"], "error: "),
+])
+def test_describe_errors_are_one_line_exit_2(overrides, message, monkeypatch, capsys):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    describe = load_script("scripts/describe.py").describe
+    cfg = compose_config("describe", "describer.model_path=m", "data.csv=x.csv", "data.image_root=.", *overrides)
+    with pytest.raises(SystemExit) as exit_info:
+        one_line_errors(describe)(cfg)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+@pytest.mark.slow  # one python process (~15 s here)
+def test_test_py_missing_image_in_a_worker_is_one_line_exit_2_and_leaves_no_run_folder(make_smoke, tmp_path):
+    smoke = make_smoke(3, 0)
+    csv = scores_csv(tmp_path / "labels.csv", [("gone.jpg", 5.0), *[(p.name, 6.0) for p in Path(smoke["image_root"]).iterdir()]])
+    result = run_command(str(ROOT / "test.py"), f"ckpt={smoke['ckpt']}", f"data.csv={csv}",
+                         f"data.image_root={smoke['image_root']}", "eval.num_workers=1", "eval.progress=false",
+                         "device=cpu", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (f"error: Image file {Path(smoke['image_root']) / 'gone.jpg'} does not exist "
+                    f"(table row 0, 0-based, read from {csv})")  # fmt: skip
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "outputs" / "test").iterdir())  # the run's folder went with the failure
