@@ -137,7 +137,7 @@ def test_hydra_composition_errors_read_as_one_line():
     try:
         raise ConfigCompositionException("Could not override 'foo'.\nTo append to your config use +foo=1") from KeyError("x")
     except ConfigCompositionException as error:
-        assert hydra_one_line(error) == "Could not override 'foo'.; To append to your config use +foo=1 ('x')"
+        assert hydra_one_line(error) == "Could not override 'foo'. To append to your config use +foo=1 ('x')"
 
 
 @pytest.mark.parametrize("failure", ["oserror", "torch zip writer"])

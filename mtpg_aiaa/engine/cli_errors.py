@@ -64,7 +64,9 @@ def hydra_one_line(error: CompactHydraException) -> str:
             parts[-1] += ("" if parts[-1].endswith(":") else ",") + " " + line  # one option per line in Hydra's text
         else:
             parts.append(line)
-    text = "; ".join(parts)
+    text = ""
+    for part in parts:  # a sentence that ended runs on; a bare line is joined with "; "
+        text += part if not text else (" " if text.endswith((".", ":")) else "; ") + part
     if error.__cause__ is not None:
         text += f" ({str(error.__cause__).splitlines()[0].strip()})"
     return text or type(error).__name__
