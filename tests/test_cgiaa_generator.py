@@ -268,7 +268,7 @@ def write_tiny_release(tmp_path, vocab_size: int | None = None):
 
 
 def critique_cli():
-    from tests.helpers import load_script
+    from helpers import load_script
 
     return load_script("scripts/critique.py")
 

@@ -14,7 +14,7 @@ import pytest
 from mtpg_aiaa.engine import run_lock
 from mtpg_aiaa.engine.cli_errors import one_line_errors
 from mtpg_aiaa.engine.run_lock import LOCK_NAME, RunDirectoryLocked, RunLock
-from tests.helpers import compose_config, load_script
+from helpers import compose_config, load_script
 
 
 def write_lock(run_dir, **owner):
