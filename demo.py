@@ -23,6 +23,7 @@ from mtpg_aiaa.models.mtpg.checkpoint import load_model
 from mtpg_aiaa.data import BadInputError, load_rgb_image
 from mtpg_aiaa.data.text import read_text_file
 from mtpg_aiaa.device import resolve_device
+from mtpg_aiaa.errors import one_line_message
 from mtpg_aiaa.models.mtpg.prompts import LEVELS
 
 DEFAULT_CKPT = Path("checkpoints/model_save.pt")
@@ -137,7 +138,7 @@ def cgiaa_main(args: argparse.Namespace) -> int:
             critiques = generated_critiques(generator, args.images, device)
         results = score_with_critiques(scorer, args.images, critiques, device)
     except (BadInputError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line_message(error)}", file=sys.stderr)
         return 2
     best = max(results, key=lambda r: r["score"])
     if args.json:
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             if path in generated:
                 row["description"] = generated[path]
     except (BadInputError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line_message(error)}", file=sys.stderr)
         return 2
     best = max(results, key=lambda r: r["score"])
     if args.json:

@@ -14,7 +14,6 @@ import time
 
 STARTED = time.perf_counter()  # before the heavy imports: start-up is part of the time split
 
-import json  # noqa: E402
 import logging  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -30,11 +29,12 @@ from mtpg_aiaa.data.named_texts import read_table  # noqa: E402
 from mtpg_aiaa.data.provenance import check_overlap, check_toy_split  # noqa: E402
 from mtpg_aiaa.data.toy import ensure_dataset  # noqa: E402
 from mtpg_aiaa.engine import distributed  # noqa: E402
-from mtpg_aiaa.engine.cli_errors import one_line_errors  # noqa: E402
+from mtpg_aiaa.engine.cli_errors import one_line_errors, run_main  # noqa: E402
 from mtpg_aiaa.engine.run_names import register_resolvers  # noqa: E402
 from mtpg_aiaa.device import resolve_device  # noqa: E402
 from mtpg_aiaa.eval.predict import Predictions, predict, write_predictions  # noqa: E402
 from mtpg_aiaa.eval.metrics import compute_metrics_or_null, format_metrics_table  # noqa: E402
+from mtpg_aiaa.json_output import dumps_strict  # noqa: E402
 from mtpg_aiaa.models.loading import load_model  # noqa: E402
 from mtpg_aiaa.eval.plots import save_scatter_plot  # noqa: E402
 
@@ -154,7 +154,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
         images_per_second=predictions.images_per_second,
     )
     timings["metrics"] = time.perf_counter() - start
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (output_dir / "metrics.json").write_text(dumps_strict(metrics, indent=2) + "\n")  # NaN -> null
     save_scatter_plot(
         pred, score, output_dir / "scatter.png", threshold=cfg.eval.threshold * scale,
         title=Path(str(data.csv)).name, metrics=metrics, scale_label=f"0-{scale:g}",
@@ -169,7 +169,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
     timings["writing"] = time.perf_counter() - start - timings["metrics"]
     timings["total"] = time.perf_counter() - STARTED
     metrics["time_split_s"] = {key: round(value, 3) for key, value in timings.items()}
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (output_dir / "metrics.json").write_text(dumps_strict(metrics, indent=2) + "\n")  # NaN -> null
     log.info("time: %s", ", ".join(f"{key} {value:.1f} s" for key, value in timings.items()))
     print(f"results in {output_dir}")
     return metrics
@@ -184,4 +184,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # Hydra's own errors (unknown task=, unknown key) in one line, exit 2

@@ -15,13 +15,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mtpg_aiaa.engine.cli_errors import one_line_errors
+from mtpg_aiaa.engine.cli_errors import one_line_errors, run_main
 from mtpg_aiaa.data.toy import ensure_dataset
 from mtpg_aiaa.data.provenance import merge_records, training_entry
 from mtpg_aiaa.engine.builders import build_training_model, read_init_record
 from mtpg_aiaa.engine import distributed
 from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.loggers import MetricsLogger
+from mtpg_aiaa.engine.run_lock import RunDirectoryLocked, RunLock
 from mtpg_aiaa.engine.run_names import register_resolvers
 from mtpg_aiaa.engine.seeding import seed_everything
 from mtpg_aiaa.engine.tasks import get_task_builder, list_tasks
@@ -82,6 +83,26 @@ def _train(cfg: DictConfig, context: distributed.DistributedContext, device: tor
         )
     if not context.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # one copy of the progress messages
+    # Rank 0 locks the run directory (engine/run_lock.py); every rank learns whether it could.
+    lock = RunLock(run_dir) if context.is_main else None
+    refused = None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except RunDirectoryLocked as error:
+            refused = str(error)
+    refused = distributed.broadcast_object(refused)
+    if refused:
+        raise RunDirectoryLocked(refused)
+    try:
+        return _train_in(cfg, context, device, run_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_in(cfg: DictConfig, context: distributed.DistributedContext, device: torch.device,
+              run_dir: Path) -> dict[str, float]:  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
     if context.is_main:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
@@ -124,4 +145,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # Hydra's own errors (unknown task=, unknown key) in one line, exit 2

@@ -1,7 +1,40 @@
 """Errors in what the user set, as opposed to bugs: the command-line entry points report
 them in one line (``mtpg_aiaa/engine/cli_errors.py``). Problems in user files are ``data.errors.BadInputError``;
-in weight files ``backbone.convert.CheckpointError``."""
+in weight files ``backbone.convert.CheckpointError``. An output the disk refused (full, quota,
+read-only) is ``OutputWriteError``: one line too, exit 1 (not the user's input).
+
+``one_line_message`` is the one spelling of an error on one line; light to import, so
+scripts and ``demo.py`` use it without loading the engine."""
+from __future__ import annotations
+
+import re
 
 
 class SettingError(ValueError):
     """A setting (config key or command-line option) that cannot work; the message names the key."""
+
+
+class OutputWriteError(OSError):
+    """An output file could not be written (disk full, quota, read-only); the message names it."""
+
+
+def worker_message(text: str) -> str:
+    """The original message of an error a DataLoader worker re-raised in the main process
+    (torch puts the worker's whole traceback into it); other messages as they are."""
+    caught = re.match(r"Caught (\w+) in DataLoader worker process \d+\.\nOriginal Traceback", text)
+    if not caught:
+        return text
+    marker = f"{caught.group(1)}: "
+    start = text.rfind(marker)
+    return text[start + len(marker):] if start >= 0 else text
+
+
+def one_line_message(error: BaseException) -> str:
+    """``error``'s message on one line: a line ending in ``:`` runs into the next, others
+    join with ``; ``; a DataLoader worker's traceback is dropped (``worker_message``)."""
+    text = ""
+    for line in (part.strip() for part in worker_message(str(error)).splitlines()):
+        if not line:
+            continue
+        text += line if not text else (" " if text.endswith(":") else "; ") + line
+    return text or type(error).__name__

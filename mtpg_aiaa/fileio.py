@@ -24,7 +24,9 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
         except FileExistsError:
             continue
     try:
+        mode = os.stat(tmp).st_mode & 0o777  # 0666 less the umask; safetensors' writer recreates the file 0600
         write(str(tmp))
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mtpg_aiaa.data import BadInputError
 from mtpg_aiaa.describe.convert import convert_gallerygpt
+from mtpg_aiaa.errors import one_line_message
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         report = convert_gallerygpt(args.base, args.lora, args.out, vision_tower=args.vision_tower,
                                     dtype=args.dtype, overwrite=args.overwrite)  # fmt: skip
     except (BadInputError, ValueError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line_message(error)}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2))
     return 0

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import torch
 
+from mtpg_aiaa.arg_types import int_at_least
 from mtpg_aiaa.data import BadInputError, load_rgb_image
+from mtpg_aiaa.errors import SettingError, one_line_message
 from mtpg_aiaa.models.cgiaa import ATTRIBUTES, build_release_transform, load_generator, load_gpt2_tokenizer
 from mtpg_aiaa.models.cgiaa.beam import RELEASED_BEAM_SIZE, RELEASED_MAX_STEPS
 from mtpg_aiaa.models.cgiaa.critique_data import write_critique_csv
+from mtpg_aiaa.models.cgiaa.tokenizer_check import check_tokenizer_files
 
 TITLES = {"color": "Color and Light", "composition": "Composition", "dof": "Depth and Focus", "general": "General Feelings"}
 
@@ -34,22 +38,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of readable blocks")
     parser.add_argument("--csv", type=Path, help="also write the critique cache CSV (image,color,composition,dof,general)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images decoded together")
-    parser.add_argument("--beam-size", type=int, default=RELEASED_BEAM_SIZE)
-    parser.add_argument("--max-steps", type=int, default=RELEASED_MAX_STEPS)
+    parser.add_argument("--batch-size", type=int_at_least(1), default=8, help="images decoded together")
+    parser.add_argument("--beam-size", type=int_at_least(1), default=RELEASED_BEAM_SIZE)
+    parser.add_argument("--max-steps", type=int_at_least(1), default=RELEASED_MAX_STEPS)
     parser.add_argument("--clean-up-spaces", action="store_true",
                         help="drop spaces before punctuation, as transformers < 4.45 decoded by default")
     parser.add_argument("--literal", action="store_true", help="the release's uncached one-image loop (slow)")
     return parser.parse_args(argv)
 
 
+def check_csv_output(path: Path, images: list[Path]) -> None:
+    """``--csv`` checked before the minutes of decoding: not a folder, not an input, writable."""
+    if path.is_dir():
+        raise SettingError(f"--csv {path} is a folder; give a file name")
+    if any(path.resolve() == image.resolve() for image in images):
+        raise SettingError(f"--csv {path} is one of the input images; it would be overwritten")
+    folder = path.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise SettingError(f"--csv {path}: cannot write into {folder} ({'missing' if not folder.is_dir() else 'not writable'})")
+
+
 def critique_files(args: argparse.Namespace) -> list[dict[str, str]]:
     """``[{"image", "color", "composition", "dof", "general"}]`` for ``args.images``, in order."""
     if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available")
+        raise SettingError("--device cuda: no CUDA device is available")
+    if args.csv:
+        check_csv_output(args.csv, args.images)
     missing = [str(path) for path in args.images if not path.is_file()]
     if missing:  # before the minutes it takes to load five weight files
         raise FileNotFoundError(f"image not found: {missing[0]}" + (f" ({len(missing)} in all)" if len(missing) > 1 else ""))
+    check_tokenizer_files(args.tokenizer)  # a corrupt vocab.json: one line, not the tokenizers library's traceback
     generator = load_generator(args.weights, load_gpt2_tokenizer(args.tokenizer), device=args.device)
     generator.clean_up_spaces = args.clean_up_spaces
     transform = build_release_transform(generator.clip.arch.image_size)  # 224 for the released base model
@@ -68,10 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = critique_files(args)
     except (BadInputError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line_message(error)}", file=sys.stderr)
         return 2
     if args.csv:
-        write_critique_csv(rows, args.csv)
+        try:
+            write_critique_csv(rows, args.csv)
+        except OSError as error:
+            print(f"error: cannot write {args.csv}: {error.strerror or error}", file=sys.stderr)
+            return 2
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return 0

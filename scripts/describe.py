@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtpg_aiaa.data.images import DEFAULT_MAX_PIXELS
 from mtpg_aiaa.data.toy import ensure_dataset
+from mtpg_aiaa.engine.cli_errors import one_line_errors, run_main
+from mtpg_aiaa.errors import SettingError
 from mtpg_aiaa.describe import (
     DescriberSettings,
     describe_items,
@@ -36,11 +38,11 @@ def describe(cfg: DictConfig) -> dict[str, Any]:
         items, stem = items_from_folder(cfg.images), Path(str(cfg.images)).name
     else:
         if cfg.table not in TABLES:
-            raise ValueError(f"table must be one of {TABLES}, got {cfg.table!r}")
+            raise SettingError(f"table must be one of {TABLES}, got {cfg.table!r}")
         ensure_dataset(cfg.data)
         csv = cfg.data[cfg.table]
         if csv is None:
-            raise ValueError(f"data.{cfg.table} is not set for data={cfg.data}")
+            raise SettingError(f"data.{cfg.table} is not set for data={cfg.data}")
         items, stem = items_from_table(csv, cfg.data.image_root, cfg.data.score_scale), Path(str(csv)).stem
     if cfg.limit is not None:
         items = items[: int(cfg.limit)]
@@ -79,6 +81,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 @hydra.main(config_path="../configs", config_name="describe", version_base="1.3")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     output_dir = hydra.core.hydra_config.HydraConfig.get().runtime.output_dir
     OmegaConf.save(cfg, Path(output_dir) / "describe_config.yaml", resolve=True)
@@ -86,4 +89,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # Hydra's own errors in one line too

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 import cv2
@@ -22,7 +23,9 @@ import pandas as pd
 from PIL import Image
 from scipy.stats import spearmanr
 
-from mtpg_aiaa.data import read_score_table
+from mtpg_aiaa.arg_types import int_at_least
+from mtpg_aiaa.errors import one_line_message
+from mtpg_aiaa.data import BadInputError, read_score_table
 from mtpg_aiaa.data.toy import make_toy_dataset
 
 SPLITS = ("train", "val", "test")
@@ -110,19 +113,29 @@ def learnability(paths: dict) -> dict[str, float]:
     }
 
 
-def main() -> None:
+MIN_IMAGES, MIN_IMAGE_SIZE = 3, 16  # make_toy_dataset's own floor: three splits, a 16-pixel canvas
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=Path("data/toy"))
-    parser.add_argument("--num-images", type=int, default=6000)  # as data=toy
-    parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--seed", type=int, default=0, help="the pictures")
-    parser.add_argument("--split-seed", type=int, default=None,
+    parser.add_argument("--num-images", type=int_at_least(MIN_IMAGES), default=6000)  # as data=toy
+    parser.add_argument("--image-size", type=int_at_least(MIN_IMAGE_SIZE), default=96)
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="the pictures")
+    parser.add_argument("--split-seed", type=int_at_least(0), default=None,
                         help="the split (default: --seed); 0 is the development split, 101-103 held out")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int_at_least(1), default=1)
     parser.add_argument("--check", action="store_true", help="also report the learnability baselines")
     args = parser.parse_args()
-    paths = make_toy_dataset(args.root, args.num_images, args.image_size, args.seed, workers=args.workers,
-                             split_seed=args.split_seed)
+    try:
+        paths = make_toy_dataset(args.root, args.num_images, args.image_size, args.seed, workers=args.workers,
+                                 split_seed=args.split_seed)
+    except BadInputError as error:
+        print(f"error: {one_line_message(error)}", file=sys.stderr)
+        return 2
+    except (PermissionError, NotADirectoryError, FileExistsError) as error:  # a place we cannot write
+        print(f"error: cannot write the toy dataset under --root {args.root}: {one_line_message(error)}", file=sys.stderr)
+        return 2
     print(f"{'wrote' if paths['built'] else 'reused'} toy dataset in {paths['root']} "
           f"(images in {paths['image_root']})")
     for split in SPLITS:
@@ -132,7 +145,8 @@ def main() -> None:
     if args.check:
         for name, value in learnability(paths).items():
             print(f"  test SRCC, {name.replace('_srcc', '').replace('_', ' ')}: {value:.3f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -93,3 +93,52 @@ def test_prepare_dataset_script_converts_hand(tmp_path, capsys):
                  "--option", "val_fraction=0"]) == 0  # fmt: skip
     assert "hand: 2 images (train 2); no scores" in capsys.readouterr().out
     assert out.is_file() and (tmp_path / "out" / "hand.train.csv").is_file()
+
+
+# -- hostile and broken inputs (issue 21 item 12) --------------------------------------------
+def test_absolute_climbing_or_symlinked_image_names_are_refused(tmp_path):
+    images(tmp_path, ["a.jpg"])
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.jpg"
+    Image.new("RGB", (8, 8)).save(outside)
+    (tmp_path / "images" / "link.jpg").symlink_to(outside)
+    for name in ("/etc/passwd", "../hand.json", "link.jpg"):
+        (tmp_path / "hand.json").write_text(json.dumps([{"image": "a.jpg", "color": "Red."}, {"image": name, "color": "Red."}]))
+        with pytest.raises(BadInputError, match="absolute or climbs out|outside"):
+            convert(tmp_path)
+    with pytest.raises(ValueError, match="images='/etc'"):
+        convert(tmp_path, images="/etc")
+
+
+def test_every_image_missing_is_an_error_not_a_header_only_table(tmp_path):
+    (tmp_path / "hand.json").write_text(json.dumps([{"image": "gone.jpg", "color": "Red."}]))
+    with pytest.raises(BadInputError, match="1 of 1 images missing"):
+        convert(tmp_path)
+
+
+@pytest.mark.parametrize("turns, message", [
+    ([{"from": "human", "value": "Colour?"}], "an odd number"),
+    ([{"from": "gpt", "value": "Red."}, {"from": "human", "value": "Colour?"}], "turn 0: from 'gpt', expected 'human'"),
+    (["Colour?", "Red."], "turn 0: expected"),
+    ("Colour? Red.", "must be a list of turns"),
+])
+def test_odd_conversations_are_named_in_one_line(tmp_path, turns, message):
+    images(tmp_path, ["a.jpg"])
+    (tmp_path / "share.json").write_text(json.dumps([{"image": "a.jpg", "conversations": turns}]))
+    with pytest.raises(BadInputError, match=message):
+        convert(tmp_path, layout="conversations")
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_deeply_nested_json_is_refused_before_parsing(tmp_path, suffix):
+    (tmp_path / f"hand{suffix}").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(BadInputError, match="nested 100000 levels deep"):
+        convert(tmp_path)
+
+
+def test_option_typos_and_bad_values_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"hand: unknown option\(s\) val_fracton; valid options: layout, descriptions, "):
+        convert(tmp_path, val_fracton=0.2)
+    with pytest.raises(ValueError, match="option val_fraction wants float, got 'abc'"):
+        convert(tmp_path, val_fraction="abc")
+    with pytest.raises(ValueError, match="val_fraction must be between 0 and 1"):
+        convert(tmp_path, val_fraction=2)

@@ -84,10 +84,11 @@ def test_para_distribution_and_attributes(tmp_path):
               "qualityScore_mean", "colorScore_mean", "semantic"]  # fmt: skip
     row = ["A0", "session1", "iaa_pub1_.jpg", "0", "0", "1", "3", "10", "7", "3", "1", "0",
            "3.24", "0.5", "3.4", "3.1", "portrait"]  # fmt: skip
-    for name in ("Train", "Test"):
+    for number, name in enumerate(("Train", "Test"), start=1):
+        row[2] = f"iaa_pub{number}_.jpg"
         (tmp_path / "annotation" / f"PARA-Giaa{name}.csv").write_text(",".join(header) + "\n" + ",".join(row) + "\n")
     table = get_converter("para")(tmp_path)
-    assert table["image"].tolist() == ["imgs/session1/iaa_pub1_.jpg"] * 2
+    assert table["image"].tolist() == ["imgs/session1/iaa_pub1_.jpg", "imgs/session1/iaa_pub2_.jpg"]
     assert table["split"].tolist() == ["train", "test"]
     assert table.loc[0, [f"dist_{k}" for k in range(1, 10)]].tolist() == [0, 0, 1, 3, 10, 7, 3, 1, 0]
     assert table.loc[0, "score_0_10"] == pytest.approx(6.48)
@@ -122,7 +123,7 @@ def _prepare_main():
 
 def test_prepare_dataset_script_writes_split_files_and_names_errors(tmp_path, capsys):
     for split in ("train", "val", "test"):
-        (tmp_path / f"{split}_set.csv").write_text("image,score\n1.jpg,4.5\n" if split != "val" else "image,score\n2.jpg,x\n")
+        (tmp_path / f"{split}_set.csv").write_text(f"image,score\n{split}.jpg,4.5\n" if split != "val" else "image,score\n2.jpg,x\n")
     main = _prepare_main()
     argv = ["baid", "--root", str(tmp_path), "--out", str(tmp_path / "out" / "baid.csv")]
     assert main(argv) == 2
@@ -132,3 +133,71 @@ def test_prepare_dataset_script_writes_split_files_and_names_errors(tmp_path, ca
     out = capsys.readouterr().out
     assert "3 images" in out and "3 of 3 images missing" in out
     assert pd.read_csv(tmp_path / "out" / "baid.val.csv")["image"].tolist() == ["images/2.jpg"]
+
+
+# -- hostile and broken inputs (issue 21 item 12) --------------------------------------------
+def test_an_ava_id_listed_twice_is_refused_naming_the_id_and_both_lines(tmp_path):
+    _ava(tmp_path, ["1 953619 0 1 5 17 38 36 15 6 5 1 1 22 1396",
+                    "2 953958 10 7 15 26 26 21 10 8 1 2 15 13 1396",
+                    "3 953619 0 0 4 8 41 56 10 5 0 0 0 0 1396"])  # fmt: skip
+    with pytest.raises(BadInputError, match=r"image 'images/953619.jpg' is listed twice .*AVA.txt, line 1 and .*AVA.txt, line 3"):
+        get_converter("ava")(tmp_path)
+
+
+def test_an_identical_repeated_row_is_kept_once_with_a_log_line(tmp_path, caplog):
+    for split, rows in {"train": "1.jpg,4.5\n1.jpg,4.5\n", "val": "3.jpg,3.0\n", "test": "4.jpg,10.0\n"}.items():
+        (tmp_path / f"{split}_set.csv").write_text("image,score\n" + rows)
+    table = get_converter("baid")(tmp_path)
+    assert table["image"].tolist() == ["images/1.jpg", "images/3.jpg", "images/4.jpg"]
+    assert "listed twice with the same labels" in caplog.text and "train_set.csv, line 3" in caplog.text
+    (tmp_path / "test_set.csv").write_text("image,score\n./1.jpg,10.0\n")  # the same file, spelled otherwise
+    with pytest.raises(BadInputError, match=r"'images/./1.jpg' is listed twice .*train_set.csv, line 2 and .*test_set.csv, line 2"):
+        get_converter("baid")(tmp_path)
+
+
+def test_an_aadb_image_with_two_values_in_one_file_is_refused(tmp_path):
+    labels = tmp_path / "imgListFiles_label"
+    labels.mkdir()
+    (labels / "imgListTrainRegression_score.txt").write_text("a.jpg 0.6\nb.jpg 0.2\na.jpg 0.7\n")
+    with pytest.raises(BadInputError, match=r"image 'a.jpg' has two values, 0.6 on line 1 and 0.7 on line 3"):
+        get_converter("aadb")(tmp_path)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"unlistd": "train"}, r"ava: unknown option\(s\) unlistd; valid options: unlisted$"),
+    ({"unlisted": 3}, r"ava: option unlisted wants str, got 3"),
+])
+def test_option_typos_and_types_are_refused_naming_the_valid_ones(tmp_path, options, message):
+    _ava(tmp_path, ["1 953619 0 1 5 17 38 36 15 6 5 1 1 22 1396"])
+    with pytest.raises(ValueError, match=message):
+        get_converter("ava")(tmp_path, **options)
+
+
+def test_apdd_fractions_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="val_fraction wants float, got 'abc'"):
+        get_converter("apdd")(tmp_path, val_fraction="abc")
+    with pytest.raises(ValueError, match="leave some training images"):
+        get_converter("apdd")(tmp_path, val_fraction=0.6, test_fraction=0.5)
+
+
+def test_prepare_dataset_checks_options_and_out_before_converting(tmp_path, capsys, monkeypatch):
+    for split in ("train", "val", "test"):
+        (tmp_path / f"{split}_set.csv").write_text(f"image,score\n{split}.jpg,4.5\n")
+    main = _prepare_main()
+    converted = []
+    import mtpg_aiaa.data.catalogue.baid as baid
+
+    monkeypatch.setattr(baid, "canonical_table", lambda *a, **k: converted.append(1) or pytest.fail("converted"))
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    for argv, reason in (
+        (["--option", "sed=1"], "baid: unknown option(s) sed; valid options: none"),
+        (["--out", str(tmp_path)], "is a folder"),
+        (["--out", str(blocked / "x.csv")], "not a writable folder"),
+        (["--out", str(tmp_path / "train_set.csv")], "would overwrite"),
+    ):
+        assert main(["baid", "--root", str(tmp_path), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and reason in err and err.count("\n") == 1
+    assert not converted
+    assert (tmp_path / "train_set.csv").read_text().startswith("image,score")

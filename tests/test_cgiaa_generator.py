@@ -3,6 +3,7 @@ strictly, beam search against a step-for-step transcription of ClipCap's loop, t
 on a small local vocabulary, and the CLI end to end on tiny random weights."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 
@@ -37,9 +38,9 @@ TINY_CLIP = LongCLIPArch(embed_dim=32, image_size=32, patch_size=16, vision_widt
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_expert(seed: int = 0, spread: float = 0.1) -> CritiqueExpert:
+def tiny_expert(seed: int = 0, spread: float = 0.1, vocab_size: int = TINY_GPT.vocab_size) -> CritiqueExpert:
     torch.manual_seed(seed)
-    expert = CritiqueExpert(TINY_GPT, TINY_MAPPER)
+    expert = CritiqueExpert(dataclasses.replace(TINY_GPT, vocab_size=vocab_size), TINY_MAPPER)
     for parameter in expert.parameters():  # wider than GPT-2's init so decoding is not near-uniform
         parameter.data.normal_(0, spread)
     return expert.eval()
@@ -248,24 +249,33 @@ def test_tokenizer_is_never_downloaded_silently(tmp_path, monkeypatch):
 # --- the CLI ----------------------------------------------------------------------------------
 
 
-def test_critique_cli_on_tiny_released_layout(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-
+def write_tiny_release(tmp_path, vocab_size: int | None = None):
+    """A tokenizer folder, a released-layout weights folder (experts sized to the tokenizer
+    unless ``vocab_size`` says otherwise) and two images."""
     tok = write_small_gpt2_tokenizer(tmp_path / "tok", WORDS)
+    vocab_size = vocab_size or len(load_gpt2_tokenizer(tok))
     weights = tmp_path / "weights"
     weights.mkdir()
     torch.manual_seed(0)
     torch.save({f"clip_model.{k}": v for k, v in LongCLIP(TINY_CLIP).state_dict().items()}, weights / "base_model.pt")
     for seed, name in enumerate(("color", "composition", "dof", "general")):
-        torch.save(_release_file(tiny_expert(seed)), weights / f"{name}.pt")
+        torch.save(_release_file(tiny_expert(seed, vocab_size=vocab_size)), weights / f"{name}.pt")
     images = []
     for i, colour in enumerate(("red", "blue")):
         images.append(tmp_path / f"{i}.png")
         Image.new("RGB", (40, 30), colour).save(images[-1])
-    spec = importlib.util.spec_from_file_location("critique_cli", Path(__file__).parents[1] / "scripts" / "critique.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    return tok, weights, images
+
+
+def critique_cli():
+    from helpers import load_script
+
+    return load_script("scripts/critique.py")
+
+
+def test_critique_cli_on_tiny_released_layout(tmp_path, capsys):
+    tok, weights, images = write_tiny_release(tmp_path)
+    cli = critique_cli()
     argv = ["--weights", str(weights), "--tokenizer", str(tok), *map(str, images), "--max-steps", "6", "--json"]
     assert cli.main(argv) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -276,3 +286,39 @@ def test_critique_cli_on_tiny_released_layout(tmp_path, capsys):
     (weights / "dof.pt").unlink()
     assert cli.main(argv) == 2
     assert "dof.pt" in capsys.readouterr().err
+
+
+def test_critique_cli_refuses_a_tokenizer_the_experts_do_not_embed(tmp_path, capsys):
+    """Issue 21 item 11: 128 embedding rows, 141 tokens: garbage critiques with exit 0 before."""
+    tok, weights, images = write_tiny_release(tmp_path, vocab_size=128)
+    argv = ["--weights", str(weights), "--tokenizer", str(tok), *map(str, images), "--max-steps", "3", "--json"]
+    assert critique_cli().main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: tokenizer ") and "has 141 tokens" in err and "embeds 128" in err
+
+
+@pytest.mark.parametrize("vocab", ['{"a": ', "[1, 2]", '{"a": -1}', "[" * 100_000])
+def test_critique_cli_names_a_corrupt_vocab_json_in_one_line(tmp_path, capsys, vocab):
+    tok, weights, images = write_tiny_release(tmp_path)
+    (tok / "vocab.json").write_text(vocab)
+    assert critique_cli().main(["--weights", str(weights), "--tokenizer", str(tok), str(images[0])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {tok / 'vocab.json'}: ")
+
+
+@pytest.mark.parametrize("option", [["--beam-size", "0"], ["--max-steps", "-1"], ["--batch-size", "0"], ["--beam-size", "x"]])
+def test_critique_cli_refuses_sizes_below_one_before_loading_anything(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as exit_info:
+        critique_cli().main(["--weights", str(tmp_path), "--tokenizer", str(tmp_path), "a.jpg", *option])
+    assert exit_info.value.code == 2
+    assert f"argument {option[0]}:" in capsys.readouterr().err
+
+
+def test_critique_cli_checks_its_csv_output_before_decoding(tmp_path, capsys):
+    tok, weights, images = write_tiny_release(tmp_path)
+    base = ["--weights", str(weights), "--tokenizer", str(tok), *map(str, images)]
+    for out, reason in ((tmp_path, "is a folder"), (images[0], "is one of the input images"),
+                        (tmp_path / "no" / "x.csv", "missing")):  # fmt: skip
+        assert critique_cli().main([*base, "--csv", str(out)]) == 2
+        assert reason in capsys.readouterr().err
+    assert images[0].read_bytes()[:4] == b"\x89PNG"

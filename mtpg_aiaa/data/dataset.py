@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from mtpg_aiaa.data.errors import BadInputError
 from mtpg_aiaa.data.images import DEFAULT_MAX_PIXELS, load_rgb_image
-from mtpg_aiaa.data.table import TABLE_COLUMNS, read_score_table
+from mtpg_aiaa.data.table import TABLE_COLUMNS, image_path, read_score_table
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class AestheticsDataset(Dataset):
         max_pixels: int = DEFAULT_MAX_PIXELS,
         tokenize_texts: Optional[TokenizeTexts] = None,
         text_names: tuple[str, ...] = (),
+        allow_paths_outside_root: Optional[bool] = None,
     ) -> None:
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
@@ -63,6 +64,10 @@ class AestheticsDataset(Dataset):
         if missing:
             raise ValueError(f"table lacks column(s) {missing}; build it with read_score_table")
         self.image_root = Path(image_root)
+        # None: as the table was read (read_score_table's allow_paths_outside_root)
+        self.allow_paths_outside_root = bool(table.attrs.get("allow_paths_outside_root", False)
+                                             if allow_paths_outside_root is None else allow_paths_outside_root)  # fmt: skip
+        self._resolved_root: Path | None = None
         self.transform = transform
         self.tokenize = tokenize
         self.on_bad_image = on_bad_image
@@ -91,7 +96,10 @@ class AestheticsDataset(Dataset):
         index = range(len(self))[index]  # normalises negatives, raises IndexError
         image_name = self.image_names[index]
         try:
-            image = self.load_image(self.image_root / image_name)
+            if self._resolved_root is None and not self.allow_paths_outside_root:
+                self._resolved_root = self.image_root.resolve()
+            path = image_path(self.image_root, image_name, self.allow_paths_outside_root, self._resolved_root)
+            image = self.load_image(path)
         except BadInputError as error:
             reason = f"{error} (table row {index}, 0-based, read from {self.source})"
             if self.on_bad_image == "error":

@@ -8,6 +8,7 @@ decompression bombs instead of silently scoring garbage.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import warnings
@@ -115,16 +116,55 @@ def _wide_to_uint8(image: Image.Image) -> np.ndarray:
     follow the common conventions: ints that fit 16 bits are 16-bit data (PIL
     decodes some 16-bit files to mode ``I``), floats within [0, 1] are unit
     intensities; anything else is stretched min..max so it stays visible.
+
+    Computed ``CHUNK_PIXELS`` samples at a time (in float64, as one whole-image pass
+    would), so a 64-megapixel 16-bit file needs its decoded plane, the uint8 result and
+    one chunk, not several float64 copies of the image (3 GB before).
     """
-    values = np.asarray(image).astype(np.float64)
-    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = float(values.min()), float(values.max())
+    values = np.asarray(image)
+    flat = values.reshape(-1)
+    low, high = _finite_range(flat, values.dtype)
+    # value -> (value - offset) * factor / divisor, each step as the whole-image formula had it
     if image.mode in _SIXTEEN_BIT_MODES or (image.mode == "I" and low >= 0 and high <= 65535):
-        scaled = values / 257.0
+        offset, factor, divisor = 0.0, 1.0, 257.0
     elif image.mode == "F" and low >= 0.0 and high <= 1.0:
-        scaled = values * 255.0
+        offset, factor, divisor = 0.0, 255.0, 1.0
     elif high > low:
-        scaled = (values - low) * (255.0 / (high - low))
+        offset, factor, divisor = low, 255.0 / (high - low), 1.0
     else:
-        scaled = np.zeros_like(values)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        return np.zeros(values.shape, dtype=np.uint8)
+    out = np.empty(flat.shape, dtype=np.uint8)
+    for start in range(0, flat.size, CHUNK_PIXELS):
+        chunk = _finite_float64(flat[start : start + CHUNK_PIXELS], values.dtype)
+        if offset:
+            chunk -= offset
+        if factor != 1.0:
+            chunk *= factor
+        if divisor != 1.0:
+            chunk /= divisor
+        np.rint(chunk, out=chunk)
+        np.clip(chunk, 0, 255, out=chunk)
+        out[start : start + CHUNK_PIXELS] = chunk
+    return out.reshape(values.shape)
+
+
+CHUNK_PIXELS = 1 << 18  # 2 MB of float64 per chunk
+
+
+def _finite_float64(samples: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``samples`` as float64, NaN and infinities as 0 (as ``np.nan_to_num`` would)."""
+    chunk = samples.astype(np.float64)
+    if np.issubdtype(dtype, np.floating):
+        chunk[~np.isfinite(chunk)] = 0.0
+    return chunk
+
+
+def _finite_range(flat: np.ndarray, dtype: np.dtype) -> tuple[float, float]:
+    """Min and max with non-finite samples counted as 0, one chunk at a time."""
+    if not np.issubdtype(dtype, np.floating):
+        return float(flat.min()), float(flat.max())
+    low, high = math.inf, -math.inf
+    for start in range(0, flat.size, CHUNK_PIXELS):
+        chunk = _finite_float64(flat[start : start + CHUNK_PIXELS], dtype)
+        low, high = min(low, float(chunk.min())), max(high, float(chunk.max()))
+    return low, high

@@ -13,6 +13,7 @@ import io
 import logging
 import math
 import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Optional
@@ -119,6 +120,8 @@ def read_score_table(
     )
     table.attrs["has_descriptions"] = descriptions is not None
     table.attrs["source"] = str(scores_file.path)
+    # read by the datasets, which join the names to the image root (``image_path``)
+    table.attrs["allow_paths_outside_root"] = bool(allow_paths_outside_root)
     return table
 
 
@@ -174,7 +177,7 @@ def _parse_images_and_scores(
     image_column, score_column = file.column("image"), file.column("score")
     images: list[str] = []
     scores: list[float] = []
-    first_line_of: dict[str, int] = {}
+    first_line_of: dict[str, tuple[int, str]] = {}
     for line, fields in file.rows:
         # Stripped because hand-written CSVs often have ", " separators.
         image, raw_score = fields[image_column].strip(), fields[score_column].strip()
@@ -199,14 +202,39 @@ def _parse_images_and_scores(
                 f"{where}, column 'score': {raw_score} is outside [0, {score_scale:g}] "
                 f"(image {image!r}); set score_scale to the largest possible score"
             )
-        previous_line = first_line_of.setdefault(image, line)
+        # ./0000.jpg and 0000.jpg (or a/../0000.jpg) are one file: scored twice it would count twice
+        previous_line, previous_name = first_line_of.setdefault(same_file_key(image), (line, image))
         if previous_line != line:
+            spelled = "" if previous_name == image else f" (as {previous_name!r} on line {previous_line})"
             raise BadInputError(
-                f"{file.path}: image {image!r} appears twice, on lines {previous_line} and {line}"
+                f"{file.path}: image {image!r} appears twice, on lines {previous_line} and {line}{spelled}"
             )
         images.append(image)
         scores.append(score)
     return images, scores
+
+
+def image_path(root: Path, image: str, allow_paths_outside_root: bool = False, resolved_root: Path | None = None) -> Path:
+    """``root / image``, refused (``BadInputError``) when it leads outside ``root`` after
+    symlinks: a link inside the image folder must not read another place unless the user
+    set ``data.allow_paths_outside_root=true``. ``resolved_root``: ``root.resolve()``, when
+    the caller has it already (one ``resolve`` per table, not per image)."""
+    path = root / image
+    if allow_paths_outside_root:
+        return path
+    inside = resolved_root or root.resolve()
+    target = path.resolve()
+    if target != inside and inside not in target.parents:
+        raise BadInputError(
+            f"Image {path} resolves to {target}, outside the image root {root} (a symlink or '..'); "
+            "set data.allow_paths_outside_root=true if this is intended"
+        )
+    return path
+
+
+def same_file_key(image: str) -> str:
+    """One spelling per file name: separators as ``/``, ``.`` and ``x/..`` folded."""
+    return posixpath.normpath(image.replace("\\", "/"))
 
 
 def escapes_root(image: str) -> bool:

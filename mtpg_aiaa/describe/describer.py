@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping
 import torch
 from PIL import Image
 
+from mtpg_aiaa.errors import SettingError
 from mtpg_aiaa.describe.files import check_model_dir
 from mtpg_aiaa.describe.images import mean_colour, pad_to_square
 from mtpg_aiaa.describe.length import trim_to_last_sentence
@@ -51,15 +52,20 @@ class DescriberSettings:
 
     def __post_init__(self) -> None:
         if self.template not in TEMPLATES:
-            raise ValueError(f"describer template must be one of {TEMPLATES}, got {self.template!r}")
+            raise SettingError(f"describer template must be one of {TEMPLATES}, got {self.template!r}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"describer precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise SettingError(f"describer precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
+            raise SettingError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> "DescriberSettings":
-        """From a ``configs/describer/*.yaml`` mapping (its ``name`` only labels outputs)."""
+        """From a ``configs/describer/*.yaml`` mapping (its ``name`` only labels outputs); an
+        unknown key is refused naming it (a typo would otherwise be a ``TypeError`` traceback)."""
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__) - {"name"})
+        if unknown:
+            raise SettingError(f"unknown describer setting(s) {', '.join('describer.' + k for k in unknown)}; "
+                               f"known: {', '.join(sorted(cls.__dataclass_fields__))}")  # fmt: skip
         return cls(**{key: value for key, value in values.items() if key != "name"})
 
     def fingerprint(self, device: torch.device) -> dict[str, Any]:
@@ -132,7 +138,7 @@ class Describer:
             return vicuna_v1_prompt(instruction, image_token)
         if self.settings.template == "chat":
             if not getattr(self.processor, "chat_template", None):
-                raise ValueError(
+                raise SettingError(
                     f"{self.settings.model_path} has no chat template; use describer.template=vicuna_v1 "
                     "or describer.template=none")  # fmt: skip
             messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
@@ -202,7 +208,7 @@ def load_describer(settings: DescriberSettings, device: torch.device | None = No
     check_model_dir(settings.model_path)
     model_class = getattr(transformers, settings.model_class, None)
     if model_class is None or not hasattr(model_class, "from_pretrained"):
-        raise ValueError(f"describer.model_class={settings.model_class!r} is not a transformers model class")
+        raise SettingError(f"describer.model_class={settings.model_class!r} is not a transformers model class")
     device = device or resolve_device(settings.device)
     dtype = resolve_dtype(settings.precision, device)
     logger.info("loading describer %s (%s, %s) on %s", settings.model_path, settings.model_class, dtype, device)

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from mtpg_aiaa.data.errors import BadInputError
 from mtpg_aiaa.data.images import DEFAULT_MAX_PIXELS, load_rgb_image
 from mtpg_aiaa.describe.describer import Describer, DescriberSettings, load_describer
+from mtpg_aiaa.errors import SettingError
 from mtpg_aiaa.describe.inputs import DescribeItem
 from mtpg_aiaa.describe.length import longclip_context_length, longclip_token_counts
 from mtpg_aiaa.describe.sharding import Shard, local_device_index, shard_positions
@@ -82,9 +83,9 @@ def describe_items(
         described, skipped, over-long for Long-CLIP, this run's images/s, and ``merged``.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise SettingError(f"batch_size must be positive, got {batch_size}")
     if on_bad_image not in ON_BAD_IMAGE:
-        raise ValueError(f"on_bad_image must be one of {ON_BAD_IMAGE}, got {on_bad_image!r}")
+        raise SettingError(f"on_bad_image must be one of {ON_BAD_IMAGE}, got {on_bad_image!r}")
     output = Path(output)
     parts_dir = parts_dir_for(output)
     _prepare_output(output, parts_dir, overwrite, shard)
@@ -125,7 +126,7 @@ def describe_items(
 def _prepare_output(output: Path, parts_dir: Path, overwrite: bool, shard: Shard) -> None:
     if overwrite:
         if shard.world_size > 1:
-            raise ValueError(
+            raise SettingError(
                 f"overwrite=true with {shard.world_size} shards would let one shard delete another's "
                 f"work; delete {output} and {parts_dir} once, then start the shards without it"
             )  # fmt: skip
@@ -133,7 +134,7 @@ def _prepare_output(output: Path, parts_dir: Path, overwrite: bool, shard: Shard
         output.unlink(missing_ok=True)
         summary_path_for(output).unlink(missing_ok=True)
     elif output.exists() and not parts_dir.is_dir():
-        raise ValueError(
+        raise SettingError(
             f"{output} exists but has no {parts_dir.name}/ to resume from; choose another output "
             "or set overwrite=true to replace it"
         )

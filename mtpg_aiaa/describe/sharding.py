@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
+from mtpg_aiaa.errors import SettingError
+
 SHARD_MODES = ("strided", "contiguous")
 
 # (rank variable, world-size variable, offset variable) per launcher, first match wins.
@@ -29,7 +31,7 @@ class Shard:
 
     def __post_init__(self) -> None:
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank={self.rank}, world_size={self.world_size}")
+            raise SettingError(f"need 0 <= rank < world_size, got rank={self.rank}, world_size={self.world_size}")
 
     @property
     def name(self) -> str:
@@ -42,7 +44,7 @@ def resolve_shard(
     """Explicit values win; otherwise the first launcher whose variables are set; else 0 of 1."""
     if rank is not None or world_size is not None:
         if rank is None or world_size is None:
-            raise ValueError("set both rank and world_size, or neither")
+            raise SettingError("set both rank and world_size, or neither")
         return Shard(int(rank), int(world_size))
     for rank_var, size_var, offset_var in _LAUNCHER_VARIABLES:
         if rank_var in env and size_var in env:
@@ -71,4 +73,4 @@ def shard_positions(num_items: int, shard: Shard, mode: str = "strided") -> list
         base, extra = divmod(num_items, shard.world_size)
         start = shard.rank * base + min(shard.rank, extra)
         return list(range(start, start + base + (shard.rank < extra)))
-    raise ValueError(f"shard mode must be one of {SHARD_MODES}, got {mode!r}")
+    raise SettingError(f"shard mode must be one of {SHARD_MODES}, got {mode!r}")

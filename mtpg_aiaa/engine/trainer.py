@@ -33,7 +33,9 @@ from .checkpointing import save_training_state, unwrap
 from .distributed import any_rank
 from .ema import WeightAverage
 from .loggers import MetricsLogger
+from .output_errors import explain_write_failure
 from .sampling import ResumableSampler
+from .typed_settings import check_types_and_bounds
 
 log = logging.getLogger(__name__)
 # Cluster schedulers announce pre-emption and time limits with these; all stop gracefully.
@@ -84,6 +86,15 @@ class TrainerConfig:
     find_unused_parameters: bool = False  # DDP: set when some trainable parameter gets no gradient in a step
     ema_decay: float = 0.0  # > 0: validate and keep the best of an average of the weights (ema.py)
     compile: bool = False  # torch.compile each backbone transformer block in place (backbone/compiling.py)
+
+    def __post_init__(self) -> None:
+        # batch_size=0 or =abc: one line naming the key, before a model is built (issue 21 item 14)
+        check_types_and_bounds(
+            self, "trainer",
+            minimums={"epochs": 1, "max_steps": 1, "batch_size": 1, "accumulate": 1, "clip_grad_norm": 0.0,
+                      "num_workers": 0, "val_every": 0, "save_every": 0, "log_every": 1, "ema_decay": 0.0},
+            below={"ema_decay": 1.0}, choices={"precision": ("auto", "fp32", "bf16", "fp16")},
+        )  # fmt: skip
 
     @classmethod
     def from_config(cls, values, ignored: tuple[str, ...] = (), **overrides) -> "TrainerConfig":
@@ -215,7 +226,8 @@ class Trainer:
     def save(self, name: str) -> Path | None:
         if self.rank != 0:
             return None
-        return save_training_state(self.run_dir / name, self.state_dict())
+        with explain_write_failure(self.run_dir / name):
+            return save_training_state(self.run_dir / name, self.state_dict())
 
     # -- loop --------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
@@ -395,7 +407,8 @@ class Trainer:
             if value is not None and not math.isnan(value) and value > self.best_metric:
                 self.best_metric = value
                 if self.rank == 0 and hasattr(base, "save"):  # a Scorer saves itself (models/base.py)
-                    base.save(self.run_dir / "best.safetensors")  # the validated (averaged) weights
+                    with explain_write_failure(self.run_dir / "best.safetensors"):
+                        base.save(self.run_dir / "best.safetensors")  # the validated (averaged) weights
                 improved = True
             else:
                 improved = False

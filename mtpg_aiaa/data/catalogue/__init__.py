@@ -3,7 +3,7 @@ table (``image``, ``score`` on the set's scale, ``score_0_10``, optional ``dist_
 vote counts, ``split``, and any named text columns).
 
 Each converter module registers ``@register_dataset(name)`` on a function
-``convert(root: Path, **options) -> pandas.DataFrame``; ``scripts/prepare_dataset.py NAME
+``convert(root: Path, <named options>) -> pandas.DataFrame``; ``scripts/prepare_dataset.py NAME
 --root DIR`` writes the table. Modules in ``CONVERTER_MODULES`` load on the first look-up.
 """
 from __future__ import annotations
@@ -13,15 +13,17 @@ import pkgutil
 from collections.abc import Callable
 from typing import Any
 
+from .options import checked_options
+
 _CONVERTERS: dict[str, Callable[..., Any]] = {}
 _loaded = False
 
 
 def register_dataset(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def decorator(convert: Callable[..., Any]) -> Callable[..., Any]:
-        if name in _CONVERTERS and _CONVERTERS[name] is not convert:
+        if name in _CONVERTERS and _CONVERTERS[name].__wrapped__ is not convert:
             raise ValueError(f"dataset {name!r} is registered twice")
-        _CONVERTERS[name] = convert
+        _CONVERTERS[name] = checked_options(name, convert)  # typos and wrong types refused in one line
         return convert
 
     return decorator

@@ -23,21 +23,26 @@ ATTRIBUTES = ("BalacingElements", "ColorHarmony", "Content", "DoF", "Light", "Mo
               "Repetition", "RuleOfThirds", "Symmetry", "VividColor")  # fmt: skip
 
 
-def read_label_file(path: Path) -> dict[str, float]:
-    """``{image file: value}`` from one ``imgList*Regression_*.txt``."""
-    values: dict[str, float] = {}
+def read_label_file(path: Path) -> dict[str, tuple[int, float]]:
+    """``{image file: (line, value)}`` from one ``imgList*Regression_*.txt``; an image given
+    twice with different values is an error naming both lines (the same value: kept once)."""
+    values: dict[str, tuple[int, float]] = {}
     for line_number, line in enumerate(path.read_text().splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
         if len(fields) != 2:
             raise BadInputError(f"{path}, line {line_number}: expected '<image> <value>', found {line!r}")
-        values[fields[0]] = parse_number(fields[1], f"{path}, line {line_number}")
+        value = parse_number(fields[1], f"{path}, line {line_number}")
+        earlier = values.setdefault(fields[0], (line_number, value))
+        if earlier[1] != value:
+            raise BadInputError(f"{path}: image {fields[0]!r} has two values, {earlier[1]:g} on line {earlier[0]} "
+                                f"and {value:g} on line {line_number}")  # fmt: skip
     return values
 
 
 @register_dataset("aadb")
-def convert(root: Path, **options) -> pd.DataFrame:
+def convert(root: Path) -> pd.DataFrame:
     root = Path(root)
     labels = root / find_dir(root, ("imgListFiles_label", "imgListFiles_label/imgListFiles_label"), "imgListFiles_label")
     images = find_dir(root, ("datasetImages_originalSize", "datasetImages_warp256"), "datasetImages_originalSize")
@@ -51,8 +56,9 @@ def convert(root: Path, **options) -> pd.DataFrame:
         scores = read_label_file(labels / f"{prefix}score.txt")
         attributes = {name: read_label_file(labels / f"{prefix}{name}.txt") for name in ATTRIBUTES
                       if (labels / f"{prefix}{name}.txt").is_file()}  # fmt: skip
-        for image, score in scores.items():
-            row = {"image": f"{images}/{image}", "score": score, "split": split}
-            row.update({f"attr_{name}": values.get(image) for name, values in attributes.items()})
+        for image, (line, score) in scores.items():
+            row = {"image": f"{images}/{image}", "score": score, "split": split,
+                   "_where": f"{labels / (prefix + 'score.txt')}, line {line}"}  # fmt: skip
+            row.update({f"attr_{name}": values.get(image, (0, None))[1] for name, values in attributes.items()})
             rows.append(row)
     return canonical_table(rows, SCALE_MAX, "aadb")

@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import register_dataset
 from .common import canonical_table, find_dir, find_file, parse_number, random_splits, read_csv_rows, require_columns
+from ...errors import SettingError
 
 log = logging.getLogger(__name__)
 SCALE_MAX = 10.0
@@ -26,8 +27,11 @@ ATTRIBUTES = ("Theme and logic", "Creativity", "Layout and composition", "Space 
 
 
 @register_dataset("apdd")
-def convert(root: Path, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0, **options) -> pd.DataFrame:
+def convert(root: Path, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> pd.DataFrame:
     root = Path(root)
+    if not (0.0 <= val_fraction and 0.0 <= test_fraction and val_fraction + test_fraction < 1.0):
+        raise SettingError(f"apdd: options val_fraction={val_fraction} and test_fraction={test_fraction} must be "
+                           "at least 0 and leave some training images (sum below 1)")  # fmt: skip
     path = find_file(root, ("APDDv2-10023.csv",), "the APDDv2 annotation file")
     header, records = read_csv_rows(path, encodings=("utf-8-sig", "latin-1"))
     require_columns(path, header, ("filename", SCORE_COLUMN))
@@ -39,7 +43,7 @@ def convert(root: Path, val_fraction: float = 0.1, test_fraction: float = 0.1, s
             unscored += 1
             continue
         row = {"image": f"{images}/{record['filename'].strip()}",
-               "score": parse_number(record[SCORE_COLUMN], f"{where}, column {SCORE_COLUMN!r}")}
+               "score": parse_number(record[SCORE_COLUMN], f"{where}, column {SCORE_COLUMN!r}"), "_where": where}
         for name in ATTRIBUTES:
             if name in header:
                 raw = record[name].strip()

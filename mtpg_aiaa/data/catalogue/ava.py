@@ -18,6 +18,7 @@ import pandas as pd
 
 from . import register_dataset
 from .common import canonical_table, find_dir, find_file
+from ...errors import SettingError
 from ..errors import BadInputError
 
 SCALE_MAX = 10.0
@@ -31,10 +32,10 @@ def read_id_list(path: Path) -> set[str]:
 
 
 @register_dataset("ava")
-def convert(root: Path, unlisted: str = "drop", **options) -> pd.DataFrame:
+def convert(root: Path, unlisted: str = "drop") -> pd.DataFrame:
     root = Path(root)
     if unlisted not in UNLISTED:
-        raise ValueError(f"unlisted must be one of {UNLISTED}, got {unlisted!r}")
+        raise SettingError(f"ava: option unlisted must be one of {UNLISTED}, got {unlisted!r}")
     labels = find_file(root, ("AVA.txt", "AVA_dataset/AVA.txt"), "AVA.txt")
     lists = labels.parent / "aesthetics_image_lists"
     test_ids = read_id_list(find_file(lists, ("generic_test.jpgl",), "the AVA test list"))
@@ -58,7 +59,7 @@ def convert(root: Path, unlisted: str = "drop", **options) -> pd.DataFrame:
         if split is None:
             continue
         score = sum((k + 1) * c for k, c in enumerate(counts)) / sum(counts)
-        row = {"image": f"{images}/{image_id}.jpg", "score": score, "split": split}
+        row = {"image": f"{images}/{image_id}.jpg", "score": score, "split": split, "_where": f"{labels}, line {line_number}"}
         row.update({f"dist_{k + 1}": c for k, c in enumerate(counts)})
         row.update({"semantic_tag_1": int(fields[12]), "semantic_tag_2": int(fields[13]), "challenge": int(fields[14])})
         rows.append(row)

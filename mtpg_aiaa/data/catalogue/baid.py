@@ -13,7 +13,7 @@ SCALE_MAX = 10.0
 
 
 @register_dataset("baid")
-def convert(root: Path, **options) -> pd.DataFrame:
+def convert(root: Path) -> pd.DataFrame:
     """The three released label files, with their split; images under ``images/``.
 
     The test labels were released after the CGI-AIAA 2023 challenge; a copy without
@@ -32,5 +32,6 @@ def convert(root: Path, **options) -> pd.DataFrame:
         require_columns(path, header, ("image", "score"))
         for line, record in records:
             score = parse_number(record["score"], f"{path}, line {line}, column 'score'")
-            rows.append({"image": f"{images}/{record['image'].strip()}", "score": score, "split": split})
+            rows.append({"image": f"{images}/{record['image'].strip()}", "score": score, "split": split,
+                         "_where": f"{path}, line {line}"})  # fmt: skip
     return canonical_table(rows, SCALE_MAX, "baid")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import logging
+import posixpath
 import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -12,6 +14,7 @@ import pandas as pd
 from ..errors import BadInputError
 
 SPLITS = ("train", "val", "test")
+log = logging.getLogger(__name__)
 
 
 def canonical_table(rows: Sequence[dict[str, Any]], scale_max: float, name: str) -> pd.DataFrame:
@@ -23,6 +26,7 @@ def canonical_table(rows: Sequence[dict[str, Any]], scale_max: float, name: str)
     """
     if not rows:
         raise BadInputError(f"{name}: no labelled image found")
+    rows = drop_duplicate_images(rows, name)
     table = pd.DataFrame(list(rows))
     outside = table[(table["score"] < 0) | (table["score"] > scale_max)]
     if len(outside):
@@ -36,6 +40,34 @@ def canonical_table(rows: Sequence[dict[str, Any]], scale_max: float, name: str)
     table.attrs["dataset"] = name
     table.attrs["scale_max"] = scale_max
     return table
+
+
+def drop_duplicate_images(rows: Sequence[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """``rows`` with each image once. A row's ``_where`` (file and line, removed here) names it.
+
+    An image listed again with the same labels and split is dropped with a log line (a
+    repeated line in a release); listed again with other labels it is a one-line error
+    naming both rows, since either choice would silently change the benchmark.
+    """
+    first: dict[str, dict[str, Any]] = {}
+    kept, repeated = [], []
+    for number, row in enumerate(rows):
+        row = dict(row)
+        where = row.pop("_where", f"row {number}")
+        image = posixpath.normpath(str(row["image"]))
+        if image not in first:
+            first[image] = {**row, "_where": where}
+            kept.append(row)
+            continue
+        earlier = first[image]
+        if {k: v for k, v in earlier.items() if k != "_where"} != row:
+            raise BadInputError(f"{name}: image {row['image']!r} is listed twice with different labels or splits: "
+                                f"{earlier['_where']} and {where}")  # fmt: skip
+        repeated.append(f"{row['image']} ({earlier['_where']}; {where})")
+    if repeated:
+        log.warning("%s: %d image(s) listed twice with the same labels, kept once: %s", name, len(repeated),
+                    "; ".join(repeated[:3]) + (" ..." if len(repeated) > 3 else ""))  # fmt: skip
+    return kept
 
 
 def find_file(root: Path, candidates: Iterable[str], what: str) -> Path:

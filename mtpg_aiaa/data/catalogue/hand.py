@@ -32,7 +32,11 @@ from typing import Any
 
 import pandas as pd
 
+from ...errors import SettingError
 from ..errors import BadInputError
+from ..json_limits import parse_json
+from ..table import escapes_root
+from ..text import read_text_file
 from . import register_dataset
 
 log = logging.getLogger(__name__)
@@ -58,14 +62,19 @@ def parse_mapping(value: str | dict | None, what: str) -> dict[str, str]:
 def read_records(path: Path) -> list[dict[str, Any]]:
     """Records of a JSON list (or ``{"annotations": [...]}``-style dict of one list), JSON Lines or CSV."""
     if path.suffix == ".csv":
-        return pd.read_csv(path, dtype=str, keep_default_na=False).to_dict("records")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise BadInputError(f"{path}: not valid JSON ({error})") from error
+        try:
+            return pd.read_csv(path, dtype=str, keep_default_na=False).to_dict("records")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+            raise BadInputError(f"{path}: not a readable CSV ({one_line_of(error)})") from None
+    text = read_text_file(path, what="descriptions file")
+    if path.suffix == ".jsonl":
+        records = [(number, parse_json(line, f"{path}, line {number}"))
+                   for number, line in enumerate(text.splitlines(), start=1) if line.strip()]  # fmt: skip
+        bad = next((number for number, record in records if not isinstance(record, dict)), None)
+        if bad is not None:
+            raise BadInputError(f"{path}, line {bad}: expected a JSON object (one record per line)")
+        return [record for _, record in records]
+    data = parse_json(text, str(path))
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -76,7 +85,13 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return data
 
 
+def one_line_of(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
 def _descriptions_file(root: Path, name: str | None) -> Path:
+    if name and escapes_root(name):
+        raise SettingError(f"hand: option descriptions={name!r} must name a file under {root} (relative, no '..')")
     if name:
         path = root / name
         if not path.is_file():
@@ -89,25 +104,50 @@ def _descriptions_file(root: Path, name: str | None) -> Path:
     return found[0]
 
 
-def _entries(records: list[dict], layout: str, options: dict) -> list[tuple[str, str, str]]:
+def _entries(records: list[dict], layout: str, options: dict, path: Path) -> list[tuple[str, str, str]]:
     """``(image, attribute name as released, text)`` for every description in the records."""
-    image_field = options.get("image_field", "image")
+    image_field = options["image_field"]
     entries = []
     for number, record in enumerate(records):
+        where = f"{path}, record {number}"
         if image_field not in record:
-            raise BadInputError(f"hand: record {number} has no {image_field!r} field (fields: {sorted(record)})")
+            raise BadInputError(f"{where} has no {image_field!r} field (fields: {sorted(record)})")
         image = str(record[image_field]).strip()
+        if not image or escapes_root(image):
+            raise BadInputError(f"{where}: image {image!r} is empty, absolute or climbs out of the images folder")
         if layout == "wide":
             entries += [(image, k, "" if v is None else str(v)) for k, v in record.items() if k not in options["ignore"]]
         elif layout == "long":
-            entries.append((image, str(record[options.get("attribute_field", "attribute")]),
-                            str(record.get(options.get("text_field", "description")) or "")))  # fmt: skip
+            if options["attribute_field"] not in record:
+                raise BadInputError(f"{where} has no {options['attribute_field']!r} field (fields: {sorted(record)})")
+            entries.append((image, str(record[options["attribute_field"]]),
+                            str(record.get(options["text_field"]) or "")))  # fmt: skip
         else:
-            turns = record.get("conversations") or []
-            for question, answer in zip(turns[::2], turns[1::2]):
-                entries.append((image, _question_attribute(str(question.get("value", "")), options["questions"]),
-                                str(answer.get("value", ""))))  # fmt: skip
+            for question, answer in _question_answer_pairs(record.get("conversations"), where):
+                entries.append((image, _question_attribute(question, options["questions"]), answer))
     return entries
+
+
+def _question_answer_pairs(turns: Any, where: str) -> list[tuple[str, str]]:
+    """``(question, answer)`` of a ShareGPT4V conversation: turns alternate ``human`` then
+    ``gpt``, each ``{"from", "value"}``; anything else is a one-line error naming the turn."""
+    if turns is None:
+        return []
+    if not isinstance(turns, list):
+        raise BadInputError(f"{where}: 'conversations' must be a list of turns, got {type(turns).__name__}")
+    if len(turns) % 2:
+        raise BadInputError(f"{where}: {len(turns)} conversation turns, an odd number: the last question has no answer")
+    pairs = []
+    for index, turn in enumerate(turns):
+        expected = "human" if index % 2 == 0 else "gpt"
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+            raise BadInputError(f"{where}, turn {index}: expected {{'from': {expected!r}, 'value': text}}, got {str(turn)[:80]!r}")
+        if turn.get("from") != expected:
+            raise BadInputError(f"{where}, turn {index}: from {turn.get('from')!r}, expected {expected!r} "
+                                "(turns alternate human question, gpt answer)")  # fmt: skip
+        if index % 2:
+            pairs.append((turns[index - 1]["value"], turn["value"]))
+    return pairs
 
 
 def _question_attribute(question: str, keywords: dict[str, str]) -> str:
@@ -120,18 +160,24 @@ def _question_attribute(question: str, keywords: dict[str, str]) -> str:
 def convert(root: Path, layout: str = "wide", descriptions: str | None = None, images: str = "images",
             fields: str | dict | None = None, questions: str | dict | None = None,
             attributes: str | None = None, val_fraction: float = 0.05, strict: bool = False,
-            **options: Any) -> pd.DataFrame:  # fmt: skip
+            image_field: str = "image", attribute_field: str = "attribute", text_field: str = "description",
+            ignore: str = "id,split") -> pd.DataFrame:  # fmt: skip
     """The HAND release under ``root`` as ``image, <attribute columns>, split`` (see the module doc)."""
     root = Path(root)
+    if escapes_root(images):
+        raise SettingError(f"hand: option images={images!r} must name a folder under {root} (relative, no '..')")
     if layout not in LAYOUTS:
-        raise BadInputError(f"hand: layout must be one of {LAYOUTS}, got {layout!r}")
+        raise SettingError(f"hand: layout must be one of {LAYOUTS}, got {layout!r}")
+    if not 0.0 <= val_fraction <= 1.0:
+        raise SettingError(f"hand: val_fraction must be between 0 and 1, got {val_fraction!r}")
     known = tuple(a.strip() for a in attributes.split(",")) if attributes else HAND_ATTRIBUTES
     renames = parse_mapping(fields, "fields")  # attribute -> released field name
     by_field = {field: attribute for attribute, field in renames.items()}
-    options["ignore"] = {options.get("image_field", "image"), *options.get("ignore", "id,split").split(",")}
-    options["questions"] = parse_mapping(questions, "questions") or {a: a.replace("_", " ") for a in known}
+    options = {"image_field": image_field, "attribute_field": attribute_field, "text_field": text_field,
+               "ignore": {image_field, *ignore.split(",")},
+               "questions": parse_mapping(questions, "questions") or {a: a.replace("_", " ") for a in known}}  # fmt: skip
     path = _descriptions_file(root, descriptions)
-    entries = _entries(read_records(path), layout, options)
+    entries = _entries(read_records(path), layout, options, path)
 
     table: dict[str, dict[str, str]] = {}
     unknown, empty, repeated = Counter(), Counter(), Counter()
@@ -153,11 +199,16 @@ def convert(root: Path, layout: str = "wide", descriptions: str | None = None, i
         raise BadInputError(f"hand: no description of any attribute {known} in {path}")
 
     image_dir = root / images
+    inside = image_dir.resolve()
+    for name in table:  # a symlink inside the folder may still lead out of it
+        resolved = (image_dir / name).resolve()
+        if resolved != inside and inside not in resolved.parents:
+            raise BadInputError(f"hand: image {name!r} ({path}) resolves to {resolved}, outside {image_dir}")
     missing = [name for name in table if not (image_dir / name).is_file()]
     absent = set(missing)
     if missing:
         message = f"hand: {len(missing)} of {len(table)} images missing under {image_dir}, e.g. {missing[:3]}"
-        if strict:
+        if strict or len(missing) == len(table):  # nothing left to write: a header-only table helps no one
             raise BadInputError(message)
         log.warning("%s; their rows are dropped", message)
     rows = [{"image": f"{images}/{name}" if images else name, **{a: row.get(a, "") for a in known},

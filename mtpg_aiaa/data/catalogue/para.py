@@ -21,7 +21,7 @@ ATTRIBUTES = ("qualityScore_mean", "compositionScore_mean", "colorScore_mean", "
 
 
 @register_dataset("para")
-def convert(root: Path, **options) -> pd.DataFrame:
+def convert(root: Path) -> pd.DataFrame:
     root = Path(root)
     images = find_dir(root, ("imgs", "images"), "imgs")
     rows = []
@@ -34,7 +34,7 @@ def convert(root: Path, **options) -> pd.DataFrame:
             where = f"{path}, line {line}"
             row = {"image": f"{images}/{record['sessionId'].strip()}/{record['imageName'].strip()}",
                    "score": parse_number(record["aestheticScore_mean"], f"{where}, column 'aestheticScore_mean'"),
-                   "split": split}  # fmt: skip
+                   "split": split, "_where": where}  # fmt: skip
             if len(bins) == len(BINS):
                 row.update({f"dist_{k + 1}": parse_number(record[c], f"{where}, column {c!r}") for k, c in enumerate(bins)})
             row.update({f"attr_{c.removesuffix('_mean')}": parse_number(record[c], f"{where}, column {c!r}")

@@ -13,7 +13,7 @@ SCALE_MAX = 10.0
 
 
 @register_dataset("tad66k")
-def convert(root: Path, **options) -> pd.DataFrame:
+def convert(root: Path) -> pd.DataFrame:
     root = Path(root)
     images = find_dir(root, ("imgs", "images"), "imgs")
     rows = []
@@ -23,5 +23,6 @@ def convert(root: Path, **options) -> pd.DataFrame:
         require_columns(path, header, ("image", "score"))
         for line, record in records:
             score = parse_number(record["score"], f"{path}, line {line}, column 'score'")
-            rows.append({"image": f"{images}/{record['image'].strip()}", "score": score, "split": split})
+            rows.append({"image": f"{images}/{record['image'].strip()}", "score": score, "split": split,
+                         "_where": f"{path}, line {line}"})  # fmt: skip
     return canonical_table(rows, SCALE_MAX, "tad66k")

@@ -20,6 +20,7 @@ from .beam import RELEASED_BEAM_SIZE, RELEASED_MAX_STEPS, beam_search, literal_b
 from .expert import CritiqueExpert, load_expert
 from .prefix import clip_prefix
 from .tokenizer import decode_critique, stop_token_id
+from .tokenizer_check import check_tokenizer_fits
 
 ATTRIBUTES = ("color", "composition", "dof", "general")
 BASE_MODEL_FILE = "base_model.pt"
@@ -99,4 +100,5 @@ def load_generator(
         raise FileNotFoundError(f"weights folder not found: {weights_dir}")
     clip_model = load_clip(weights_dir / BASE_MODEL_FILE)
     experts = {name: load_expert(weights_dir / attribute_file(name)) for name in attributes}
+    check_tokenizer_fits(tokenizer, experts, getattr(tokenizer, "name_or_path", "") or "given", str(weights_dir))
     return CritiqueGenerator(clip_model, experts, tokenizer).to(device).eval()

@@ -1,7 +1,7 @@
 """Stage 1: self-supervised text-prompt pretraining on manipulated paintings.
 
 Each sample is a painting and the mild, medium and strong versions of one manipulation
-(``data.manipulated.ManipulatedDataset``). One forward pass over all views feeds four
+(``models.mtpg.manipulated.ManipulatedDataset``). One forward pass over all views feeds four
 losses, weighted by ``stage.losses`` (docs/method.md, "Stage 1"):
 
 - ``matching``: every view's image feature against the 30 manipulation prompts;
