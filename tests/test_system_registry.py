@@ -135,3 +135,24 @@ def test_a_weights_file_never_adds_a_system(tmp_path, fresh_registry):
 def test_an_unknown_task_lists_the_registered_ones():
     with pytest.raises(ValueError, match="unknown task 'mtpg/nothing'.*mtpg/finetune"):
         task_registry.get_task_builder("mtpg/nothing")
+
+
+@pytest.mark.parametrize("command", ["train", "test"])
+def test_help_is_the_commands_own_page(command):
+    """``train.py --help`` / ``test.py --help`` render configs/hydra/help/<command>.yaml:
+    a description, examples, and (train) every registered system's tasks, not Hydra's page."""
+    from hydra import compose, initialize_config_dir
+
+    from mtpg_aiaa.engine.run_names import register_resolvers
+
+    register_resolvers()  # as the commands do at import
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(command, return_hydra_config=True)
+    page = cfg.hydra.help.template
+    assert cfg.hydra.help.app_name == f"{command}.py" and "powered by Hydra" not in page
+    assert f"python {command}.py ckpt=" in page if command == "test" else "python train.py experiment=quickstart" in page
+    tasks = task_registry.list_tasks()
+    if command == "train":
+        assert all(task in page for task in tasks) and "stage       finetune | pretrain" in page
+    else:
+        assert not any(task in page for task in tasks) and "stage" not in page  # groups test.py never reads

@@ -8,11 +8,15 @@ and ``model=<system>/<config>`` find them with no edit to ``configs/``.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.plugins import Plugins
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
-from ..models.registry import config_search_path
+from omegaconf import OmegaConf
+
+from ..models.registry import PROJECT_CONFIGS, config_search_path
 
 PROVIDER = "mtpg-aiaa systems"
 
@@ -25,6 +29,18 @@ class SystemConfigsSearchPath(SearchPathPlugin):
             search_path.append(provider=PROVIDER, path=path)
 
 
+def config_options(group: str) -> str:
+    """``"a | b | c"``: the options of config ``group`` in ``configs/`` and in every outside
+    system's config folder (``task`` gives every registered system's tasks); for help texts."""
+    folders = [PROJECT_CONFIGS, *(Path(path.removeprefix("file://")) for path in config_search_path())]
+    names = {path.relative_to(folder / group).with_suffix("").as_posix()
+             for folder in folders for path in (folder / group).rglob("*.yaml")}  # fmt: skip
+    return " | ".join(sorted(names))
+
+
 def register_system_configs() -> None:
-    """Register the search-path plugin with Hydra (idempotent)."""
+    """Register the search-path plugin with Hydra and ``${config_options:GROUP}`` with
+    OmegaConf (the help templates, ``configs/hydra/help/``); idempotent."""
     Plugins.instance().register(SystemConfigsSearchPath)
+    if not OmegaConf.has_resolver("config_options"):
+        OmegaConf.register_new_resolver("config_options", config_options)
