@@ -10,7 +10,8 @@ listing the systems imports neither torch nor the system)::
      "score_range": {"low": 0, "high": 1, "higher_is_better": true},   # null: set by the model config
      "text_names": ["description"],                           # the named texts its models read by default
      "tasks": "mtpg_aiaa.engine.tasks.mtpg",                  # module whose import registers its tasks
-     "configs": "configs"}                                    # its Hydra configs (model/<name>/, task/<name>/)
+     "configs": "configs",                                    # its Hydra configs (model/<name>/, task/<name>/)
+     "generate_texts": null}                                  # optional: demo.py's writer of missing texts
 
 Callables are ``"module:attr"`` strings, imported on first use. Where systems come from:
 
@@ -30,7 +31,7 @@ import importlib.util
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ ENTRY_POINT_GROUP = "mtpg_aiaa.systems"
 SYSTEMS_VARIABLE = "MTPG_AIAA_SYSTEMS"
 PROJECT_CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # the in-package systems' configs
 _MODELS_DIR = Path(__file__).resolve().parent
-_KNOWN_KEYS = {"name", "description", "build", "load", "recognizes", "score_range", "text_names", "tasks", "configs"}
+_KNOWN_KEYS = {"name", "description", "build", "load", "recognizes", "score_range", "text_names", "tasks", "configs",
+               "generate_texts"}  # fmt: skip
 
 
 class SystemDeclarationError(ValueError):
@@ -113,9 +115,10 @@ class SystemSpec:
     text_names: tuple[str, ...] | None
     tasks: str | None
     config_dir: Path
+    # ``generate(images, weights_dir, tokenizer, device) -> [{text name: text}]`` (CG-IAA's critiques)
+    generate_texts: str | None
     declared_in: Path  # the system.json
-    origin: str  # "mtpg_aiaa", "entry point NAME (DIST)" or "MTPG_AIAA_SYSTEMS"
-    extra: dict[str, Any] = field(default_factory=dict)
+    origin: str  # "mtpg_aiaa", "entry point NAME of group ..." or "MTPG_AIAA_SYSTEMS=..."
 
     def task_names(self) -> list[str]:
         """``<name>/<task>`` for every ``task/<name>/*.yaml`` of its configs (no import)."""
@@ -143,7 +146,7 @@ def read_system_file(path: Path, origin: str, default_configs: Path | None = Non
     name = values["name"]
     if not name.isidentifier() or name != name.lower():
         raise SystemDeclarationError(f"{path}: name {name!r} must be a lower-case identifier (it names folders)")
-    for key in ("build", "load", "recognizes"):
+    for key in ("build", "load", "recognizes", "generate_texts"):
         if values.get(key) is not None and ":" not in str(values[key]):
             raise SystemDeclarationError(f"{path}: {key}={values[key]!r} is not a 'module:attr' reference")
     configs = values.get("configs")
@@ -160,7 +163,7 @@ def read_system_file(path: Path, origin: str, default_configs: Path | None = Non
         name=name, description=values["description"], build=values["build"], load=values.get("load"),
         recognizes=values.get("recognizes"), score_range=score_range,
         text_names=tuple(text_names) if text_names is not None else None, tasks=values.get("tasks"),
-        config_dir=config_dir, declared_in=path, origin=origin,
+        config_dir=config_dir, generate_texts=values.get("generate_texts"), declared_in=path, origin=origin,
     )  # fmt: skip
 
 
