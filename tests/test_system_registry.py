@@ -30,7 +30,7 @@ def write_system(folder, name="extra", **changes):
     folder.mkdir(parents=True)
     (folder / "__init__.py").write_text("")
     (folder / "configs" / "task" / name).mkdir(parents=True)
-    (folder / "configs" / "task" / name / "fit.yaml").write_text("task:\n  name: x\n")
+    (folder / "configs" / "task" / name / "fit.yaml").write_text(f"# @package _global_\ntask:\n  name: {name}/fit\n")
     declaration = {"name": name, "description": "an extra system", "build": f"{folder.name}:build", "configs": "configs",
                    **changes}  # fmt: skip
     (folder / "system.json").write_text(json.dumps(declaration))
@@ -88,6 +88,16 @@ def test_a_system_named_by_the_setting_is_registered_with_its_configs(tmp_path, 
     recorder = Recorder()
     SystemConfigsSearchPath().manipulate_search_path(recorder)
     assert recorder.paths == [("mtpg-aiaa systems", f"file://{tmp_path / 'extra_pkg' / 'configs'}")]
+    # as train.py composes: the outside task config is found on the search path, and listed in --help
+    from hydra import compose, initialize_config_dir
+
+    from mtpg_aiaa.engine.run_names import register_resolvers
+    from mtpg_aiaa.engine.system_configs import config_options
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        assert compose("train", overrides=["task=extra/fit"]).task.name == "extra/fit"
+    assert "extra/fit" in config_options("task").split(" | ") and "mtpg/finetune" in config_options("task")
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ import importlib
 import importlib.util
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,8 +152,10 @@ def read_system_file(path: Path, origin: str, default_configs: Path | None = Non
     configs = values.get("configs")
     if configs is None and default_configs is None:
         raise SystemDeclarationError(f"{path}: 'configs' (its Hydra config folder, relative to {path.parent}) is required")
+    # The project's configs/ sits beside the package in a clone, not in an installed wheel
+    # (scoring needs no config): only a folder a declaration names must exist.
     config_dir = (path.parent / configs).resolve() if configs is not None else default_configs
-    if not config_dir.is_dir():
+    if configs is not None and not config_dir.is_dir():
         raise SystemDeclarationError(f"{path}: configs folder {config_dir} does not exist")
     score_range = values.get("score_range")
     if score_range is not None and not (isinstance(score_range, dict) and {"low", "high"} <= set(score_range)):
