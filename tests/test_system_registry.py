@@ -120,6 +120,18 @@ def test_a_bad_declaration_is_one_line_naming_its_file(tmp_path, monkeypatch, fr
     assert "\n" not in str(error.value) and str(tmp_path / "bad_pkg") in str(error.value)
 
 
+def test_a_reference_to_nothing_is_one_line_naming_the_declaration(tmp_path, monkeypatch, fresh_registry):
+    write_system(tmp_path / "typo_pkg", build="typo_pkg:biuld", load="typo_pkg.missing:load")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(registry.SYSTEMS_VARIABLE, "typo_pkg")
+    registry._reset_for_tests()
+    entry = registry.get_model_entry("extra")  # declared: listing imports nothing
+    with pytest.raises(registry.SystemDeclarationError, match=r"system.json: 'typo_pkg:biuld': typo_pkg has no 'biuld'"):
+        entry.build
+    with pytest.raises(registry.SystemDeclarationError, match=r"no module 'typo_pkg.missing'"):
+        entry.load
+
+
 def test_a_setting_naming_no_package_says_so(monkeypatch, fresh_registry):
     monkeypatch.setenv(registry.SYSTEMS_VARIABLE, "no_such_package_here")
     registry._reset_for_tests()

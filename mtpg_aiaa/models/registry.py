@@ -48,13 +48,23 @@ class SystemDeclarationError(ValueError):
     """A ``system.json`` (or the setting that points at one) that cannot be used; one line."""
 
 
-def resolve_reference(reference: str) -> Any:
-    """``"package.module:attr"`` -> the object (the module is imported now)."""
+def resolve_reference(reference: str, declared_in: Path | str = "") -> Any:
+    """``"package.module:attr"`` -> the object (the module is imported now). A reference to
+    nothing is a one-line ``SystemDeclarationError`` naming ``declared_in``; an import that
+    fails inside the module is that module's bug and keeps its traceback."""
+    where = f"{declared_in}: " if declared_in else ""
     module, sep, attr = reference.partition(":")
     if not sep or not module or not attr:
-        raise SystemDeclarationError(f"{reference!r} is not a 'module:attr' reference")
-    target: Any = importlib.import_module(module)
+        raise SystemDeclarationError(f"{where}{reference!r} is not a 'module:attr' reference")
+    try:
+        target: Any = importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name is None or not (module == error.name or module.startswith(error.name + ".")):
+            raise
+        raise SystemDeclarationError(f"{where}{reference!r}: no module {error.name!r}") from None
     for part in attr.split("."):
+        if not hasattr(target, part):
+            raise SystemDeclarationError(f"{where}{reference!r}: {module} has no {attr!r}")
         target = getattr(target, part)
     return target
 
@@ -85,7 +95,7 @@ class ModelEntry:
     def _resolved(self, key: str) -> Any:
         value = self._refs[key]
         if isinstance(value, str):
-            value = self._refs[key] = resolve_reference(value)
+            value = self._refs[key] = resolve_reference(value, self.system.declared_in if self.system else "")
         return value
 
     build = property(lambda self: self._resolved("build"))
