@@ -1,13 +1,17 @@
-"""Score paintings one at a time (as the official demo does) and say which is more aesthetic.
+"""Score images one at a time (as the official demo does) with any system's weights, and say
+which is more aesthetic. The system is read from the weights file (python -m mtpg_aiaa list).
 
     python demo.py painting1.jpg painting2.jpg --desc1 "..." --desc2 "..."
     python demo.py a.jpg b.jpg --ckpt checkpoints/model_save.pt --json
-    python demo.py a.jpg b.jpg --system cgiaa --ckpt run/best.safetensors --critiques critiques.csv
-    python demo.py a.jpg b.jpg --system cgiaa --ckpt run/best.safetensors --weights DIR --tokenizer DIR
+    python demo.py a.jpg b.jpg --ckpt run/best.safetensors --texts critiques.csv      # CG-IAA, cached critiques
+    python demo.py a.jpg b.jpg --ckpt run/best.safetensors --weights DIR --tokenizer DIR   # CG-IAA, generated
 
-A description comes from --descN, else from a sidecar text file (``a.txt`` or ``a.jpg.txt``),
-else, with --describer DIR (e.g. GalleryGPT converted by scripts/convert_gallerygpt.py), it is
-generated with the prompt and budget of configs/describer/<--describer-config>.yaml.
+Each image gets the texts its system reads. A description (MTPG-AIAA) comes from --descN, else
+a sidecar text file (``a.txt`` or ``a.jpg.txt``), else --texts, else, with --describer DIR (e.g.
+GalleryGPT converted by scripts/convert_gallerygpt.py), it is generated with the prompt and
+budget of configs/describer/<--describer-config>.yaml. Other texts (CG-IAA's four critiques)
+come from --texts CSV (image plus one column per text), else are written by the system's own
+generator from --weights DIR [--tokenizer DIR].
 """
 from __future__ import annotations
 
@@ -17,47 +21,53 @@ import sys
 import warnings
 from pathlib import Path
 
-import torch
-
-from mtpg_aiaa.models.mtpg.checkpoint import load_model
-from mtpg_aiaa.data import BadInputError, load_rgb_image
-from mtpg_aiaa.data.text import read_text_file
-from mtpg_aiaa.device import resolve_device
-from mtpg_aiaa.errors import one_line_message
-from mtpg_aiaa.models.mtpg.prompts import LEVELS
-
+# Nothing heavy at module level: `demo.py --help` must not wait for torch.
 DEFAULT_CKPT = Path("checkpoints/model_save.pt")
 DESCRIBER_CONFIGS = Path(__file__).resolve().parent / "configs" / "describer"
+DESCRIPTION = "description"  # the named text a describer can write
 MISSING_CKPT_HELP = """no checkpoint at {path}.
-MTPG-AIAA needs trained weights. Either:
-  - download the authors' released checkpoint `model_save.pt` (it already contains the
-    Long-CLIP-L backbone) from the MTPG-AIAA release and put it at checkpoints/model_save.pt,
-  - or pass --ckpt PATH to one of our checkpoints (`*.safetensors` written by train.py).
-See checkpoints/README.md for the expected files."""
+Pass --ckpt PATH to a weights file: the MTPG-AIAA authors' `model_save.pt` (it already contains
+the Long-CLIP-L backbone; put it at checkpoints/model_save.pt to make it the default), or any
+system's `best.safetensors` written by train.py. See checkpoints/README.md for the files."""
+
+
+def registered_systems() -> list[str]:
+    from mtpg_aiaa.models.registry import SystemDeclarationError, list_models  # declarations only: no torch
+
+    try:
+        return list_models()
+    except SystemDeclarationError as error:  # an outside system's broken system.json
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", type=Path, help="image files to score")
-    parser.add_argument("--desc1", help="description of the first image")
-    parser.add_argument("--desc2", help="description of the second image")
-    parser.add_argument("--ckpt", type=Path, default=DEFAULT_CKPT, help=f"weights (default {DEFAULT_CKPT})")
+    parser.add_argument("--ckpt", type=Path, default=DEFAULT_CKPT, help=f"weights of any system (default {DEFAULT_CKPT})")
+    parser.add_argument("--system", choices=registered_systems(),
+                        help="refuse weights of another system (default: whatever the file holds)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--describer", type=Path, help="model directory that writes missing descriptions")
-    parser.add_argument("--describer-config", default="gallerygpt",
-                        help="its prompt and budget: NAME of configs/describer/NAME.yaml, or a YAML file "
-                             "(default gallerygpt)")
-    cgiaa = parser.add_argument_group("CG-IAA (--system cgiaa): the scorer's critiques, cached or generated")
-    cgiaa.add_argument("--system", default="mtpg", choices=("mtpg", "cgiaa"), help="the system of --ckpt")
-    cgiaa.add_argument("--critiques", type=Path, help="critique cache CSV (image,color,composition,dof,general)")
-    cgiaa.add_argument("--weights", type=Path, help="folder with base_model.pt and the four released experts")
-    cgiaa.add_argument("--tokenizer", help="GPT-2 tokenizer folder (with --weights)")
+    texts = parser.add_argument_group("texts the system reads")
+    texts.add_argument("--desc1", help="description of the first image")
+    texts.add_argument("--desc2", help="description of the second image")
+    texts.add_argument("--texts", "--critiques", dest="texts", type=Path,
+                       help="CSV or JSON: image plus one column per text (CG-IAA: color,composition,dof,general)")
+    texts.add_argument("--describer", type=Path, help="model directory that writes missing descriptions")
+    texts.add_argument("--describer-config", default="gallerygpt",
+                       help="its prompt and budget: NAME of configs/describer/NAME.yaml, or a YAML file "
+                            "(default gallerygpt)")
+    texts.add_argument("--weights", type=Path,
+                       help="the system's text writer (CG-IAA: folder with base_model.pt and the four experts)")
+    texts.add_argument("--tokenizer", help="its tokenizer folder (CG-IAA: GPT-2's; default the cached gpt2)")
     return parser.parse_args(argv)
 
 
 def known_description(image: Path, given: str | None) -> str | None:
     """``given``, else a sidecar ``IMAGE.txt`` / ``IMAGE.ext.txt``, else ``None``."""
+    from mtpg_aiaa.data.text import read_text_file
+
     if given is not None:
         return given
     for sidecar in (image.with_suffix(".txt"), image.with_name(image.name + ".txt")):
@@ -75,10 +85,12 @@ def find_description(image: Path, given: str | None) -> str:
     return ""
 
 
-def generate_descriptions(images: list[Path], model_dir: Path, config: str, device: torch.device) -> list[str]:
+def generate_descriptions(images: list[Path], model_dir: Path, config: str, device) -> list[str]:
     """Describe ``images`` with the model in ``model_dir`` and the describer ``config`` (name or YAML)."""
+    import torch
     from omegaconf import OmegaConf
 
+    from mtpg_aiaa.data import load_rgb_image
     from mtpg_aiaa.describe import DescriberSettings, load_describer
 
     config_path = Path(config) if config.endswith((".yaml", ".yml")) else DESCRIBER_CONFIGS / f"{config}.yaml"
@@ -95,112 +107,149 @@ def generate_descriptions(images: list[Path], model_dir: Path, config: str, devi
     return texts
 
 
-@torch.inference_mode()
-def score_images(model, images: list[Path], descriptions: list[str], device: torch.device) -> list[dict]:
-    """Each image scored alone (batch of one), as the official demo does."""
+def table_texts(path: Path, images: list[Path], names: list[str]) -> list[dict[str, str]]:
+    """Each image's ``names`` texts from ``path`` (image plus a column per name), found by the
+    image's path as given, else by its file name when that is unique in the file."""
+    from mtpg_aiaa.data import BadInputError
+    from mtpg_aiaa.data.named_texts import read_text_file
+
+    columns = {name: read_text_file(path, name) for name in names}
+    rows = []
+    for image in images:
+        row = {}
+        for name, by_image in columns.items():
+            by_name = [key for key in by_image if Path(key).name == image.name]
+            key = str(image) if str(image) in by_image else by_name[0] if len(by_name) == 1 else None
+            if key is None:
+                raise BadInputError(f"{path}: no {name!r} text for image {str(image)!r}")
+            row[name] = by_image[key]
+        rows.append(row)
+    return rows
+
+
+def gather_texts(args: argparse.Namespace, model, device) -> tuple[list[dict[str, str]], list[set[str]]]:
+    """Per image, ``{text name: text}`` for every text ``model`` reads, and the names generated."""
+    from mtpg_aiaa.models.registry import resolve_reference, systems
+
+    names = list(model.text_names)
+    texts: list[dict[str, str]] = [{} for _ in args.images]
+    generated: list[set[str]] = [set() for _ in args.images]
+    if DESCRIPTION in names:
+        given = [args.desc1, args.desc2] + [None] * max(0, len(args.images) - 2)
+        for row, path, text in zip(texts, args.images, given):
+            known = known_description(path, text)
+            if known is not None:
+                row[DESCRIPTION] = known
+    table_names = [name for name in names if name != DESCRIPTION or any(DESCRIPTION not in row for row in texts)]
+    if args.texts is not None and table_names:
+        for row, found in zip(texts, table_texts(args.texts, args.images, table_names)):
+            row.update({name: text for name, text in found.items() if name not in row})
+    if DESCRIPTION in names and args.describer is not None:
+        missing = [i for i, row in enumerate(texts) if DESCRIPTION not in row]
+        if missing:
+            written = generate_descriptions([args.images[i] for i in missing], args.describer, args.describer_config, device)
+            for i, text in zip(missing, written):
+                texts[i][DESCRIPTION], generated[i] = text, generated[i] | {DESCRIPTION}
+    others = [name for name in names if name != DESCRIPTION and any(name not in row for row in texts)]
+    if others:
+        writer = systems()[model.system].generate_texts if model.system in systems() else None
+        if writer is None or args.weights is None:
+            how = " or --weights DIR [--tokenizer DIR] to have them written" if writer else ""
+            raise ValueError(f"{args.ckpt} is a {model.system} model that reads the texts {', '.join(others)}: "
+                             f"give --texts FILE (image plus a column per text){how}")  # fmt: skip
+        for row, more, done in zip(texts, resolve_reference(writer)(args.images, args.weights, args.tokenizer, device),
+                                   generated):  # fmt: skip
+            done.update(name for name in others if name not in row)
+            row.update({name: more[name] for name in others if name not in row})
+    if DESCRIPTION in names:
+        for row, path in zip(texts, args.images):
+            if DESCRIPTION not in row:
+                row[DESCRIPTION] = find_description(path, None)  # "" with a warning
+    return texts, generated
+
+
+def score_images(model, images: list[Path], texts: list[dict[str, str]], device) -> list[dict]:
+    """Each image scored alone (a batch of one, as the official demo does), through the scorer
+    interface: ``score`` on the model's range, ``score_10`` on 0-10, and the distribution if any."""
+    import torch
+
+    from mtpg_aiaa.data import load_rgb_image
+
     transform = model.build_transform()
+    labels = getattr(model, "distribution_labels", None) or [f"{v:g}" for v in model.distribution_values or ()]
     results = []
-    for image_path, description in zip(images, descriptions):
-        pixels = transform(load_rgb_image(image_path)).unsqueeze(0).to(device)
-        tokens = model.tokenizer([description]).to(device)
-        out = model(pixels, tokens)
-        probs = out["probs"][0].float().cpu()
-        results.append(
-            {
-                "image": str(image_path),
-                "score": round(float(out["score"][0]), 4),
-                "score_10": round(float(out["score"][0]) * 10, 3),
-                "levels": {level: round(float(p), 4) for level, p in zip(LEVELS, probs)},
-                "description_given": bool(description),
-            }
-        )
+    with torch.inference_mode():
+        for path, row in zip(images, texts):
+            tokens = model.tokenize({name: [row[name]] for name in model.text_names}) if model.text_names else {}
+            batch = {"image": transform(load_rgb_image(path)).unsqueeze(0).to(device),
+                     "tokens": {name: value.to(device) for name, value in tokens.items()}}  # fmt: skip
+            out = model(batch)
+            score = out["score"][0].float()
+            result = {"image": str(path), "score": round(float(score), 4),
+                      "score_10": round(float(model.score_range.rescale(score, 0.0, 10.0)), 3)}  # fmt: skip
+            if "distribution" in out and labels:
+                result["distribution"] = {label: round(float(p), 4) for label, p in zip(labels, out["distribution"][0])}
+            result["texts"] = dict(row)
+            results.append(result)
     return results
 
 
-def cgiaa_main(args: argparse.Namespace) -> int:
-    """``--system cgiaa``: each image's MAP score and the four critiques it was scored with."""
-    from mtpg_aiaa.models.cgiaa import load_generator, load_gpt2_tokenizer
-    from mtpg_aiaa.models.cgiaa.explain import cached_critiques, generated_critiques, score_with_critiques
-    from mtpg_aiaa.models.loading import load_model as load_any_model
-
-    if (args.critiques is None) == (args.weights is None):
-        print("error: --system cgiaa needs exactly one of --critiques CSV or --weights DIR --tokenizer DIR", file=sys.stderr)
-        return 2
-    try:
-        device = resolve_device(args.device)
-        scorer = load_any_model(args.ckpt, device=device)
-        if scorer.system != "cgiaa":
-            raise ValueError(f"{args.ckpt} holds a {scorer.system!r} model, not a CG-IAA scorer")
-        if args.critiques is not None:
-            critiques = cached_critiques(args.critiques, args.images, scorer.text_names)
-        else:
-            generator = load_generator(args.weights, load_gpt2_tokenizer(args.tokenizer or "gpt2"), device=device)
-            critiques = generated_critiques(generator, args.images, device)
-        results = score_with_critiques(scorer, args.images, critiques, device)
-    except (BadInputError, ValueError, OSError) as error:
-        print(f"error: {one_line_message(error)}", file=sys.stderr)
-        return 2
-    best = max(results, key=lambda r: r["score"])
-    if args.json:
-        print(json.dumps({"checkpoint": str(args.ckpt), "results": results, "most_aesthetic": best["image"]}, indent=2))
-        return 0
-    low, high = scorer.score_range.low, scorer.score_range.high
+def print_table(model, results: list[dict]) -> None:
+    low, high = model.score_range.low, model.score_range.high
     for r in results:
-        print(f"== {Path(r['image']).name}: score {r['score']:.4f} (range {low:g}-{high:g})")
-        for name, text in r["critiques"].items():
-            print(f"  [{name}] {text}")
+        if r.get("description_generated"):
+            print(f"generated description of {Path(r['image']).name}: {r['texts'][DESCRIPTION]}\n")
+    labels = list(results[0].get("distribution", {}))
+    print(f"{'image':<32} {f'score {low:g}-{high:g}':>9} {'0-10':>6}  " + " ".join(f"{label:>7}" for label in labels))
+    for r in results:
+        shown = " ".join(f"{p:7.3f}" for p in r.get("distribution", {}).values())
+        print(f"{Path(r['image']).name:<32} {r['score']:9.4f} {r['score_10']:6.2f}  {shown}")
+        for name, text in r["texts"].items():
+            if name != DESCRIPTION:
+                print(f"  [{name}] {text}")
     if len(results) > 1:
+        best = max(results, key=lambda r: r["score"])
         others = ", ".join(f"{Path(r['image']).name} ({r['score']:.3f})" for r in results if r is not best)
         print(f"\nmore aesthetic: {Path(best['image']).name} ({best['score']:.3f}) over {others}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.system == "cgiaa":
-        if not args.ckpt.is_file():
-            print(f"error: no CG-IAA scorer at {args.ckpt} (--ckpt: a train.py task=cgiaa/score best.safetensors)",
-                  file=sys.stderr)  # fmt: skip
-            return 2
-        return cgiaa_main(args)
     if not args.ckpt.is_file():
         print(f"error: {MISSING_CKPT_HELP.format(path=args.ckpt)}", file=sys.stderr)
         return 2
-    given = [args.desc1, args.desc2] + [None] * max(0, len(args.images) - 2)
+    from mtpg_aiaa.backbone.convert import CheckpointError
+    from mtpg_aiaa.data import BadInputError
+    from mtpg_aiaa.device import resolve_device
+    from mtpg_aiaa.errors import one_line_message
+    from mtpg_aiaa.models.loading import load_model
+
     try:
         device = resolve_device(args.device)
-        known = [known_description(path, text) for path, text in zip(args.images, given)]
-        generated: dict[Path, str] = {}
-        if args.describer is not None and None in known:
-            missing = [path for path, text in zip(args.images, known) if text is None]
-            texts = generate_descriptions(missing, args.describer, args.describer_config, device)
-            generated = dict(zip(missing, texts))
-        descriptions = [generated[path] if path in generated else find_description(path, text)
-                        for path, text in zip(args.images, known)]  # fmt: skip
+        # the system is the file's own; MTPG-AIAA's loader casts the backbone as the authors' on CUDA
         model = load_model(args.ckpt, device=device, backbone_precision="fp16" if device.type == "cuda" else "fp32")
-        results = score_images(model, args.images, descriptions, device)
-        for row, path in zip(results, args.images):
-            row["description_generated"] = path in generated
-            if path in generated:
-                row["description"] = generated[path]
-    except (BadInputError, ValueError, OSError) as error:
+        if args.system is not None and model.system != args.system:
+            raise ValueError(f"{args.ckpt} holds a {model.system!r} model, not {args.system!r} (--system)")
+        texts, generated = gather_texts(args, model, device)
+        results = score_images(model, args.images, texts, device)
+    except (BadInputError, CheckpointError, ValueError, OSError) as error:
         print(f"error: {one_line_message(error)}", file=sys.stderr)
         return 2
+    for result, names in zip(results, generated):
+        if DESCRIPTION in model.text_names:  # as before: whether a description was given or written
+            result["description_given"] = bool(result["texts"][DESCRIPTION])
+            result["description_generated"] = DESCRIPTION in names
+            if DESCRIPTION in names:
+                result["description"] = result["texts"][DESCRIPTION]
+        if names - {DESCRIPTION}:
+            result["texts_generated"] = sorted(names)
     best = max(results, key=lambda r: r["score"])
     if args.json:
-        print(json.dumps({"checkpoint": str(args.ckpt), "results": results, "most_aesthetic": best["image"]}, indent=2))
+        print(json.dumps({"checkpoint": str(args.ckpt), "system": model.system,
+                          "score_range": [model.score_range.low, model.score_range.high],
+                          "results": results, "most_aesthetic": best["image"]}, indent=2))  # fmt: skip
         return 0
-    for r in results:
-        if r["description_generated"]:
-            print(f"generated description of {Path(r['image']).name}: {r['description']}\n")
-    header = f"{'image':<32} {'score 0-1':>9} {'0-10':>6}  " + " ".join(f"{lv:>7}" for lv in LEVELS)
-    print(header)
-    for r in results:
-        levels = " ".join(f"{p:7.3f}" for p in r["levels"].values())
-        print(f"{Path(r['image']).name:<32} {r['score']:9.4f} {r['score_10']:6.2f}  {levels}")
-    if len(results) > 1:
-        others = ", ".join(f"{Path(r['image']).name} ({r['score']:.3f})" for r in results if r is not best)
-        print(f"\nmore aesthetic: {Path(best['image']).name} ({best['score']:.3f}) over {others}")
+    print_table(model, results)
     return 0
 
 

@@ -10,19 +10,17 @@ import importlib
 
 __version__ = "0.1.0"
 
+# Generic names only: a system's own classes are reached through the registry (create_model,
+# load_model) or its package (mtpg_aiaa.models.mtpg), so the root names no system.
 _PUBLIC = {
-    "MTPGAIAA": "mtpg_aiaa.models.mtpg.model",
-    "MTPGConfig": "mtpg_aiaa.models.mtpg.model",
-    "build_mtpg": "mtpg_aiaa.models.mtpg.model",
     "create_longclip": "mtpg_aiaa.backbone",
     "create_model": "mtpg_aiaa.models.registry",
     "create_scorer": "mtpg_aiaa.api",
+    "describe_systems": "mtpg_aiaa.models.registry",
     "list_backbones": "mtpg_aiaa.backbone",
     "list_models": "mtpg_aiaa.models.registry",
     "load_longclip": "mtpg_aiaa.backbone",
     "load_model": "mtpg_aiaa.models.loading",
-    "load_official_checkpoint": "mtpg_aiaa.models.mtpg.checkpoint",
-    "save_model": "mtpg_aiaa.models.mtpg.checkpoint",
     "get_tokenizer": "mtpg_aiaa.backbone.tokenizer",
 }
 __all__ = sorted(_PUBLIC)

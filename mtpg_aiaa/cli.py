@@ -82,19 +82,15 @@ def _description_column(path: str) -> str:
 
 def run_list() -> int:
     from .data.catalogue import list_datasets
-    from .models.registry import entries
+    from .models.registry import describe_systems  # the declarations only: no torch, no system imported
 
-    print("models (python -m mtpg_aiaa score --model NAME):")
-    for entry in entries():
-        print(f"  {entry.name:10s} {entry.description}")
-    try:
-        from .engine.tasks import list_tasks  # the training engine: optional for scoring
-
-        print("tasks (python train.py task=NAME):")
-        for name in list_tasks():
-            print(f"  {name}")
-    except ImportError as error:  # pragma: no cover - engine dependencies absent
-        print(f"tasks: unavailable ({error})")
+    print("models (python -m mtpg_aiaa score --model NAME), each with its tasks (python train.py task=NAME):")
+    for system in describe_systems():
+        low_high = system["score_range"]
+        scale = f"scores {low_high['low']:g}-{low_high['high']:g}" if low_high else "score range set by its config"
+        texts = ", ".join(system["text_names"]) if system["text_names"] else "none"
+        print(f"  {system['name']:10s} {system['description']}")
+        print(f"  {'':10s} {scale}; texts read: {texts}; tasks: {', '.join(system['tasks']) or 'none'}")
     print("datasets (python scripts/prepare_dataset.py NAME --root DIR):")
     print("  " + ", ".join(list_datasets()))
     return 0

@@ -17,15 +17,10 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
 from mtpg_aiaa.arg_types import int_at_least
-from mtpg_aiaa.data import BadInputError, load_rgb_image
 from mtpg_aiaa.errors import SettingError, one_line_message
-from mtpg_aiaa.models.cgiaa import ATTRIBUTES, build_release_transform, load_generator, load_gpt2_tokenizer
-from mtpg_aiaa.models.cgiaa.beam import RELEASED_BEAM_SIZE, RELEASED_MAX_STEPS
-from mtpg_aiaa.models.cgiaa.critique_data import write_critique_csv
-from mtpg_aiaa.models.cgiaa.tokenizer_check import check_tokenizer_files
+
+# torch, transformers and the experts are imported where they are used: `--help` waits for none of them.
 
 TITLES = {"color": "Color and Light", "composition": "Composition", "dof": "Depth and Focus", "general": "General Feelings"}
 
@@ -39,8 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of readable blocks")
     parser.add_argument("--csv", type=Path, help="also write the critique cache CSV (image,color,composition,dof,general)")
     parser.add_argument("--batch-size", type=int_at_least(1), default=8, help="images decoded together")
-    parser.add_argument("--beam-size", type=int_at_least(1), default=RELEASED_BEAM_SIZE)
-    parser.add_argument("--max-steps", type=int_at_least(1), default=RELEASED_MAX_STEPS)
+    parser.add_argument("--beam-size", type=int_at_least(1), default=None, help="default: the release's")
+    parser.add_argument("--max-steps", type=int_at_least(1), default=None,
+                        help="longest critique in tokens; default: the release's")
     parser.add_argument("--clean-up-spaces", action="store_true",
                         help="drop spaces before punctuation, as transformers < 4.45 decoded by default")
     parser.add_argument("--literal", action="store_true", help="the release's uncached one-image loop (slow)")
@@ -60,6 +56,13 @@ def check_csv_output(path: Path, images: list[Path]) -> None:
 
 def critique_files(args: argparse.Namespace) -> list[dict[str, str]]:
     """``[{"image", "color", "composition", "dof", "general"}]`` for ``args.images``, in order."""
+    import torch
+
+    from mtpg_aiaa.data import load_rgb_image
+    from mtpg_aiaa.models.cgiaa import ATTRIBUTES, build_release_transform, load_generator, load_gpt2_tokenizer
+    from mtpg_aiaa.models.cgiaa.beam import RELEASED_BEAM_SIZE, RELEASED_MAX_STEPS
+    from mtpg_aiaa.models.cgiaa.tokenizer_check import check_tokenizer_files
+
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SettingError("--device cuda: no CUDA device is available")
     if args.csv:
@@ -76,13 +79,19 @@ def critique_files(args: argparse.Namespace) -> list[dict[str, str]]:
         chunk = args.images[start : start + args.batch_size]
         images = torch.stack([transform(load_rgb_image(path)) for path in chunk]).to(args.device)
         critiques += generator.critique(
-            images, beam_size=args.beam_size, max_steps=args.max_steps, literal=args.literal, batch_size=args.batch_size
-        )
+            images, beam_size=RELEASED_BEAM_SIZE if args.beam_size is None else args.beam_size,
+            max_steps=RELEASED_MAX_STEPS if args.max_steps is None else args.max_steps,
+            literal=args.literal, batch_size=args.batch_size,
+        )  # fmt: skip
     return [{"image": str(path), **{name: row[name] for name in ATTRIBUTES}} for path, row in zip(args.images, critiques)]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from mtpg_aiaa.data import BadInputError
+    from mtpg_aiaa.models.cgiaa import ATTRIBUTES
+    from mtpg_aiaa.models.cgiaa.critique_data import write_critique_csv
+
     try:
         rows = critique_files(args)
     except (BadInputError, FileNotFoundError, ValueError) as error:

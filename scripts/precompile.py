@@ -44,11 +44,13 @@ def main() -> None:
             importlib.import_module(name)
         except ImportError as error:  # a version without that module: nothing to compile
             print(f"precompile: skipped {name} ({error})")
-    # load_model looks a file's system up in the registry, which imports every system
-    # (CG-IAA's brings transformers' GPT-2).
-    from mtpg_aiaa.models.registry import list_models
+    # load_model offers a file to every system's recognizes(), which imports every system
+    # (CG-IAA's brings transformers' GPT-2); the registry itself imports them only then.
+    from mtpg_aiaa.models.registry import entries
 
-    list_models()
+    for entry in entries():
+        for function in (entry.build, entry.load, entry.recognizes):
+            assert function is None or callable(function), entry.name
     # Hydra composes the config through plugins it discovers at run time (launchers, sweepers).
     from hydra import compose, initialize_config_dir
 

@@ -119,7 +119,7 @@ def test_train_score_then_test_py_and_demo(files, tmp_path, capsys):
     code = demo.main([*map(str, images), "--system", "cgiaa", "--ckpt", str(run_dir / "best.safetensors"),
                       "--critiques", str(root / "critiques.csv"), "--device", "cpu", "--json"])  # fmt: skip
     shown = json.loads(capsys.readouterr().out)
-    assert code == 0 and [r["critiques"] for r in shown["results"]] == [CRITIQUES, CRITIQUES]
+    assert code == 0 and [r["texts"] for r in shown["results"]] == [CRITIQUES, CRITIQUES]
     from mtpg_aiaa.models.cgiaa.explain import score_with_critiques
 
     again = score_with_critiques(scorer, images, [CRITIQUES] * 2, torch.device("cpu"))

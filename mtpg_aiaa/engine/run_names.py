@@ -33,7 +33,11 @@ def run_stamp() -> str:
 
 
 def register_resolvers() -> None:
-    """Make ``${run_stamp:}`` available to configs (idempotent)."""
+    """Make ``${run_stamp:}`` available to configs, and put the config folders of systems
+    declared outside the package on Hydra's search path (``system_configs.py``); idempotent."""
+    from .system_configs import register_system_configs
+
+    register_system_configs()
     if not OmegaConf.has_resolver("run_stamp"):
         # use_cache: one stamp per process, however often the config is resolved.
         OmegaConf.register_new_resolver("run_stamp", run_stamp, use_cache=True)

@@ -1,5 +1,26 @@
-"""Aesthetics systems as siblings: ``mtpg/``, ``cgiaa/``, ``aesnet/``, one registry, one interface."""
-from .base import Scorer, ScoreRange
-from .registry import ModelEntry, create_model, get_model_entry, list_models, register_model
+"""Aesthetics systems as siblings: ``mtpg/``, ``cgiaa/``, ``aesnet/``, one registry, one interface.
 
-__all__ = ["ModelEntry", "ScoreRange", "Scorer", "create_model", "get_model_entry", "list_models", "register_model"]
+Each system declares itself in ``<system>/system.json`` (``registry.py``). Names are imported
+lazily: ``from mtpg_aiaa.models.registry import describe_systems`` loads neither torch nor a system.
+"""
+from __future__ import annotations
+
+import importlib
+
+_PUBLIC = {
+    "Scorer": "mtpg_aiaa.models.base",
+    "ScoreRange": "mtpg_aiaa.models.base",
+    "ModelEntry": "mtpg_aiaa.models.registry",
+    "create_model": "mtpg_aiaa.models.registry",
+    "describe_systems": "mtpg_aiaa.models.registry",
+    "get_model_entry": "mtpg_aiaa.models.registry",
+    "list_models": "mtpg_aiaa.models.registry",
+    "register_model": "mtpg_aiaa.models.registry",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'mtpg_aiaa.models' has no attribute {name!r}")

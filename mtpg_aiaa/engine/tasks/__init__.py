@@ -1,8 +1,11 @@
 """The task registry: ``<system>/<task>`` names (``mtpg/pretrain``, ``cgiaa/expert``,
 ``aesnet/probe``) mapped to ``build(cfg, model) -> Task`` functions (see ``trainer.Task``).
 
-Tasks register with ``@register_task(name)`` in their module; the modules listed in
-``TASK_MODULES`` are imported on the first look-up.
+The names come from the configs: every ``task/<system>/<task>.yaml`` in the config folder of
+each registered system (``models/registry.py``: this package's ``configs/``, or an outside
+system's own), so listing them imports nothing. The builders come from the module each
+system's ``system.json`` names as ``tasks``; it registers them with ``@register_task(name)``
+and is imported the first time one of that system's tasks is asked for.
 """
 from __future__ import annotations
 
@@ -10,14 +13,11 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-TASK_MODULES = (
-    "mtpg_aiaa.engine.tasks.mtpg",
-    "mtpg_aiaa.engine.tasks.cgiaa",
-    "mtpg_aiaa.engine.tasks.aesnet",
-)
+from ...errors import SettingError
+from ...models.registry import systems
 
 _TASKS: dict[str, Callable[..., Any]] = {}
-_loaded = False
+_imported: set[str] = set()
 
 
 def register_task(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -33,26 +33,23 @@ def register_task(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any
     return decorator
 
 
-def _load_tasks() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in TASK_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as error:
-            if error.name != module:
-                raise
-
-
 def list_tasks() -> list[str]:
-    _load_tasks()
-    return sorted(_TASKS)
+    """Every registered system's task names, from its ``task/<system>/*.yaml`` files (no import)."""
+    return sorted(name for spec in systems().values() for name in spec.task_names())
+
+
+def _import_task_module(system: str) -> None:
+    spec = systems().get(system)
+    if spec is None or spec.tasks is None or system in _imported:
+        return
+    importlib.import_module(spec.tasks)
+    _imported.add(system)
 
 
 def get_task_builder(name: str) -> Callable[..., Any]:
-    _load_tasks()
+    """The ``build(cfg, model)`` of task ``name``; importing its system's task module on first use."""
+    _import_task_module(name.partition("/")[0])
     if name not in _TASKS:
-        raise KeyError(f"unknown task {name!r}; registered: {', '.join(sorted(_TASKS)) or 'none'}")
+        known = sorted(set(list_tasks()) | set(_TASKS))
+        raise SettingError(f"unknown task {name!r}; registered: {', '.join(known) or 'none'}")
     return _TASKS[name]

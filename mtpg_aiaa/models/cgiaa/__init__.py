@@ -26,11 +26,7 @@ __all__ = [
     "save_expert",
 ]
 
-from ..registry import ModelEntry, register_model  # noqa: E402
+# the scorer the registry builds and loads (declared in system.json)
 from .scorer import CGIAAScorer, build_cgiaa_scorer, load_cgiaa_scorer, recognizes_cgiaa  # noqa: E402
 
-register_model(ModelEntry(
-    name="cgiaa", build=build_cgiaa_scorer, load=load_cgiaa_scorer, recognizes=recognizes_cgiaa,
-    description="CG-IAA: image + four attribute critiques (colour, composition, depth and focus, general) -> score",
-))  # fmt: skip
 __all__ += ["CGIAAScorer", "build_cgiaa_scorer", "load_cgiaa_scorer"]

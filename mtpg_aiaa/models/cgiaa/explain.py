@@ -15,8 +15,9 @@ import torch
 from mtpg_aiaa.data import BadInputError, load_rgb_image
 
 from .critique_data import read_critique_csv
-from .generator import CritiqueGenerator
+from .generator import CritiqueGenerator, load_generator
 from .prefix import build_release_transform
+from .tokenizer import load_gpt2_tokenizer
 
 
 def cached_critiques(csv: str | Path, images: Sequence[Path], attributes: Sequence[str]) -> list[dict[str, str]]:
@@ -45,6 +46,15 @@ def generated_critiques(generator: CritiqueGenerator, images: Sequence[Path], de
     transform = build_release_transform(generator.clip.arch.image_size)
     pixels = torch.stack([transform(load_rgb_image(path)) for path in images]).to(device)
     return generator.critique(pixels, **decoding)
+
+
+def generate_critiques(images: Sequence[Path], weights: str | Path, tokenizer: str | None,
+                       device: torch.device) -> list[dict[str, str]]:  # fmt: skip
+    """The critiques of ``images`` by the released experts in folder ``weights`` (``base_model.pt``
+    and the four experts) with GPT-2's ``tokenizer`` (a folder; default the cached ``gpt2``):
+    CG-IAA's writer of missing texts for ``demo.py`` (``generate_texts`` in system.json)."""
+    generator = load_generator(weights, load_gpt2_tokenizer(tokenizer or "gpt2"), device=device)
+    return generated_critiques(generator, images, device)
 
 
 @torch.inference_mode()
