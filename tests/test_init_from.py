@@ -1,16 +1,18 @@
 """Starting a training from earlier weights (``init_from``): the authors' released layout,
-one of our ``.safetensors`` files, and a stage-1 run handing its fusion over to stage 2."""
+one of our ``.safetensors`` files, a stage-1 run handing its fusion over to stage 2, and the
+same setting for CG-IAA and AesNet (their runs: tests/test_aesnet_tasks.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from helpers import compose_config, load_script, tiny_train_overrides
 from mtpg_aiaa.backbone import CheckpointError
-from mtpg_aiaa.engine.builders import build_training_model
+from mtpg_aiaa.engine.builders import build_training_model, external_weight_keys
 from mtpg_aiaa.engine.checkpointing import load_training_state
-from mtpg_aiaa.engine.tasks import get_task_builder
 from mtpg_aiaa.models.mtpg.fusion.token import StandardizedProjection
 
 train = load_script("train.py").train
@@ -93,7 +95,7 @@ def test_stage_one_trains_the_fusion_on_standardised_statistics_and_stage_two_ke
     cfg = compose_config("train", *tiny_train_overrides(smoke, tmp_path / "two", "stage=finetune", f"init_from={run}",
                                                         *STATISTICS))  # fmt: skip
     model = build_training_model(cfg.model, cfg.init_from)
-    get_task_builder("mtpg/finetune")(cfg, model)  # where stage 2 fits an unfitted standardisation
+    instantiate(cfg.task, model=model)  # where stage 2 fits an unfitted standardisation
     state = model.state_dict()
     for key in fusion_keys:
         assert torch.equal(state[key], handed_over[key]), key
@@ -106,3 +108,31 @@ def test_standardisation_rows_are_a_seeded_sample_not_the_first_rows():
     rows = sample_rows(1000, 50, seed=3)
     assert rows == sample_rows(1000, 50, seed=3) != sample_rows(1000, 50, seed=4)
     assert rows == sorted(set(rows)) and len(rows) == 50 and rows[-1] > 50  # spread over the table
+
+
+def test_init_from_starts_a_cgiaa_scorer_and_replaces_its_external_clip(tmp_path):
+    """A CG-IAA scorer of ours starts a new one with another head: CLIP loaded, the head fresh,
+    and ``model.clip_weights`` (an external file, here absent) not read."""
+    from mtpg_aiaa.models.cgiaa.scorer import build_cgiaa_scorer
+
+    torch.manual_seed(1)
+    source = build_cgiaa_scorer(clip="LongCLIP-tiny")
+    source.save(tmp_path / "vlap.safetensors")
+    group = compose_config("train", "task=cgiaa/score", "model.clip=LongCLIP-tiny", "model.bins=10",
+                           f"model.clip_weights={tmp_path / 'absent.pt'}").model  # fmt: skip
+    model = build_training_model(group, str(tmp_path / "vlap.safetensors"))
+    for key, value in source.clip.state_dict().items():
+        assert torch.equal(model.clip.state_dict()[key], value), key
+    assert model.head.out_features == 10 and all(p.requires_grad for p in model.clip.parameters())
+    with pytest.raises(CheckpointError, match="no tensor matches CritiqueExpert"):
+        expert = compose_config("train", "task=cgiaa/expert", "model.clip_dim=32", "model.num_layers=1").model
+        build_training_model(expert, str(tmp_path / "vlap.safetensors"))
+
+
+def test_init_from_keeps_the_weights_of_parts_no_run_holds():
+    """AesNet pretraining's frozen text tower is not in its weights: ``init_from`` replaces the
+    encoder's external file only."""
+    aesnet = OmegaConf.to_container(compose_config("train", "task=aesnet/pretrain").model, resolve=True)
+    assert external_weight_keys(aesnet) == ["encoder_weights"]
+    mtpg = OmegaConf.to_container(model_group(), resolve=True)
+    assert external_weight_keys(mtpg) == ["backbone_weights"]
