@@ -136,3 +136,26 @@ def test_init_from_keeps_the_weights_of_parts_no_run_holds():
     assert external_weight_keys(aesnet) == ["encoder_weights"]
     mtpg = OmegaConf.to_container(model_group(), resolve=True)
     assert external_weight_keys(mtpg) == ["backbone_weights"]
+
+
+CALLS = []
+
+
+def record_call(**kwargs):
+    """A ``_target_`` planted in a weights file's run config: calling it would be the bug."""
+    CALLS.append(kwargs)
+
+
+def test_no_target_is_read_from_the_init_from_file(tmp_path):
+    """``init_from`` takes tensors from a training checkpoint, never the ``_target_`` its run
+    config names (nor any other of its keys)."""
+    group = model_group("model.fusion=official")
+    source = build_training_model(group)
+    planted = {"_target_": f"{__name__}.record_call", "backbone_weights": str(tmp_path / "elsewhere.pt")}
+    torch.save({"model": source.state_dict(), "optimizer": {}, "scheduler": {}, "step": 1, "epoch": 0,
+                "batch_in_epoch": 0, "config": {"model": planted, "task": {"_target_": f"{__name__}.record_call"}}},
+               tmp_path / "last.pt")  # fmt: skip
+    model = build_training_model(group, str(tmp_path))
+    assert not CALLS and type(model) is type(source)
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
