@@ -9,7 +9,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mtpg_aiaa.engine.builders import model_config_from
+from mtpg_aiaa.engine.freezing import FREEZE_KEYS
+from mtpg_aiaa.models.mtpg.factory import mtpg_config
 from mtpg_aiaa.models.mtpg.model import build_mtpg
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -41,7 +42,8 @@ def test_every_stage_model_data_composes(stage, model, data):
 def test_model_groups_build(model):
     cfg = compose_train(f"model={model}")
     with torch.device("meta"):  # full-size backbones without allocating them
-        built = build_mtpg(model_config_from(cfg.model))
+        keys = {k: v for k, v in cfg.model.items() if not k.startswith("_") and k not in (*FREEZE_KEYS, "backbone_weights")}
+        built = build_mtpg(mtpg_config(**keys))
     assert built.config.backbone == cfg.model.backbone
 
 

@@ -17,7 +17,8 @@ def check_policy(policy: str, supported: Sequence[str], model_name: str) -> None
     if policy not in POLICIES:
         raise SettingError(f"model.freeze must be one of {', '.join(POLICIES)}; got {policy!r}")
     if policy not in supported:
-        raise SettingError(f"model.freeze={policy} is not available for {model_name} (it takes {' or '.join(supported)})")
+        raise SettingError(f"model.freeze={policy} is not available for {model_name} "
+                           f"(it takes {' or '.join(supported)})")
 
 
 def apply_freeze_policy(backbone: LongCLIP, policy: str, last_n: int = 0) -> None:

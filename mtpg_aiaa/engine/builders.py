@@ -18,13 +18,10 @@ from ..errors import SettingError
 from ..fileio import file_kind
 from ..models.base import FORMAT_NAME, TRAINING_DATA_KEY, read_metadata
 from ..models.loading import load_model
-from ..models.mtpg.factory import mtpg_config
-from ..models.mtpg.model import MTPGConfig
 from .checkpointing import load_training_state
 from .freezing import FREEZE_KEYS, freeze_model
 
 log = logging.getLogger(__name__)
-DEFAULT_MODEL_TARGET = "mtpg_aiaa.models.mtpg.build_mtpg_model"  # model groups written before _target_
 
 
 def _model_kwargs(cfg: DictConfig) -> dict:
@@ -32,12 +29,6 @@ def _model_kwargs(cfg: DictConfig) -> dict:
     they reach the model only through ``freezing.freeze_model``)."""
     values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     return {k: v for k, v in values.items() if k not in FREEZE_KEYS}
-
-
-def model_config_from(cfg: DictConfig) -> MTPGConfig:
-    """The ``MTPGConfig`` an MTPG ``model`` group describes (for tests and tools that need the config only)."""
-    kwargs = {k: v for k, v in _model_kwargs(cfg).items() if not k.startswith("_") and k != "backbone_weights"}
-    return mtpg_config(**kwargs)
 
 
 def external_weight_keys(kwargs: dict) -> list[str]:
@@ -62,7 +53,8 @@ def build_training_model(cfg: DictConfig, init_from: str | None = None) -> nn.Mo
     a stage-2 model with a new fusion head, an AesNet pretraining encoder a scorer, a VLAP CLIP a
     MAP scorer). Then ``freeze`` is applied (``freezing.freeze_model``)."""
     kwargs = _model_kwargs(cfg)
-    kwargs.setdefault("_target_", DEFAULT_MODEL_TARGET)
+    if "_target_" not in kwargs:
+        raise SettingError("the model group has no _target_: pick one of configs/model/<system>/ (model=mtpg/tiny, ...)")
     kwargs["_convert_"] = "all"  # plain dicts and lists reach the build function, not DictConfigs
     if init_from:
         for key in external_weight_keys(kwargs):

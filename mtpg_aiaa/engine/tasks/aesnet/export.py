@@ -48,7 +48,8 @@ def export_run(run_dir: str | Path, checkpoint: str = "best.pt") -> list[Path]:
         encoder.load_state_dict({k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)})
     else:
         spec.pop("encoder_weights", None)
-        scorer = AesNetScorer(AesNetScorerConfig(**spec, frozen_backbone=(config.get("model") or {}).get("freeze") == "frozen"))
+        frozen = (config.get("model") or {}).get("freeze") == "frozen"
+        scorer = AesNetScorer(AesNetScorerConfig(**spec, frozen_backbone=frozen))
         scorer.load_state_dict(state["model"])
         written.append(save_scorer(scorer, run_dir / "scorer.safetensors"))
         encoder = scorer.backbone

@@ -181,7 +181,8 @@ def retrieval_top1(image: torch.Tensor, text: torch.Tensor) -> float:
 def build_pretrain_model(encoder: str, text_backbone: str, attributes: list[str], embed_dim: int,
                          hidden_dim: int, integration: str, per_attribute_temperature: bool,
                          affinity: str | None = None, image_size: int | None = None,
-                         encoder_weights: str | None = None, text_weights: str | None = None) -> AesNetPretrainModel:  # fmt: skip
+                         encoder_weights: str | None = None,
+                         text_weights: str | None = None) -> AesNetPretrainModel:  # fmt: skip
     """The pretraining model and its frozen text tower (``configs/model/aesnet/pretrain.yaml``).
 
     ``affinity="preserve"`` keeps a frozen copy of the starting encoder for its loss;
