@@ -159,3 +159,26 @@ def test_no_target_is_read_from_the_init_from_file(tmp_path):
     assert not CALLS and type(model) is type(source)
     for key, value in source.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_aesnet_pretraining_from_a_run_fills_its_reference_encoder_whole(tmp_path):
+    """``affinity=preserve`` compares with a frozen reference encoder: ``init_from`` must bring
+    one (a run without it is refused), never leave it at random initialisation."""
+    def group(affinity):
+        return compose_config("train", "task=aesnet/pretrain", f"task.affinity={affinity}", "model.encoder=timm:test_resnet",
+                              "model.image_size=32", "model.text_backbone=LongCLIP-tiny", "model.attributes=[color,lighting]",
+                              "model.embed_dim=16", "model.hidden_dim=32").model  # fmt: skip
+
+    def save_run(model, name):
+        torch.save({"model": model.state_dict(), "optimizer": {}, "scheduler": {}, "step": 1, "epoch": 0,
+                    "batch_in_epoch": 0, "config": {}}, tmp_path / name)  # fmt: skip
+        return str(tmp_path / name)
+
+    torch.manual_seed(2)
+    with_reference = build_training_model(group("preserve"))
+    model = build_training_model(group("preserve"), save_run(with_reference, "preserve.pt"))
+    for key, value in with_reference.reference.state_dict().items():
+        assert torch.equal(model.reference.state_dict()[key], value), key
+    without = save_run(build_training_model(group("restrain")), "restrain.pt")
+    with pytest.raises(CheckpointError, match=r"the reference does not match .*\(0 of \d+ reference tensors fit"):
+        build_training_model(group("preserve"), without)

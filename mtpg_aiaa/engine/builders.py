@@ -129,14 +129,16 @@ def load_matching_weights(model: nn.Module, source: str | Path) -> None:
     if not matched:
         raise CheckpointError(f"init_from={source}: no tensor matches {type(model).__name__}'s names and shapes")
     # The whole backbone or nothing: a few tensors that fit by chance (the unused scalar
-    # backbone.logit_scale fits every architecture) must not pass for a loaded backbone.
-    backbone = [k for k in own if k.startswith("backbone.")]
-    unmatched = [k for k in backbone if k not in matched]
-    if unmatched:
-        raise CheckpointError(
-            f"init_from={source}: the backbone does not match this model's architecture "
-            f"({len(backbone) - len(unmatched)} of {len(backbone)} backbone tensors fit; not {unmatched[0]})"
-        )
+    # backbone.logit_scale fits every architecture) must not pass for a loaded backbone. A model
+    # names other parts that must load whole in ``init_from_whole`` (AesNet's frozen reference encoder).
+    for prefix in getattr(model, "init_from_whole", ("backbone.",)):
+        part = [k for k in own if k.startswith(prefix)]
+        unmatched = [k for k in part if k not in matched]
+        if unmatched:
+            raise CheckpointError(
+                f"init_from={source}: the {prefix.rstrip('.')} does not match this model's architecture "
+                f"({len(part) - len(unmatched)} of {len(part)} {prefix.rstrip('.')} tensors fit; not {unmatched[0]})"
+            )
     model.load_state_dict(matched, strict=False)
     skipped = sorted(set(own) - set(matched))
     log.info("init_from %s: loaded %d tensors; %d left at initialisation (%s%s)", source, len(matched),

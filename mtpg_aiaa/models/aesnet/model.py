@@ -73,6 +73,9 @@ class AesNetPretrainModel(nn.Module):
         # The general-domain encoder the preserve reading compares with: the starting
         # weights (ImageNet / CLIP in real runs), frozen.
         self.reference = copy.deepcopy(self.backbone).requires_grad_(False).eval() if config.reference else None
+        # init_from (engine/builders.py) must fill these whole: a reference left at random
+        # initialisation would make the preserve loss pull towards noise.
+        self.init_from_whole = ("backbone.", "reference.") if config.reference else ("backbone.",)
 
     def set_freeze(self, policy: str, last_n: int = 0) -> None:
         """``model.freeze`` (``backbone/freezing.py``): pretraining trains its encoder (``full`` only)."""
