@@ -140,3 +140,17 @@ def test_two_process_pretraining_equals_one_process_with_the_global_batch(fake, 
     assert (one["model"]["logit_scales.color"] - INITIAL_LOGIT_SCALE).abs() > 1e-5, "training should move the weights"
     for key, value in one["model"].items():
         torch.testing.assert_close(two["model"][key], value, rtol=1e-4, atol=2e-6, msg=key)
+
+
+def test_export_reads_run_configs_of_both_layouts():
+    """Runs record their model under ``model`` (``configs/model/aesnet/``); runs written before
+    recorded it under ``task.model`` with ``task.frozen_backbone``: both export."""
+    from mtpg_aiaa.engine.tasks.aesnet.export import model_spec, run_kind
+
+    new = {"task": {"_target_": "mtpg_aiaa.engine.tasks.aesnet.downstream.build_score_task"},
+           "model": {"_target_": "mtpg_aiaa.models.aesnet.build_scorer", "encoder": "timm:x", "freeze": "frozen"}}
+    earlier = {"task": {"name": "aesnet/probe", "frozen_backbone": True, "model": {"encoder": "timm:x"}},
+               "model": {"_target_": "mtpg_aiaa.models.mtpg.build_mtpg_model", "fusion": "token"}}
+    assert run_kind(new) == run_kind(earlier) == "scorer"
+    assert model_spec(new) == model_spec(earlier) == ({"encoder": "timm:x"}, True)
+    assert run_kind({"task": {"_target_": "mtpg_aiaa.engine.tasks.cgiaa.score.build_score_task"}}) is None
