@@ -1,4 +1,10 @@
-"""Train MTPG-AIAA: ``python train.py stage=pretrain`` or ``stage=finetune`` (see configs/train.yaml).
+"""Train any system's task: ``python train.py task=<system>/<task>`` (configs/task/<system>/);
+MTPG-AIAA's two stages are ``python train.py stage=pretrain`` and ``stage=finetune``
+(see configs/train.yaml).
+
+A run is ``model = build_training_model(cfg.model, cfg.init_from)`` (``instantiate(cfg.model)``
+plus the starting weights and freezing, engine/builders.py), ``task = instantiate(cfg.task,
+model=model)``, then the ``Trainer``.
 
 Several GPUs: ``torchrun --standalone --nproc_per_node=N train.py ...``; SLURM:
 ``python train.py -m hydra/launcher=slurm ...`` or ``scripts/slurm/train.sbatch``
@@ -18,14 +24,13 @@ from omegaconf import DictConfig, OmegaConf
 from mtpg_aiaa.engine.cli_errors import one_line_errors, run_main
 from mtpg_aiaa.data.toy import ensure_dataset
 from mtpg_aiaa.data.provenance import merge_records, training_entry
-from mtpg_aiaa.engine.builders import build_training_model, read_init_record
+from mtpg_aiaa.engine.builders import build_training_model, instantiate_reraising_input_errors, read_init_record
 from mtpg_aiaa.engine import distributed
 from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.loggers import MetricsLogger
 from mtpg_aiaa.engine.run_lock import RunDirectoryLocked, RunLock
 from mtpg_aiaa.engine.run_names import register_resolvers
 from mtpg_aiaa.engine.seeding import seed_everything
-from mtpg_aiaa.engine.tasks import get_task_builder, list_tasks
 from mtpg_aiaa.engine.trainer import Trainer, TrainerConfig
 from mtpg_aiaa.errors import SettingError
 from mtpg_aiaa.device import resolve_device
@@ -36,23 +41,22 @@ register_resolvers()
 
 
 def build_task(cfg: DictConfig, model, context: distributed.DistributedContext | None = None):
-    """The task ``cfg.task`` names (``mtpg/<stage>`` by default; ``configs/task/``); ``data=toy``
-    builds its images first if needed (rank 0)."""
-    if context is None or context.is_main:
+    """``instantiate(cfg.task, model=model)``: the task file's ``_target_`` with its keys (what it
+    reads of other groups is interpolated there); ``data=toy`` builds its images first if
+    needed (rank 0)."""
+    if "_target_" not in cfg.get("task", {}):
+        raise SettingError("task has no _target_: pick a task file (task=<system>/<task>, configs/task/)")
+    if cfg.get("data") is not None and (context is None or context.is_main):
         ensure_dataset(cfg.data)
     distributed.barrier()
-    name = cfg.task.name if "task" in cfg else f"mtpg/{cfg.stage.name}"
-    if name not in list_tasks():
-        raise SettingError(f"task {name!r} is not registered; registered tasks: {list_tasks()}")
-    return get_task_builder(name)(cfg, model)
+    return instantiate_reraising_input_errors(cfg.task, model=model)
 
 
-def build_model(cfg: DictConfig):
-    """A task config that names its own model builder (``task.build_model``, e.g. AesNet's)
-    gets it; otherwise the MTPG model of ``cfg.model``."""
-    if cfg.get("task") and cfg.task.get("build_model"):
-        return hydra.utils.get_method(cfg.task.build_model)(cfg)
-    return build_training_model(cfg.model, cfg.init_from)
+def run_label(cfg: DictConfig) -> str:
+    """What the run trains, for its plots: MTPG-AIAA's stage name, else the task's ``_target_``."""
+    if cfg.get("stage") is not None:
+        return cfg.stage.name
+    return str(cfg.task.get("_target_", "task")).rsplit(".", 1)[-1]
 
 
 def resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
@@ -108,10 +112,11 @@ def _train_in(cfg: DictConfig, context: distributed.DistributedContext, device: 
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     trainer_cfg = TrainerConfig.from_config(cfg.trainer, ignored=("eval_batch_size",), seed=cfg.seed)  # typos fail first
     seed_everything(cfg.seed)
-    model = build_model(cfg).to(device)
+    model = build_training_model(cfg.model, cfg.get("init_from")).to(device)
     task = build_task(cfg, model, context)
-    # What it is trained on, and what its init_from weights were: test.py checks its table against it.
-    entry = training_entry(cfg.data)
+    # What it is trained on, and what its init_from weights were (loaded above, for every
+    # system): test.py checks its table against it.
+    entry = training_entry(cfg.data) if cfg.get("data") is not None else None
     model.training_data = merge_records([entry] if entry else None,
                                         read_init_record(cfg.init_from) if cfg.get("init_from") else None)
     optimizer = instantiate(cfg.optim)(model)
@@ -132,7 +137,7 @@ def _train_in(cfg: DictConfig, context: distributed.DistributedContext, device: 
     finally:
         logger.close()
         if context.is_main:
-            save_training_curves(logger.history, run_dir / "curves.png", title=f"{cfg.task.name if cfg.get('task') else cfg.stage.name}: {run_dir.name}")
+            save_training_curves(logger.history, run_dir / "curves.png", title=f"{run_label(cfg)}: {run_dir.name}")
     log.info("done: %s", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
     return metrics
 

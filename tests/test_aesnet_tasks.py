@@ -32,12 +32,12 @@ def fake(tmp_path_factory):
 def config(task: str, fake: dict, out: Path, *extra: str):
     attributes = "[" + ",".join(ATTRIBUTES) + "]"
     common = [f"task={task}", f"task.data.table={fake['table']}", f"task.data.image_root={fake['image_root']}",
-              "task.model.encoder=timm:test_resnet", "task.model.image_size=32", f"paths.output_root={out}",
+              "model.encoder=timm:test_resnet", "model.image_size=32", f"paths.output_root={out}",
               "trainer.batch_size=4", "trainer.num_workers=0", "trainer.progress=false", "trainer.log_every=1",
               "sched.warmup_steps=1", "trainer.save_every=1"]  # fmt: skip
     if task == "aesnet/pretrain":
-        common += ["task.model.text_backbone=LongCLIP-tiny", f"task.model.attributes={attributes}",
-                   "task.model.embed_dim=16", "task.model.hidden_dim=32"]  # fmt: skip
+        common += ["model.text_backbone=LongCLIP-tiny", f"model.attributes={attributes}",
+                   "model.embed_dim=16", "model.hidden_dim=32"]  # fmt: skip
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         return compose("train", overrides=[*common, *extra])
 
@@ -71,15 +71,15 @@ def test_pretrained_backbone_starts_probe_and_finetune(fake, tmp_path):
     train(config("aesnet/pretrain", fake, tmp_path, "run_name=pre", "trainer.max_steps=2", "task.affinity=restrain"))
     pretrained = load_training_state(tmp_path / "train" / "pre" / "last.pt")["model"]
     probe = train(config("aesnet/probe", fake, tmp_path, "run_name=probe", "trainer.max_steps=2",
-                         f"task.init_backbone={tmp_path / 'train' / 'pre'}"))  # fmt: skip
+                         f"init_from={tmp_path / 'train' / 'pre'}"))  # fmt: skip
     assert {"val/srcc", "val/plcc", "val/acc", "val/rmse"} <= set(probe)
     probed = load_training_state(tmp_path / "train" / "probe" / "last.pt")["model"]
     for key, value in pretrained.items():  # the probe never moved the pretrained backbone
         if key.startswith("backbone.") and key in probed and value.is_floating_point():
             assert torch.equal(probed[key], value), key
     tuned = train(config("aesnet/finetune", fake, tmp_path, "run_name=ft", "trainer.max_steps=2",
-                         "task.model.head=distribution", "task.model.score_low=1", "task.model.score_high=10",
-                         f"task.init_backbone={tmp_path / 'train' / 'pre' / 'last.pt'}"))  # fmt: skip
+                         "model.head=distribution", "model.score_low=1", "model.score_high=10",
+                         f"init_from={tmp_path / 'train' / 'pre' / 'last.pt'}"))  # fmt: skip
     assert {"val/emd1", "val/emd2", "val/srcc"} <= set(tuned)
     written = export_run(tmp_path / "train" / "ft")
     scorer = load_model_file(written[0])
@@ -112,9 +112,9 @@ def test_rmse_and_emd_by_hand():
 def overrides(task: str, fake: dict, out: Path, *extra: str) -> list[str]:
     attributes = "[" + ",".join(ATTRIBUTES) + "]"
     return [f"task={task}", f"task.data.table={fake['table']}", f"task.data.image_root={fake['image_root']}",
-            "task.model.image_size=32", f"paths.output_root={out}", "trainer.num_workers=0",
-            "trainer.progress=false", "sched.warmup_steps=1", "task.model.text_backbone=LongCLIP-tiny",
-            f"task.model.attributes={attributes}", "task.model.embed_dim=16", "task.model.hidden_dim=32",
+            "model.image_size=32", f"paths.output_root={out}", "trainer.num_workers=0",
+            "trainer.progress=false", "sched.warmup_steps=1", "model.text_backbone=LongCLIP-tiny",
+            f"model.attributes={attributes}", "model.embed_dim=16", "model.hidden_dim=32",
             "optim.eps=1e-4", "run_name=run", "trainer.max_steps=2", *extra]  # fmt: skip
 
 
@@ -126,7 +126,7 @@ def test_two_process_pretraining_equals_one_process_with_the_global_batch(fake, 
     import os
     import subprocess
 
-    extra = ("task.model.encoder=timm:test_vit", "task.affinity=restrain")
+    extra = ("model.encoder=timm:test_vit", "task.affinity=restrain")
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         train(compose("train", overrides=overrides("aesnet/pretrain", fake, tmp_path / "one", "trainer.batch_size=4", *extra)))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
@@ -140,3 +140,17 @@ def test_two_process_pretraining_equals_one_process_with_the_global_batch(fake, 
     assert (one["model"]["logit_scales.color"] - INITIAL_LOGIT_SCALE).abs() > 1e-5, "training should move the weights"
     for key, value in one["model"].items():
         torch.testing.assert_close(two["model"][key], value, rtol=1e-4, atol=2e-6, msg=key)
+
+
+def test_export_reads_run_configs_of_both_layouts():
+    """Runs record their model under ``model`` (``configs/model/aesnet/``); runs written before
+    recorded it under ``task.model`` with ``task.frozen_backbone``: both export."""
+    from mtpg_aiaa.engine.tasks.aesnet.export import model_spec, run_kind
+
+    new = {"task": {"_target_": "mtpg_aiaa.engine.tasks.aesnet.downstream.build_score_task"},
+           "model": {"_target_": "mtpg_aiaa.models.aesnet.build_scorer", "encoder": "timm:x", "freeze": "frozen"}}
+    earlier = {"task": {"name": "aesnet/probe", "frozen_backbone": True, "model": {"encoder": "timm:x"}},
+               "model": {"_target_": "mtpg_aiaa.models.mtpg.build_mtpg_model", "fusion": "token"}}
+    assert run_kind(new) == run_kind(earlier) == "scorer"
+    assert model_spec(new) == model_spec(earlier) == ({"encoder": "timm:x"}, True)
+    assert run_kind({"task": {"_target_": "mtpg_aiaa.engine.tasks.cgiaa.score.build_score_task"}}) is None

@@ -71,14 +71,15 @@ def run(files: dict, out: Path, task: str, *overrides: str) -> tuple[dict, Path]
 def test_mtpg_default_task_is_unchanged():
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=["stage=pretrain"])
-    assert cfg.task.name == "mtpg/pretrain" and not cfg.task.get("build_model")
+    assert cfg.task._target_ == "mtpg_aiaa.engine.tasks.mtpg.pretrain.build_pretrain_task"
+    assert cfg.model._target_ == "mtpg_aiaa.models.mtpg.build_mtpg_model"
 
 
 @pytest.mark.slow  # ~7 s on the shared 2-core machine
 def test_train_vlap(files, tmp_path):
     root = files["root"]
     metrics, run_dir = run(files, tmp_path, "cgiaa/vlap", f"task.train_pairs={root / 'pairs.csv'}",
-                           f"task.val_pairs={root / 'pairs.csv'}", f"task.model.clip_weights={root / 'base_model.pt'}")  # fmt: skip
+                           f"task.val_pairs={root / 'pairs.csv'}", f"model.clip_weights={root / 'base_model.pt'}")  # fmt: skip
     assert {"val/i2t_r1", "val/neg_loss"} <= set(metrics) and (run_dir / "last.pt").is_file()
     assert load_model(run_dir / "best.safetensors").system == "cgiaa"
 
@@ -87,9 +88,9 @@ def test_train_expert_writes_a_released_layout_expert(files, tmp_path):
     root = files["root"]
     metrics, run_dir = run(files, tmp_path, "cgiaa/expert", "attribute=color", f"task.critique_dir={root / 'critiques'}",
                            "task.image_pattern='{img_id}.png'", f"task.clip_weights={root / 'base_model.pt'}",
-                           f"task.tokenizer={root / 'tokenizer'}", f"task.model.gpt2={root / 'gpt2'}", "task.max_tokens=12",
-                           "task.model.clip_dim=32", "task.model.clip_length=2", "task.model.prefix_length=3",
-                           "task.model.num_layers=1", "+task.model.mlp_dim=128")  # fmt: skip
+                           f"task.tokenizer={root / 'tokenizer'}", f"model.gpt2_weights={root / 'gpt2'}", "task.max_tokens=12",
+                           "model.clip_dim=32", "model.clip_length=2", "model.prefix_length=3",
+                           "model.num_layers=1", "+model.mlp_dim=128")  # fmt: skip
     assert metrics["val/neg_loss"] < 0
     expert = load_expert(run_dir / "best.safetensors")
     gpt2 = GPT2LMHeadModel.from_pretrained(str(root / "gpt2"))
@@ -102,7 +103,7 @@ def test_train_score_then_test_py_and_demo(files, tmp_path, capsys):
     root = files["root"]
     csv = str(root / "labels.csv")
     metrics, run_dir = run(files, tmp_path, "cgiaa/score", f"task.critiques_csv={root / 'critiques.csv'}",
-                           f"task.train_csv={csv}", f"task.val_csv={csv}", f"task.model.clip_weights={root / 'base_model.pt'}")  # fmt: skip
+                           f"task.train_csv={csv}", f"task.val_csv={csv}", f"model.clip_weights={root / 'base_model.pt'}")  # fmt: skip
     assert {"val/srcc", "val/plcc"} <= set(metrics)
     for ckpt in ("best.safetensors", "last.pt"):
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):

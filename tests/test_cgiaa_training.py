@@ -200,21 +200,24 @@ def test_cached_critiques_equal_fresh_ones(tmp_path, images):
     assert cached.drop(columns="image").to_dict("records") == generator.critique(pixels, max_steps=5, literal=True)
 
 
-def test_task_configs_name_registered_tasks_and_buildable_models():
+def test_task_configs_name_their_builders_and_buildable_models():
     from pathlib import Path
 
-    from hydra.utils import instantiate
+    from hydra.utils import get_method
     from omegaconf import OmegaConf
 
-    folder = Path(__file__).resolve().parents[1] / "configs" / "task" / "cgiaa"
-    configs = {path.stem: OmegaConf.load(path) for path in sorted(folder.glob("*.yaml"))}
-    assert set(configs) == {"vlap", "expert", "score"}
-    for stem, cfg in configs.items():
-        assert cfg.task.name == f"cgiaa/{stem}" and callable(get_task_builder(cfg.task.name))
-    scorer = instantiate(configs["score"].task.model, clip="LongCLIP-tiny", bins=10)
+    from mtpg_aiaa.engine.builders import build_training_model
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    tasks = {path.stem: OmegaConf.load(path) for path in sorted((configs / "task" / "cgiaa").glob("*.yaml"))}
+    assert set(tasks) == {"vlap", "expert", "score"}
+    for stem, cfg in tasks.items():
+        assert get_method(cfg.task._target_) is get_task_builder(f"cgiaa/{stem}")
+    models = {path.stem: OmegaConf.load(path) for path in sorted((configs / "model" / "cgiaa").glob("*.yaml"))}
+    scorer = build_training_model(OmegaConf.merge(models["scorer"], {"clip": "LongCLIP-tiny", "bins": 10}))
     assert scorer.system == "cgiaa" and scorer.head.out_features == 10
     with torch.device("meta"):  # GPT-2 small + the released mapper, without allocating them
-        expert = instantiate(configs["expert"].task.model)
+        expert = build_training_model(models["expert"])
     assert expert.mapper_config.prefix_length == 40 and expert.gpt_frozen
     assert not any(p.requires_grad for p in expert.gpt.parameters())
 

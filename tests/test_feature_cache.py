@@ -10,9 +10,7 @@ import torch
 
 from helpers import compose_config, load_script
 from mtpg_aiaa.data import AestheticsDataset, read_score_table
-from mtpg_aiaa.engine import tasks as task_registry
 from mtpg_aiaa.engine.freezing import apply_freeze_policy
-from mtpg_aiaa.engine.tasks import get_task_builder
 from mtpg_aiaa.engine.tasks.mtpg.finetune import FeatureCacheOptions, FinetuneTask
 from mtpg_aiaa.models.mtpg.feature_cache import FeatureCache, FeatureCacheError
 from mtpg_aiaa.models.mtpg.model import MTPGConfig, build_mtpg
@@ -212,12 +210,12 @@ def test_cache_switch_follows_the_freeze_policy(smoke, tmp_path):
 def test_training_with_a_frozen_backbone_runs_on_cached_features(smoke, tmp_path, monkeypatch):
     tasks = []
 
-    def recording_builder(cfg, model):
-        tasks.append(build_finetune_task(cfg, model))
+    def recording_builder(cfg, model, context=None):
+        tasks.append(build_task(cfg, model, context))
         return tasks[-1]
 
-    build_finetune_task = get_task_builder("mtpg/finetune")
-    monkeypatch.setitem(task_registry._TASKS, "mtpg/finetune", recording_builder)
+    build_task = train_module.build_task
+    monkeypatch.setattr(train_module, "build_task", recording_builder)
     cfg = compose_config(
         "train", "model=tiny", "model.freeze=frozen", "data=csv", f"data.train_csv={smoke['csv']}",
         f"data.val_csv={smoke['csv']}", f"data.image_root={smoke['image_root']}", "debug=fast",

@@ -1,16 +1,18 @@
 """Starting a training from earlier weights (``init_from``): the authors' released layout,
-one of our ``.safetensors`` files, and a stage-1 run handing its fusion over to stage 2."""
+one of our ``.safetensors`` files, a stage-1 run handing its fusion over to stage 2, and the
+same setting for CG-IAA and AesNet (their runs: tests/test_aesnet_tasks.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from helpers import compose_config, load_script, tiny_train_overrides
 from mtpg_aiaa.backbone import CheckpointError
-from mtpg_aiaa.engine.builders import build_training_model
+from mtpg_aiaa.engine.builders import build_training_model, external_weight_keys
 from mtpg_aiaa.engine.checkpointing import load_training_state
-from mtpg_aiaa.engine.tasks import get_task_builder
 from mtpg_aiaa.models.mtpg.fusion.token import StandardizedProjection
 
 train = load_script("train.py").train
@@ -93,7 +95,7 @@ def test_stage_one_trains_the_fusion_on_standardised_statistics_and_stage_two_ke
     cfg = compose_config("train", *tiny_train_overrides(smoke, tmp_path / "two", "stage=finetune", f"init_from={run}",
                                                         *STATISTICS))  # fmt: skip
     model = build_training_model(cfg.model, cfg.init_from)
-    get_task_builder("mtpg/finetune")(cfg, model)  # where stage 2 fits an unfitted standardisation
+    instantiate(cfg.task, model=model)  # where stage 2 fits an unfitted standardisation
     state = model.state_dict()
     for key in fusion_keys:
         assert torch.equal(state[key], handed_over[key]), key
@@ -106,3 +108,77 @@ def test_standardisation_rows_are_a_seeded_sample_not_the_first_rows():
     rows = sample_rows(1000, 50, seed=3)
     assert rows == sample_rows(1000, 50, seed=3) != sample_rows(1000, 50, seed=4)
     assert rows == sorted(set(rows)) and len(rows) == 50 and rows[-1] > 50  # spread over the table
+
+
+def test_init_from_starts_a_cgiaa_scorer_and_replaces_its_external_clip(tmp_path):
+    """A CG-IAA scorer of ours starts a new one with another head: CLIP loaded, the head fresh,
+    and ``model.clip_weights`` (an external file, here absent) not read."""
+    from mtpg_aiaa.models.cgiaa.scorer import build_cgiaa_scorer
+
+    torch.manual_seed(1)
+    source = build_cgiaa_scorer(clip="LongCLIP-tiny")
+    source.save(tmp_path / "vlap.safetensors")
+    group = compose_config("train", "task=cgiaa/score", "model.clip=LongCLIP-tiny", "model.bins=10",
+                           f"model.clip_weights={tmp_path / 'absent.pt'}").model  # fmt: skip
+    model = build_training_model(group, str(tmp_path / "vlap.safetensors"))
+    for key, value in source.clip.state_dict().items():
+        assert torch.equal(model.clip.state_dict()[key], value), key
+    assert model.head.out_features == 10 and all(p.requires_grad for p in model.clip.parameters())
+    with pytest.raises(CheckpointError, match="no tensor matches CritiqueExpert"):
+        expert = compose_config("train", "task=cgiaa/expert", "model.clip_dim=32", "model.num_layers=1").model
+        build_training_model(expert, str(tmp_path / "vlap.safetensors"))
+
+
+def test_init_from_keeps_the_weights_of_parts_no_run_holds():
+    """AesNet pretraining's frozen text tower is not in its weights: ``init_from`` replaces the
+    encoder's external file only."""
+    aesnet = OmegaConf.to_container(compose_config("train", "task=aesnet/pretrain").model, resolve=True)
+    assert external_weight_keys(aesnet) == ["encoder_weights"]
+    mtpg = OmegaConf.to_container(model_group(), resolve=True)
+    assert external_weight_keys(mtpg) == ["backbone_weights"]
+
+
+CALLS = []
+
+
+def record_call(**kwargs):
+    """A ``_target_`` planted in a weights file's run config: calling it would be the bug."""
+    CALLS.append(kwargs)
+
+
+def test_no_target_is_read_from_the_init_from_file(tmp_path):
+    """``init_from`` takes tensors from a training checkpoint, never the ``_target_`` its run
+    config names (nor any other of its keys)."""
+    group = model_group("model.fusion=official")
+    source = build_training_model(group)
+    planted = {"_target_": f"{__name__}.record_call", "backbone_weights": str(tmp_path / "elsewhere.pt")}
+    torch.save({"model": source.state_dict(), "optimizer": {}, "scheduler": {}, "step": 1, "epoch": 0,
+                "batch_in_epoch": 0, "config": {"model": planted, "task": {"_target_": f"{__name__}.record_call"}}},
+               tmp_path / "last.pt")  # fmt: skip
+    model = build_training_model(group, str(tmp_path))
+    assert not CALLS and type(model) is type(source)
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_aesnet_pretraining_from_a_run_fills_its_reference_encoder_whole(tmp_path):
+    """``affinity=preserve`` compares with a frozen reference encoder: ``init_from`` must bring
+    one (a run without it is refused), never leave it at random initialisation."""
+    def group(affinity):
+        return compose_config("train", "task=aesnet/pretrain", f"task.affinity={affinity}", "model.encoder=timm:test_resnet",
+                              "model.image_size=32", "model.text_backbone=LongCLIP-tiny", "model.attributes=[color,lighting]",
+                              "model.embed_dim=16", "model.hidden_dim=32").model  # fmt: skip
+
+    def save_run(model, name):
+        torch.save({"model": model.state_dict(), "optimizer": {}, "scheduler": {}, "step": 1, "epoch": 0,
+                    "batch_in_epoch": 0, "config": {}}, tmp_path / name)  # fmt: skip
+        return str(tmp_path / name)
+
+    torch.manual_seed(2)
+    with_reference = build_training_model(group("preserve"))
+    model = build_training_model(group("preserve"), save_run(with_reference, "preserve.pt"))
+    for key, value in with_reference.reference.state_dict().items():
+        assert torch.equal(model.reference.state_dict()[key], value), key
+    without = save_run(build_training_model(group("restrain")), "restrain.pt")
+    with pytest.raises(CheckpointError, match=r"the reference does not match .*\(0 of \d+ reference tensors fit"):
+        build_training_model(group("preserve"), without)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from PIL import Image
 
 from helpers import compose_config, load_script, tiny_train_overrides, train_preempted
@@ -19,7 +20,7 @@ from mtpg_aiaa.models.mtpg.manipulated import ORIGINAL_ID, ManipulatedDataset, d
 from mtpg_aiaa.engine.builders import build_training_model
 from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.seeding import PerSampleSeeded
-from mtpg_aiaa.engine.tasks.mtpg.pretrain import build_pretrain_task, pretrain_losses
+from mtpg_aiaa.engine.tasks.mtpg.pretrain import pretrain_losses
 from mtpg_aiaa.models.mtpg.manipulations import MANIPULATIONS, operation_groups
 from mtpg_aiaa.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -70,7 +71,7 @@ def test_two_pretrain_steps_write_last_pt_with_finite_loss_terms(smoke, pretrain
     cfg = compose_pretrain(smoke, run.parents[1])
     model = build_training_model(cfg.model)
     model.load_state_dict(state["model"])
-    task = build_pretrain_task(cfg, model)
+    task = instantiate(cfg.task, model=model)
     assert metrics["val/matching_accuracy"] == pytest.approx(matching_accuracy_by_hand(model, task))
 
 
@@ -117,7 +118,7 @@ def test_validation_matching_views_are_fixed_and_counted_per_view(smoke, tmp_pat
     cfg = compose_pretrain(smoke, tmp_path)
     torch.manual_seed(0)
     model = build_training_model(cfg.model)
-    task = build_pretrain_task(cfg, model)
+    task = instantiate(cfg.task, model=model)
     first = task.matching_dataset[1]
     assert torch.equal(first["views"], task.matching_dataset[1]["views"])  # the same views on every call
     by_hand = matching_accuracy_by_hand(model, task)
@@ -256,7 +257,7 @@ def test_a_training_step_without_descriptions_has_a_zero_contrastive_term(smoke,
     blank = table.head(4).assign(description="")
     cfg = compose_pretrain(smoke, tmp_path)
     model = build_training_model(cfg.model)
-    task = build_pretrain_task(cfg, model)
+    task = instantiate(cfg.task, model=model)
     dataset = ManipulatedDataset(blank, smoke["image_root"], image_size=224, tokenize=model.tokenizer)
     batch = task.collate([PerSampleSeeded(dataset, 0)[i] for i in range(4)])
     losses = task.training_step(model, batch, torch.device("cpu"))

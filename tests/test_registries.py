@@ -21,25 +21,29 @@ def compose_train(*overrides: str):
 
 @pytest.mark.parametrize("stage", ["pretrain", "finetune"])
 def test_stage_selects_its_registered_task(stage):
-    cfg = compose_train(f"stage={stage}")
-    assert cfg.task.name == f"mtpg/{stage}" and cfg.task.name in list_tasks()
-    from hydra.utils import instantiate
+    from hydra.utils import get_method
 
-    assert instantiate(cfg.task) is get_task_builder(f"mtpg/{stage}")
+    cfg = compose_train(f"stage={stage}")
+    assert f"mtpg/{stage}" in list_tasks() and get_method(cfg.task._target_) is get_task_builder(f"mtpg/{stage}")
 
 
 def test_every_task_config_names_a_registered_task():
     for path in sorted((CONFIGS / "task").glob("*/*.yaml")):
         name = f"{path.parent.name}/{path.stem}"
-        assert compose_train(f"task={name}").task.name == name
-        assert name in list_tasks(), f"{path} names an unregistered task"
+        from hydra.utils import get_method
+
+        assert name in list_tasks(), f"{path} is an unregistered task"
+        assert get_method(compose_train(f"task={name}").task._target_) is get_task_builder(name)
 
 
-def test_every_model_config_targets_a_registered_build():
+def test_every_scorer_model_config_targets_a_registered_build():
     builds = {entry.build.__name__ for entry in entries()}
-    for path in sorted((CONFIGS / "model").glob("*.yaml")):
-        target = compose_train(f"model={path.stem}").model["_target_"]
-        assert target.rsplit(".", 1)[-1] in builds, f"{path}: _target_ {target} is no registered model's build"
+    not_scorers = {"aesnet/pretrain", "cgiaa/expert"}  # trained here, read by their own loaders
+    for path in sorted((CONFIGS / "model").glob("*/*.yaml")):
+        name = f"{path.parent.name}/{path.stem}"
+        if name not in not_scorers:
+            target = compose_train(f"model={name}").model["_target_"]
+            assert target.rsplit(".", 1)[-1] in builds, f"{path}: _target_ {target} is no registered model's build"
 
 
 def _engine_imports(path: Path, top_level_only: bool) -> list[int]:

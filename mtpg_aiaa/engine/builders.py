@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -17,52 +17,62 @@ from ..data.provenance import decode_record
 from ..errors import SettingError
 from ..fileio import file_kind
 from ..models.base import FORMAT_NAME, TRAINING_DATA_KEY, read_metadata
-from ..models.loading import TRAINING_KEYS, load_model
-from ..models.mtpg.factory import mtpg_config
-from ..models.mtpg.model import MTPGConfig
+from ..models.loading import load_model
 from .checkpointing import load_training_state
-from .freezing import apply_freeze_policy
+from .freezing import FREEZE_KEYS, freeze_model
 
 log = logging.getLogger(__name__)
-DEFAULT_MODEL_TARGET = "mtpg_aiaa.models.mtpg.build_mtpg_model"  # model groups written before _target_
 
 
 def _model_kwargs(cfg: DictConfig) -> dict:
-    """The ``model`` group as keyword arguments of its ``_target_`` (training-only keys dropped)."""
+    """The ``model`` group as keyword arguments of its ``_target_`` (the freezing keys dropped:
+    they reach the model only through ``freezing.freeze_model``)."""
     values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    return {k: v for k, v in values.items() if k not in TRAINING_KEYS}
+    return {k: v for k, v in values.items() if k not in FREEZE_KEYS}
 
 
-def model_config_from(cfg: DictConfig) -> MTPGConfig:
-    """The ``MTPGConfig`` an MTPG ``model`` group describes (for tests and tools that need the config only)."""
-    kwargs = {k: v for k, v in _model_kwargs(cfg).items() if not k.startswith("_") and k != "backbone_weights"}
-    return mtpg_config(**kwargs)
+def external_weight_keys(kwargs: dict) -> list[str]:
+    """The ``*_weights`` keys (external pretrained files) that ``init_from`` replaces: all of
+    them but those the build function declares as loading parts kept beside the model, which
+    no run's weights hold (``weights_beside_model``, e.g. AesNet pretraining's frozen text tower)."""
+    build = get_method(kwargs["_target_"])
+    beside = set(getattr(build, "weights_beside_model", ()))
+    return [k for k in kwargs if k.endswith("_weights") and k not in beside]
 
 
 def build_training_model(cfg: DictConfig, init_from: str | None = None) -> nn.Module:
-    """The model the ``model`` config group's ``_target_`` builds (its backbone from
-    ``backbone_weights`` unless ``init_from`` is given), then ``init_from`` weights loaded
-    where names and shapes match (so a stage-1 backbone starts a stage-2 model with a
-    new fusion head), then the freezing policy applied."""
+    """The one way ``train.py`` builds a model, for every system.
+
+    ``cfg`` is the ``model`` group (``configs/model/<system>/``): its ``_target_`` is called
+    with every key but ``freeze``/``freeze_last_n``. Starting weights are said two ways:
+    external pretrained files are the group's ``*_weights`` keys (``backbone_weights``,
+    ``clip_weights``, ``encoder_weights``, ``gpt2_weights``, ``text_weights``); an earlier run of
+    this project is ``init_from`` (a run dir, ``best.safetensors``, ``best.pt``, ``last.pt``, or
+    MTPG-AIAA's ``model_save.pt``). With ``init_from`` the external files it replaces are not
+    read, and its tensors are loaded where names and shapes match (so a stage-1 backbone starts
+    a stage-2 model with a new fusion head, an AesNet pretraining encoder a scorer, a VLAP CLIP a
+    MAP scorer). Then ``freeze`` is applied (``freezing.freeze_model``)."""
     kwargs = _model_kwargs(cfg)
-    kwargs.setdefault("_target_", DEFAULT_MODEL_TARGET)
+    if "_target_" not in kwargs:
+        raise SettingError("the model group has no _target_: pick one of configs/model/<system>/ (model=mtpg/tiny, ...)")
     kwargs["_convert_"] = "all"  # plain dicts and lists reach the build function, not DictConfigs
-    if init_from and "backbone_weights" in kwargs:
-        kwargs["backbone_weights"] = None
+    if init_from:
+        for key in external_weight_keys(kwargs):
+            kwargs[key] = None
     model = instantiate_reraising_input_errors(kwargs)
     if init_from:
         load_matching_weights(model, init_from)
-    if "freeze" in cfg and hasattr(model, "backbone"):
-        apply_freeze_policy(model.backbone, cfg.freeze, cfg.get("freeze_last_n", 0))
+    if cfg.get("freeze") is not None:
+        freeze_model(model, cfg.get("freeze"), cfg.get("freeze_last_n", 0))
     return model
 
 
-def instantiate_reraising_input_errors(config):
-    """``hydra.utils.instantiate(config)``, but a weights or settings problem raised inside the
-    target (a bad ``model.backbone_weights`` file, say) comes out as itself, not wrapped in
-    Hydra's ``InstantiationException``, so the command line reports it in one line."""
+def instantiate_reraising_input_errors(config, **kwargs):
+    """``hydra.utils.instantiate(config, **kwargs)``, but a weights or settings problem raised
+    inside the target (a bad ``model.backbone_weights`` file, say) comes out as itself, not
+    wrapped in Hydra's ``InstantiationException``, so the command line reports it in one line."""
     try:
-        return instantiate(config)
+        return instantiate(config, **kwargs)
     except InstantiationException as error:
         if isinstance(error.__cause__, (CheckpointError, SettingError, BadInputError)):
             raise error.__cause__ from None
@@ -70,13 +80,15 @@ def instantiate_reraising_input_errors(config):
 
 
 def init_source(source: str | Path) -> Path:
-    """The file ``init_from`` means: a run dir's ``best.safetensors`` (else ``last.pt``), or itself."""
+    """The file ``init_from`` means: a run dir's ``best.safetensors`` (else its ``best.pt``, the
+    validated state of a model that writes no ``.safetensors``, such as AesNet pretraining; else
+    ``last.pt``), or itself."""
     source = Path(source)
     if source.is_dir():
-        candidates = [source / "best.safetensors", source / "last.pt"]
+        candidates = [source / "best.safetensors", source / "best.pt", source / "last.pt"]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
-            raise CheckpointError(f"init_from={source}: no best.safetensors or last.pt inside")
+            raise CheckpointError(f"init_from={source}: no best.safetensors, best.pt or last.pt inside")
         source = found
     if not source.is_file():
         raise CheckpointError(f"init_from={source} not found")
@@ -114,15 +126,19 @@ def load_matching_weights(model: nn.Module, source: str | Path) -> None:
     incoming = read_init_state(source)
     own = model.state_dict()
     matched = {k: v for k, v in incoming.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise CheckpointError(f"init_from={source}: no tensor matches {type(model).__name__}'s names and shapes")
     # The whole backbone or nothing: a few tensors that fit by chance (the unused scalar
-    # backbone.logit_scale fits every architecture) must not pass for a loaded backbone.
-    backbone = [k for k in own if k.startswith("backbone.")]
-    unmatched = [k for k in backbone if k not in matched]
-    if unmatched:
-        raise CheckpointError(
-            f"init_from={source}: the backbone does not match this model's architecture "
-            f"({len(backbone) - len(unmatched)} of {len(backbone)} backbone tensors fit; not {unmatched[0]})"
-        )
+    # backbone.logit_scale fits every architecture) must not pass for a loaded backbone. A model
+    # names other parts that must load whole in ``init_from_whole`` (AesNet's frozen reference encoder).
+    for prefix in getattr(model, "init_from_whole", ("backbone.",)):
+        part = [k for k in own if k.startswith(prefix)]
+        unmatched = [k for k in part if k not in matched]
+        if unmatched:
+            raise CheckpointError(
+                f"init_from={source}: the {prefix.rstrip('.')} does not match this model's architecture "
+                f"({len(part) - len(unmatched)} of {len(part)} {prefix.rstrip('.')} tensors fit; not {unmatched[0]})"
+            )
     model.load_state_dict(matched, strict=False)
     skipped = sorted(set(own) - set(matched))
     log.info("init_from %s: loaded %d tensors; %d left at initialisation (%s%s)", source, len(matched),

@@ -1,36 +1,28 @@
-"""Which backbone parameters train: ``frozen``, ``last_n`` blocks of each tower, or ``full``."""
+"""Freezing, said one way for every system: the model group's ``freeze`` (``frozen`` |
+``last_n`` | ``full``) and ``freeze_last_n``.
+
+The one path: ``engine/builders.build_training_model`` takes these two keys out of the model
+group (they never reach a system's build function), builds the model, then calls
+:func:`freeze_model`, which hands them to the model's ``set_freeze(policy, last_n)``; the model
+says what its pretrained part is (MTPG-AIAA and CG-IAA's scorer: the Long-CLIP / CLIP towers;
+a CG-IAA expert: GPT-2; AesNet: the image encoder) and which policies it takes.
+"""
 from __future__ import annotations
 
-from ..backbone.longclip import LongCLIP
+from torch import nn
 
-POLICIES = ("frozen", "last_n", "full")
+from ..backbone.freezing import POLICIES, apply_freeze_policy, backbone_is_frozen
+from ..errors import SettingError
 
+FREEZE_KEYS = ("freeze", "freeze_last_n")  # the model group's keys this module reads
 
-def apply_freeze_policy(backbone: LongCLIP, policy: str, last_n: int = 0) -> None:
-    """Set ``requires_grad`` on the backbone.
-
-    ``last_n`` unfreezes the last ``last_n`` residual blocks of both towers plus what
-    follows them (vision ``ln_post``/``proj``, text ``ln_final``/``text_projection``).
-    The backbone's own ``logit_scale`` is unused by MTPG-AIAA and always frozen.
-    """
-    if policy not in POLICIES:
-        raise ValueError(f"freeze policy must be one of {POLICIES}, got {policy!r}")
-    for parameter in backbone.parameters():
-        parameter.requires_grad_(policy == "full")
-    backbone.logit_scale.requires_grad_(False)
-    if policy != "last_n":
-        return
-    if last_n < 1:
-        raise ValueError(f"freeze policy last_n needs last_n >= 1, got {last_n}")
-    visual_blocks = backbone.visual.transformer.resblocks
-    text_blocks = backbone.transformer.resblocks
-    trainable = [*visual_blocks[-last_n:], *text_blocks[-last_n:], backbone.visual.ln_post, backbone.ln_final]
-    for module in trainable:
-        for parameter in module.parameters():
-            parameter.requires_grad_(True)
-    backbone.visual.proj.requires_grad_(True)
-    backbone.text_projection.requires_grad_(True)
+__all__ = ["FREEZE_KEYS", "POLICIES", "apply_freeze_policy", "backbone_is_frozen", "freeze_model"]
 
 
-def backbone_is_frozen(backbone: LongCLIP) -> bool:
-    return not any(p.requires_grad for p in backbone.parameters())
+def freeze_model(model: nn.Module, policy: str, last_n: int = 0) -> None:
+    """Apply ``model.freeze=policy`` (``freeze_last_n=last_n``) to ``model``."""
+    set_freeze = getattr(model, "set_freeze", None)
+    if set_freeze is None:
+        raise SettingError(f"model.freeze={policy}: {type(model).__name__} does not say what freezing means "
+                           "for it (it has no set_freeze(policy, last_n))")  # fmt: skip
+    set_freeze(policy, int(last_n or 0))

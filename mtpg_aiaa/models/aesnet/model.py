@@ -19,6 +19,7 @@ from torch import nn
 from torchvision import transforms as T
 
 from ..base import Scorer, ScoreRange
+from ...backbone.freezing import check_policy
 from .encoders import ImageEncoder
 from .heads import AttributeHeads
 
@@ -72,6 +73,13 @@ class AesNetPretrainModel(nn.Module):
         # The general-domain encoder the preserve reading compares with: the starting
         # weights (ImageNet / CLIP in real runs), frozen.
         self.reference = copy.deepcopy(self.backbone).requires_grad_(False).eval() if config.reference else None
+        # init_from (engine/builders.py) must fill these whole: a reference left at random
+        # initialisation would make the preserve loss pull towards noise.
+        self.init_from_whole = ("backbone.", "reference.") if config.reference else ("backbone.",)
+
+    def set_freeze(self, policy: str, last_n: int = 0) -> None:
+        """``model.freeze`` (``backbone/freezing.py``): pretraining trains its encoder (``full`` only)."""
+        check_policy(policy, ("full",), "AesNet pretraining")
 
     def train(self, mode: bool = True) -> "AesNetPretrainModel":
         super().train(mode)
@@ -133,6 +141,16 @@ class AesNetScorer(Scorer):
             self.register_buffer("bin_values", torch.tensor(self.distribution_values), persistent=False)
         if config.frozen_backbone:
             self.backbone.requires_grad_(False)
+
+    def set_freeze(self, policy: str, last_n: int = 0) -> None:
+        """``model.freeze`` (``backbone/freezing.py``): the encoder ``frozen`` (the linear probe:
+        no gradient, eval mode, recorded as ``frozen_backbone``) or ``full`` (finetuning)."""
+        check_policy(policy, ("frozen", "full"), "an AesNet scorer")
+        frozen = policy == "frozen"
+        if frozen or self.scorer_config.frozen_backbone:  # a fresh encoder's own requires_grad stays as built
+            self.backbone.requires_grad_(not frozen)
+        self.scorer_config.frozen_backbone = frozen
+        self.train(self.training)
 
     def train(self, mode: bool = True) -> "AesNetScorer":
         super().train(mode)

@@ -18,6 +18,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from mtpg_aiaa.backbone.convert import CheckpointError, load_state_dict_strict, read_state_dict
+from mtpg_aiaa.backbone.freezing import check_policy
 from mtpg_aiaa.fileio import atomic_write
 
 from .mapper import MapperConfig, TransformerMapper, infer_mapper_config
@@ -86,6 +87,12 @@ class CritiqueExpert(nn.Module):
         self.gpt.requires_grad_(not frozen)
         return self.train(self.training)
 
+    def set_freeze(self, policy: str, last_n: int = 0) -> None:
+        """``model.freeze`` (``backbone/freezing.py``): GPT-2 ``frozen`` (ClipCap's "only the
+        mapper", :meth:`freeze_gpt`) or ``full`` (GPT-2 trains too)."""
+        check_policy(policy, ("frozen", "full"), "a CG-IAA expert")
+        self.freeze_gpt(policy == "frozen")
+
     def train(self, mode: bool = True) -> "CritiqueExpert":
         super().train(mode)
         if self.gpt_frozen:
@@ -115,17 +122,17 @@ class CritiqueExpert(nn.Module):
         return save_expert(self, path)
 
 
-def create_expert(gpt2: str | Path | None = None, freeze_gpt: bool = True, **mapper: int) -> CritiqueExpert:
-    """A new expert for training: GPT-2 from a local ``save_pretrained`` folder (``gpt2``; random
+def create_expert(gpt2_weights: str | Path | None = None, freeze_gpt: bool = True, **mapper: int) -> CritiqueExpert:
+    """A new expert for training: GPT-2 from a local ``save_pretrained`` folder (``gpt2_weights``; random
     when ``None``), a fresh mapper of ``MapperConfig(**mapper)`` sizes (width taken from GPT-2)."""
     sizes = GPT2Sizes()
     pretrained = None
-    if gpt2 is not None:
-        pretrained = GPT2LMHeadModel.from_pretrained(str(gpt2), local_files_only=True)
+    if gpt2_weights is not None:
+        pretrained = GPT2LMHeadModel.from_pretrained(str(gpt2_weights), local_files_only=True)
         sizes = infer_gpt2_sizes(pretrained.state_dict())
     expert = CritiqueExpert(sizes, MapperConfig(**{**mapper, "embed_dim": sizes.n_embd}))
     if pretrained is not None:
-        load_state_dict_strict(expert.gpt, pretrained.state_dict(), str(gpt2))
+        load_state_dict_strict(expert.gpt, pretrained.state_dict(), str(gpt2_weights))
     return expert.freeze_gpt(freeze_gpt)
 
 

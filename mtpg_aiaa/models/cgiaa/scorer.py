@@ -22,6 +22,7 @@ from torchvision.transforms import InterpolationMode
 from mtpg_aiaa.backbone.clip import load_clip
 from mtpg_aiaa.backbone.longclip import LongCLIP, LongCLIPArch, get_arch
 from mtpg_aiaa.models.base import Scorer, ScoreRange
+from mtpg_aiaa.backbone.freezing import POLICIES, apply_freeze_policy, check_policy
 from mtpg_aiaa.backbone.tokenizer import get_tokenizer
 from mtpg_aiaa.transforms import CLIP_MEAN, CLIP_STD
 
@@ -86,6 +87,15 @@ class CGIAAScorer(Scorer):
         """Freeze CLIP's image tower and/or its text tower (the head always trains)."""
         for name, parameter in self.clip.named_parameters():
             parameter.requires_grad_(not (image if name.startswith("visual.") else text))
+
+    def set_freeze(self, policy: str, last_n: int = 0) -> None:
+        """``model.freeze`` (``backbone/freezing.py``): CLIP's towers ``frozen`` (only the head
+        trains), their last ``last_n`` blocks trained (``last_n``), or ``full``."""
+        check_policy(policy, POLICIES, "a CG-IAA scorer")
+        if policy == "last_n":
+            apply_freeze_policy(self.clip, policy, last_n)
+        else:
+            self.set_frozen(policy == "frozen", policy == "frozen")
 
     def build_transform(self, train: bool = False) -> Callable:
         size = self.clip.arch.image_size

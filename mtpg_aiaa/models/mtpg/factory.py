@@ -1,4 +1,4 @@
-"""MTPG-AIAA from the ``model`` config group (``configs/model/*.yaml``, ``_target_`` here).
+"""MTPG-AIAA from the ``model`` config group (``configs/model/mtpg/*.yaml``, ``_target_`` here).
 
 The config group's keys are the keyword arguments of ``build_mtpg_model``; this is the one
 place they become an ``MTPGConfig`` (the engine no longer maps keys by hand).
@@ -15,7 +15,7 @@ def mtpg_config(backbone: str | dict = "LongCLIP-L-14", fusion: str = "official"
                 fusion_statistics: bool = False, fusion_layer_statistics: bool = False,
                 fusion_description_statistics: bool = False, prompts: str = "official", preprocess: str = "official",
                 prompt_context: int = 0, prompt_context_per_level: bool = False) -> MTPGConfig:  # fmt: skip
-    """The ``MTPGConfig`` the config group's keys describe (see configs/model/longclip_l.yaml)."""
+    """The ``MTPGConfig`` the config group's keys describe (see configs/model/mtpg/longclip_l.yaml)."""
     extra = {}
     if fusion == "token":
         extra["fusion"] = {"num_heads": int(fusion_heads), "token_statistics": bool(fusion_statistics),

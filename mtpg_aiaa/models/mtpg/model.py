@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...backbone.freezing import apply_freeze_policy
 from ...backbone.longclip import LongCLIP, LongCLIPArch, encode_text_by_length, get_arch, trim_text_tokens
 from .fusion.official import OfficialFusion, init_logit_scale
 from .fusion.token import NoFusion, TokenFusion
@@ -118,6 +119,11 @@ class MTPGAIAA(Scorer):
         self.prompt_tokens = tokens
         self.config.prompts = prompt_set
         self._prompt_cache = None
+
+    def set_freeze(self, policy: str, last_n: int = 0) -> None:
+        """``model.freeze`` (``backbone/freezing.py``): the Long-CLIP backbone frozen, its last
+        ``last_n`` blocks of each tower trained, or all of it trained; fusion and prompts always train."""
+        apply_freeze_policy(self.backbone, policy, last_n)
 
     # -- the scorer interface ----------------------------------------------------
     @property

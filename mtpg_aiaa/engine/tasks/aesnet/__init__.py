@@ -1,7 +1,7 @@
 """AesNet's training tasks: ``aesnet/pretrain``, ``aesnet/finetune`` and ``aesnet/probe``.
 
-Each task config (configs/task/aesnet/*.yaml) names its model builder in
-``task.build_model``: AesNet's models are not the MTPG model that ``model=`` describes.
+Each task config (configs/task/aesnet/*.yaml) names its builder in
+``task._target_`` (``instantiate(cfg.task, model=model)``); their models are ``configs/model/aesnet/``.
 """
 from .. import register_task
 from .downstream import build_score_task

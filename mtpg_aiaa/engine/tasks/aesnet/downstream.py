@@ -8,21 +8,19 @@ reports SRCC, PLCC, accuracy, RMSE and, with distributions, EMD-1 / EMD-2.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ....backbone.convert import CheckpointError, read_state_dict
 from mtpg_aiaa.eval.metrics import binary_accuracy, emd, plcc, rmse, srcc
-from ....models.aesnet import AesNetScorer, AesNetScorerConfig
-from ....models.aesnet.checkpoint import backbone_state_from
+from ....models.aesnet import AesNetScorer
 from ....models.mtpg.losses import emd_loss
-from ...checkpointing import load_training_state, unwrap
+from ...checkpointing import unwrap
 from ...distributed import gather_with_grad
 from ...seeding import PerSampleSeeded
 from .data import TableImageDataset, collate_images
@@ -153,53 +151,14 @@ def score_metrics(pred: np.ndarray, target: np.ndarray, threshold: float,
     return metrics
 
 
-def read_backbone_weights(source: str | Path) -> dict[str, torch.Tensor]:
-    """Backbone tensors from a saved backbone (timm / open_clip layout), an AesNet run
-    directory or training checkpoint (``last.pt`` / ``best.pt``), or a scorer file."""
-    source = Path(source)
-    if source.is_dir():
-        found = next((source / n for n in ("best.pt", "last.pt") if (source / n).is_file()), None)
-        if found is None:
-            raise CheckpointError(f"{source}: no best.pt or last.pt inside")
-        source = found
-    if source.suffix == ".pt":
-        raw = torch.load(source, map_location="cpu", weights_only=True)
-        if isinstance(raw, dict) and "model" in raw and "optimizer" in raw:
-            state = backbone_state_from(load_training_state(source)["model"])
-            if not state:
-                raise CheckpointError(f"{source}: a training checkpoint without an AesNet backbone")
-            return state
-    state = read_state_dict(source)
-    nested = backbone_state_from(state)
-    return nested or state
-
-
-def build_scorer_model(cfg: DictConfig) -> AesNetScorer:
-    """The scorer of ``cfg.task.model``, its backbone from ``task.init_backbone`` when given."""
-    spec = cfg.task.model
-    config = AesNetScorerConfig(encoder=spec.encoder, image_size=spec.get("image_size"), head=spec.head,
-                                bins=int(spec.bins), score_low=float(spec.score_low),
-                                score_high=float(spec.score_high), frozen_backbone=bool(cfg.task.frozen_backbone))  # fmt: skip
-    scorer = AesNetScorer(config, encoder_weights=spec.get("encoder_weights"))
-    if cfg.task.get("init_backbone"):
-        state = read_backbone_weights(cfg.task.init_backbone)
-        if scorer.backbone.library == "open_clip":
-            state = {k.removeprefix("visual."): v for k, v in state.items()}
-        try:
-            scorer.backbone.model.load_state_dict(state)
-        except RuntimeError as error:
-            raise CheckpointError(f"task.init_backbone={cfg.task.init_backbone}: {error}") from error
-        log.info("backbone from %s (%d tensors)", cfg.task.init_backbone, len(state))
-    return scorer
-
-
-def build_score_task(cfg: DictConfig, model: nn.Module) -> AesNetScoreTask:
-    """``task=aesnet/finetune`` or ``task=aesnet/probe`` from the composed config."""
-    task, head = cfg.task, cfg.task.model.head
-    bins = int(task.model.bins) if head == "distribution" else None
-    train_table = read_score_rows(task.data.table, task.data.get("train_split"), bins)
-    val_table = read_score_rows(task.data.table, task.data.val_split, bins) if task.data.get("val_split") else None
-    return AesNetScoreTask(model, train_table, val_table, task.data.image_root,
-                           eval_batch_size=cfg.trainer.get("eval_batch_size", 64),
-                           num_workers=cfg.trainer.num_workers, seed=cfg.seed,
-                           on_bad_image=task.data.get("on_bad_image", "error"))  # fmt: skip
+def build_score_task(model: nn.Module, data: Mapping, head: str, bins: int, eval_batch_size: int = 64,
+                     num_workers: int = 0, seed: int = 0) -> AesNetScoreTask:  # fmt: skip
+    """``task=aesnet/finetune`` or ``task=aesnet/probe`` (``configs/task/aesnet/finetune.yaml``):
+    ``model`` the scorer of ``model=aesnet/scorer`` (frozen for the probe by ``model.freeze``);
+    ``data`` the table, image root, splits and ``on_bad_image``; ``head``/``bins`` the scorer's
+    (a ``distribution`` head reads ``dist_1..dist_<bins>``)."""
+    bins = int(bins) if head == "distribution" else None
+    train_table = read_score_rows(data["table"], data.get("train_split"), bins)
+    val_table = read_score_rows(data["table"], data["val_split"], bins) if data.get("val_split") else None
+    return AesNetScoreTask(model, train_table, val_table, data["image_root"], eval_batch_size=eval_batch_size,
+                           num_workers=num_workers, seed=seed, on_bad_image=data.get("on_bad_image", "error"))  # fmt: skip

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -27,6 +26,7 @@ from ....models.aesnet.losses import (
 )
 from ....models.aesnet.model import CONTENT_ATTRIBUTE, build_image_transform
 from ....models.aesnet.text import DescriptionFeatureCache, FrozenTextEncoder
+from ....errors import SettingError
 from ...checkpointing import unwrap
 from ...distributed import gather_with_grad
 from ...seeding import PerSampleSeeded
@@ -178,37 +178,51 @@ def retrieval_top1(image: torch.Tensor, text: torch.Tensor) -> float:
     return float((predicted == torch.arange(len(image))).float().mean())
 
 
-def build_pretrain_model(cfg: DictConfig) -> AesNetPretrainModel:
-    """The pretraining model and frozen text tower of ``cfg.task.model`` (see configs/task/aesnet/pretrain.yaml)."""
-    spec = cfg.task.model
-    text_encoder = FrozenTextEncoder(spec.text_backbone, spec.get("text_weights"))
-    config = AesNetConfig(encoder=spec.encoder, image_size=spec.get("image_size"),
-                          attributes=tuple(spec.attributes), embed_dim=int(spec.embed_dim),
-                          hidden_dim=int(spec.hidden_dim), integration=spec.integration,
-                          per_attribute_temperature=bool(spec.per_attribute_temperature),
-                          reference=cfg.task.affinity == "preserve")  # fmt: skip
+def build_pretrain_model(encoder: str, text_backbone: str, attributes: list[str], embed_dim: int,
+                         hidden_dim: int, integration: str, per_attribute_temperature: bool,
+                         affinity: str | None = None, image_size: int | None = None,
+                         encoder_weights: str | None = None,
+                         text_weights: str | None = None) -> AesNetPretrainModel:  # fmt: skip
+    """The pretraining model and its frozen text tower (``configs/model/aesnet/pretrain.yaml``).
+
+    ``affinity="preserve"`` keeps a frozen copy of the starting encoder for its loss;
+    ``encoder_weights`` / ``text_weights``: the encoder's own-layout file and Long-CLIP's
+    (``None``: random). The text tower embeds the attribute prompts here and the descriptions in
+    the task; it is kept beside the model, not in its weights (so ``init_from`` never replaces it)."""
+    text_encoder = FrozenTextEncoder(text_backbone, text_weights)
+    config = AesNetConfig(encoder=encoder, image_size=image_size, attributes=tuple(attributes),
+                          embed_dim=int(embed_dim), hidden_dim=int(hidden_dim), integration=integration,
+                          per_attribute_temperature=bool(per_attribute_temperature),
+                          reference=affinity == "preserve")  # fmt: skip
     prompts = text_encoder.encode([attribute_prompt(a) for a in config.attributes])
-    model = AesNetPretrainModel(config, prompts, spec.get("encoder_weights"))
+    model = AesNetPretrainModel(config, prompts, encoder_weights)
     # Kept beside the model, not inside it: the frozen tower is not part of its weights or
     # of its .to(); the task uses it once to fill the description cache.
     object.__setattr__(model, "text_encoder", text_encoder)
     return model
 
 
-def build_pretrain_task(cfg: DictConfig, model: nn.Module) -> AesNetPretrainTask:
-    """``task=aesnet/pretrain`` from the composed config (``model`` from ``build_pretrain_model``)."""
-    task = cfg.task
+build_pretrain_model.weights_beside_model = ("text_weights",)  # engine/builders.py: init_from keeps it
+
+
+def build_pretrain_task(model: nn.Module, data: Mapping, affinity: str | None, affinity_weight: float,
+                        weights: Mapping[str, float] | None = None, text_cache: str | None = None,
+                        eval_batch_size: int = 64, num_workers: int = 0, seed: int = 0) -> AesNetPretrainTask:  # fmt: skip
+    """``task=aesnet/pretrain`` (``configs/task/aesnet/pretrain.yaml``): ``model`` from
+    :func:`build_pretrain_model` (its attributes and text tower are used); ``data`` the
+    table, image root, splits and ``on_bad_image``; ``weights`` per attribute (None: 1 each)."""
     text_encoder = getattr(unwrap(model), "text_encoder", None)
     if text_encoder is None:
-        text_encoder = FrozenTextEncoder(task.model.text_backbone, task.model.get("text_weights"))
-    attributes = tuple(task.model.attributes)
-    train_table = read_attribute_table(task.data.table, attributes, split=task.data.get("train_split"))
-    val_table = read_attribute_table(task.data.table, attributes, split=task.data.val_split) \
-        if task.data.get("val_split") else None  # fmt: skip
+        raise SettingError("task=aesnet/pretrain needs the model of model=aesnet/pretrain (build_pretrain_model), "
+                           f"which carries the frozen text tower; got {type(unwrap(model)).__name__}")  # fmt: skip
+    attributes = tuple(unwrap(model).attributes)
+    train_table = read_attribute_table(data["table"], attributes, split=data.get("train_split"))
+    val_table = read_attribute_table(data["table"], attributes, split=data["val_split"]) \
+        if data.get("val_split") else None  # fmt: skip
     return AesNetPretrainTask(
-        model, text_encoder, train_table, val_table, task.data.image_root,
-        weights=OmegaConf.to_container(task.weights) if task.get("weights") else {a: 1.0 for a in attributes},
-        affinity=task.affinity, affinity_weight=task.affinity_weight, cache_file=task.get("text_cache"),
-        eval_batch_size=cfg.trainer.get("eval_batch_size", 64), num_workers=cfg.trainer.num_workers,
-        seed=cfg.seed, on_bad_image=task.data.get("on_bad_image", "error"),
+        model, text_encoder, train_table, val_table, data["image_root"],
+        weights=dict(weights) if weights else {a: 1.0 for a in attributes},
+        affinity=affinity, affinity_weight=affinity_weight, cache_file=text_cache,
+        eval_batch_size=eval_batch_size, num_workers=num_workers,
+        seed=seed, on_bad_image=data.get("on_bad_image", "error"),
     )  # fmt: skip

@@ -1,7 +1,7 @@
 """``cgiaa/expert``: one attribute expert trained with ClipCap's recipe (MAEL).
 
 CLIP is frozen and its normalised prefixes are computed once per image before training;
-GPT-2 is frozen by default (``task.train_gpt``), so only the mapper learns. Captions get the
+GPT-2 is frozen by default (``model.freeze=frozen``), so only the mapper learns. Captions get the
 release's trailing "." and are cut or padded to ``task.max_tokens`` (40). The loss is next-token
 cross-entropy after the prefix; ``task.released_padding=true`` reproduces the release's
 ``ignore_index=0`` (which also never learns token 0, "!"), otherwise padding is masked.
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -105,15 +104,17 @@ def build_datasets(critiques: pd.DataFrame, image_pattern: str, clip: nn.Module,
     return CaptionPrefixes(tokens, mask, prefixes, torch.tensor([row_of[i] for i in critiques["img_id"]]))
 
 
-def build_expert_task(cfg: DictConfig, model: nn.Module) -> ExpertTask:
-    """``task=cgiaa/expert attribute=<name>``: ``model`` is the expert being trained."""
-    task = cfg.task
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.get("device", "auto") != "cpu" else "cpu")
-    clip = load_clip(task.clip_weights, device=device).requires_grad_(False)
-    tokenizer = load_gpt2_tokenizer(task.tokenizer)
-    model.freeze_gpt(not task.train_gpt)
+def build_expert_task(model: nn.Module, attribute: str, critique_dir: str, image_root: str, clip_weights: str,
+                      image_pattern: str = "{img_id}.jpg", tokenizer: str = "gpt2", max_tokens: int = 40,
+                      released_padding: bool = False, device: str = "auto") -> ExpertTask:  # fmt: skip
+    """``task=cgiaa/expert attribute=<name>`` (``configs/task/cgiaa/expert.yaml``): ``model`` the
+    expert being trained (GPT-2 frozen or not by ``model.freeze``); ``clip_weights`` the frozen
+    CLIP whose prefixes it reads, computed once on ``device``."""
+    where = torch.device("cuda" if torch.cuda.is_available() and device != "cpu" else "cpu")
+    clip = load_clip(clip_weights, device=where).requires_grad_(False)
+    gpt2_tokenizer = load_gpt2_tokenizer(tokenizer)
     splits = {}
     for split in ("train", "val"):
-        critiques = read_critique_json(Path(task.critique_dir) / split / f"{task.attribute}.json")
-        splits[split] = build_datasets(critiques, task.image_pattern, clip, task.image_root, tokenizer, task.max_tokens, device)
-    return ExpertTask(splits["train"], splits["val"], task.released_padding)
+        critiques = read_critique_json(Path(critique_dir) / split / f"{attribute}.json")
+        splits[split] = build_datasets(critiques, image_pattern, clip, image_root, gpt2_tokenizer, max_tokens, where)
+    return ExpertTask(splits["train"], splits["val"], released_padding)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 from ....data import BadInputError
@@ -74,12 +73,13 @@ class ScoreTask:
         return {"val/srcc": srcc(pred, target), "val/plcc": plcc(pred, target)}
 
 
-def build_score_task(cfg: DictConfig, model: nn.Module) -> ScoreTask:
-    """``task=cgiaa/score``: ``model`` is a ``CGIAAScorer`` (``create_model("cgiaa")``)."""
-    task = cfg.task
-    critiques = read_critique_csv(task.critiques_csv, model.text_names)
+def build_score_task(model: nn.Module, critiques_csv: str, train_csv: str, val_csv: str, image_root: str,
+                     augment: bool = True) -> ScoreTask:  # fmt: skip
+    """``task=cgiaa/score`` (``configs/task/cgiaa/score.yaml``): ``model`` a ``CGIAAScorer``;
+    ``critiques_csv`` its critique cache, joined to the ``image,score`` tables of each split."""
+    critiques = read_critique_csv(critiques_csv, model.text_names)
     tables = {}
-    for split in ("train", "val"):
-        labels = pd.read_csv(task[f"{split}_csv"], dtype={"image": str})
-        tables[split] = join_critiques(labels, critiques, str(task[f"{split}_csv"]))
-    return ScoreTask(model, tables["train"], tables["val"], task.image_root, augment=task.augment)
+    for split, csv in (("train", train_csv), ("val", val_csv)):
+        labels = pd.read_csv(csv, dtype={"image": str})
+        tables[split] = join_critiques(labels, critiques, str(csv))
+    return ScoreTask(model, tables["train"], tables["val"], image_root, augment=augment)

@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import nn
 
 from ....models.cgiaa.losses import symmetric_infonce
@@ -79,7 +78,9 @@ def read_pairs(csv: str | Path) -> pd.DataFrame:
     return table
 
 
-def build_vlap_task(cfg: DictConfig, model: nn.Module) -> VLAPTask:
-    task = cfg.task
-    return VLAPTask(model, read_pairs(task.train_pairs), read_pairs(task.val_pairs), task.image_root,
-                    temperature=task.temperature, eval_batch_size=cfg.trainer.get("eval_batch_size", 64))  # fmt: skip
+def build_vlap_task(model: nn.Module, train_pairs: str, val_pairs: str, image_root: str, temperature: float = 0.07,
+                    eval_batch_size: int = 64) -> VLAPTask:  # fmt: skip
+    """``task=cgiaa/vlap`` (``configs/task/cgiaa/vlap.yaml``): ``model`` the CG-IAA scorer whose
+    CLIP trains; ``train_pairs`` / ``val_pairs`` CSVs of ``image,critique``."""
+    return VLAPTask(model, read_pairs(train_pairs), read_pairs(val_pairs), image_root, temperature=temperature,
+                    eval_batch_size=eval_batch_size)  # fmt: skip

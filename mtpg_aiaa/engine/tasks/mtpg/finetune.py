@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -247,16 +248,18 @@ def read_split_tables(data: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame | No
     return table(data.train_csv), (table(data.val_csv) if data.val_csv else None)
 
 
-def build_finetune_task(cfg: DictConfig, model: nn.Module) -> FinetuneTask:
-    """Stage 2's task from the composed training config (``stage=finetune``)."""
-    data = cfg.data
+def build_finetune_task(model: nn.Module, data: DictConfig, losses: Mapping[str, float], level_sigma: float = 0.1,
+                        fidelity_temperature: float = 0.05, augment: bool = True,
+                        feature_cache: Mapping | None = None, eval_batch_size: int = 16, num_workers: int = 4,
+                        seed: int = 0, precision: str = "fp32", progress: bool = True) -> FinetuneTask:  # fmt: skip
+    """Stage 2's task (``task=mtpg/finetune``, i.e. ``stage=finetune``; ``configs/task/mtpg/finetune.yaml``
+    passes the ``stage`` settings, the ``data`` group and the trainer keys it reads)."""
     train_table, val_table = read_split_tables(data)
     return FinetuneTask(
         model, train_table, val_table, data.image_root,
-        loss_weights=dict(cfg.stage.losses), level_sigma=cfg.stage.level_sigma,
-        fidelity_temperature=cfg.stage.get("fidelity_temperature", 0.05),
-        eval_batch_size=cfg.trainer.eval_batch_size, num_workers=cfg.trainer.num_workers, seed=cfg.seed,
+        loss_weights=dict(losses), level_sigma=level_sigma, fidelity_temperature=fidelity_temperature,
+        eval_batch_size=eval_batch_size, num_workers=num_workers, seed=seed,
         on_bad_image=data.on_bad_image, max_pixels=data.max_pixels, score_scale=data.score_scale,
-        augment=cfg.stage.augment, feature_cache=FeatureCacheOptions(**cfg.stage.feature_cache),
-        precision=cfg.trainer.precision, progress=cfg.trainer.progress,
+        augment=augment, feature_cache=FeatureCacheOptions(**feature_cache) if feature_cache is not None else None,
+        precision=precision, progress=progress,
     )  # fmt: skip

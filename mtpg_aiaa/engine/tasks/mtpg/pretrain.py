@@ -12,6 +12,7 @@ losses, weighted by ``stage.losses`` (docs/method.md, "Stage 1"):
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -237,14 +238,16 @@ def score_metrics(model: nn.Module, dataset: Dataset, device: torch.device, batc
     return validation_metrics(predict(model, loader, device, progress=False).table)
 
 
-def build_pretrain_task(cfg: DictConfig, model: nn.Module) -> PretrainTask:
-    """Stage 1's task from the composed training config (``stage=pretrain``)."""
-    data, stage = cfg.data, cfg.stage
+def build_pretrain_task(model: nn.Module, data: DictConfig, losses: Mapping[str, float], ordering_margin: float,
+                        preference_margin: float, val_matching_images: int, standardization_samples: int,
+                        eval_batch_size: int = 16, num_workers: int = 4, seed: int = 0) -> PretrainTask:  # fmt: skip
+    """Stage 1's task (``task=mtpg/pretrain``, i.e. ``stage=pretrain``; ``configs/task/mtpg/pretrain.yaml``
+    passes the ``stage`` settings, the ``data`` group and the trainer keys it reads)."""
     train_table, val_table = read_split_tables(data)
     return PretrainTask(
-        model, train_table, val_table, data.image_root, loss_weights=dict(stage.losses),
-        ordering_margin=stage.ordering_margin, preference_margin=stage.preference_margin,
-        val_matching_images=stage.val_matching_images, eval_batch_size=cfg.trainer.eval_batch_size,
-        num_workers=cfg.trainer.num_workers, seed=cfg.seed, on_bad_image=data.on_bad_image,
-        max_pixels=data.max_pixels, standardization_samples=stage.standardization_samples,
+        model, train_table, val_table, data.image_root, loss_weights=dict(losses),
+        ordering_margin=ordering_margin, preference_margin=preference_margin,
+        val_matching_images=val_matching_images, eval_batch_size=eval_batch_size,
+        num_workers=num_workers, seed=seed, on_bad_image=data.on_bad_image,
+        max_pixels=data.max_pixels, standardization_samples=standardization_samples,
     )  # fmt: skip
