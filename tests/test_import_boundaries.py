@@ -28,9 +28,6 @@ ALLOWED_FOR_NOW: set[tuple[str, str]] = {
     # front: EMD moves to mtpg_aiaa/losses/ (shared by systems)
     ("mtpg_aiaa/engine/tasks/aesnet/downstream.py", "mtpg_aiaa.models.mtpg.losses"),
     ("mtpg_aiaa/models/cgiaa/losses.py", "mtpg_aiaa.models.mtpg.losses"),
-    # configs: model configs move to configs/model/mtpg/, one builder path without MTPG's config
-    ("configs/model/longclip_l.yaml", "mtpg_aiaa.models.mtpg"),
-    ("mtpg_aiaa/engine/builders.py", "mtpg_aiaa.models.mtpg"),
 }
 # Tools of one system: a script that drives one system's own parts (its released weights,
 # its data) belongs to that system, as its folders do.
