@@ -21,7 +21,7 @@ from ....backbone.convert import CheckpointError, read_state_dict
 from mtpg_aiaa.eval.metrics import binary_accuracy, emd, plcc, rmse, srcc
 from ....models.aesnet import AesNetScorer, AesNetScorerConfig
 from ....models.aesnet.checkpoint import backbone_state_from
-from ....models.mtpg.losses import emd_loss
+from ....losses import emd_loss
 from ...checkpointing import load_training_state, unwrap
 from ...distributed import gather_with_grad
 from ...seeding import PerSampleSeeded
