@@ -53,7 +53,7 @@ def test_test_py_command_writes_results_and_skips_bad_images(smoke, tmp_path):
     predictions = pd.read_csv(out / "predictions.csv")
     labels = pd.read_csv(smoke["csv"])
     assert list(predictions["image"]) == [name for name in labels["image"] if name != "0003.jpg"]
-    assert list(predictions.columns[:3]) == ["image", "score", "pred"]
+    assert list(predictions.columns[:3]) == ["image", "score", "pred_0_10"]
     assert predictions.filter(like="prob_").sum(axis=1).round(5).eq(1).all()
     assert pd.read_csv(out / "skipped.csv")["image_name"].tolist() == ["0003.jpg"]
     assert (out / "scatter.png").stat().st_size > 1000
@@ -87,12 +87,12 @@ def test_official_checkpoint_follows_the_authors_protocol(official_ckpt, smoke, 
                        "eval.batch_size=4")  # fmt: skip
     metrics = evaluate(cfg, tmp_path / "batch")
     assert metrics["official_checkpoint"] and metrics["preprocess"] == "official" and metrics["prompts"] == "official"
-    batch_pred = pd.read_csv(tmp_path / "batch" / "predictions.csv")["pred"].to_numpy() / 10
+    batch_pred = pd.read_csv(tmp_path / "batch" / "predictions.csv")["pred_0_10"].to_numpy() / 10
     expected = official_protocol_scores(official_ckpt, smoke["csv"], smoke["image_root"], batch_size=4)
     assert batch_pred == pytest.approx(expected, abs=1e-5)
 
     evaluate(compose_test(*cfg_overrides(cfg), "eval.batching=per_image"), tmp_path / "alone")
-    alone_pred = pd.read_csv(tmp_path / "alone" / "predictions.csv")["pred"].to_numpy() / 10
+    alone_pred = pd.read_csv(tmp_path / "alone" / "predictions.csv")["pred_0_10"].to_numpy() / 10
     alone_expected = official_protocol_scores(official_ckpt, smoke["csv"], smoke["image_root"], batch_size=1)
     assert alone_pred == pytest.approx(alone_expected, abs=1e-5)
     assert abs(alone_pred - batch_pred).max() > 1e-4, "official fusion should depend on the batch"
@@ -146,12 +146,12 @@ def test_test_py_on_the_real_paintings(official_ckpt, tmp_path):
     assert predictions["image"].tolist() == ["20698.jpg", "196817.jpg"]
     # Both paintings form one official batch of (up to) 16: the scores are that batch's.
     expected = official_protocol_scores(official_ckpt, read_score_table(csv), PAINTINGS, batch_size=16)
-    assert (predictions["pred"].to_numpy() / 10) == pytest.approx(expected, abs=1e-5)
+    assert (predictions["pred_0_10"].to_numpy() / 10) == pytest.approx(expected, abs=1e-5)
     # With two images SRCC is +-1 whatever the model does; what can fail is its sign and the
     # accuracy, which must follow the predictions written beside them.
-    agree = np.sign(np.diff(predictions["pred"])) == np.sign(np.diff(predictions["score"]))
+    agree = np.sign(np.diff(predictions["pred_0_10"])) == np.sign(np.diff(predictions["score"]))
     assert metrics["srcc"] == (1.0 if agree[0] else -1.0)
-    assert metrics["acc"] == pytest.approx(np.mean((predictions["pred"] > 5) == (predictions["score"] > 5)))
+    assert metrics["acc"] == pytest.approx(np.mean((predictions["pred_0_10"] > 5) == (predictions["score"] > 5)))
 
 
 def test_demo_reads_sidecar_and_warns_without_description(smoke, tmp_path, capsys):

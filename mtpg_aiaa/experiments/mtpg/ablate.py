@@ -167,8 +167,11 @@ def paired_bootstrap(per_seed: list[tuple[np.ndarray, np.ndarray, np.ndarray]], 
 
 
 def _aligned(tables: dict[str, pd.DataFrame], a: str, b: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    merged = tables[a][["image", "score", "pred"]].merge(tables[b][["image", "pred"]], on="image",
-                                                         suffixes=("_a", "_b"), validate="one_to_one")
+    def pred(table: pd.DataFrame) -> pd.DataFrame:  # predictions.csv's pred_0_<scale> column, whatever the scale
+        return table.rename(columns={next(c for c in table.columns if c.startswith("pred_0_")): "pred"})
+
+    merged = pred(tables[a])[["image", "score", "pred"]].merge(pred(tables[b])[["image", "pred"]], on="image",
+                                                               suffixes=("_a", "_b"), validate="one_to_one")
     if len(merged) != len(tables[a]) or len(merged) != len(tables[b]):
         raise ValueError(f"{a} and {b} were tested on different images; rerun their tests")
     return merged["pred_a"].to_numpy(), merged["pred_b"].to_numpy(), merged["score"].to_numpy()
