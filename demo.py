@@ -107,8 +107,8 @@ def score_images(model, images: list[Path], descriptions: list[str], device: tor
         results.append(
             {
                 "image": str(image_path),
-                "score": round(float(out["score"][0]), 4),
-                "score_10": round(float(out["score"][0]) * 10, 3),
+                "pred": round(float(out["score"][0]), 4),
+                "pred_0_10": round(float(out["score"][0]) * 10, 3),
                 "levels": {level: round(float(p), 4) for level, p in zip(LEVELS, probs)},
                 "description_given": bool(description),
             }
@@ -143,9 +143,8 @@ def cgiaa_main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"checkpoint": str(args.ckpt), "results": results, "most_aesthetic": best["image"]}, indent=2))
         return 0
-    low, high = scorer.score_range.low, scorer.score_range.high
     for r in results:
-        print(f"== {Path(r['image']).name}: score {r['score']:.4f} (range {low:g}-{high:g})")
+        print(f"== {Path(r['image']).name}: score {r['score']:.4f} ({scorer.score_range.describe()})")
         for name, text in r["critiques"].items():
             print(f"  [{name}] {text}")
     if len(results) > 1:
@@ -185,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BadInputError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    best = max(results, key=lambda r: r["score"])
+    best = max(results, key=lambda r: r["pred"])
     if args.json:
         print(json.dumps({"checkpoint": str(args.ckpt), "results": results, "most_aesthetic": best["image"]}, indent=2))
         return 0
@@ -196,10 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     for r in results:
         levels = " ".join(f"{p:7.3f}" for p in r["levels"].values())
-        print(f"{Path(r['image']).name:<32} {r['score']:9.4f} {r['score_10']:6.2f}  {levels}")
+        print(f"{Path(r['image']).name:<32} {r['pred']:9.4f} {r['pred_0_10']:6.2f}  {levels}")
     if len(results) > 1:
-        others = ", ".join(f"{Path(r['image']).name} ({r['score']:.3f})" for r in results if r is not best)
-        print(f"\nmore aesthetic: {Path(best['image']).name} ({best['score']:.3f}) over {others}")
+        others = ", ".join(f"{Path(r['image']).name} ({r['pred']:.3f})" for r in results if r is not best)
+        print(f"\nmore aesthetic: {Path(best['image']).name} ({best['pred']:.3f}) over {others}")
     return 0
 
 

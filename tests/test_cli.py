@@ -122,10 +122,10 @@ def test_demo_on_the_real_paintings(smoke, tmp_path):
     table = pd.DataFrame({"image": ["20698.jpg", "196817.jpg"], "score": [3.9546, 9.400612],
                           "description": [descriptions["20698.jpg"], descriptions["196817.jpg"]]})  # fmt: skip
     expected = official_protocol_scores(smoke["ckpt"], table, PAINTINGS, batch_size=1)
-    assert [row["score"] for row in report["results"]] == pytest.approx(expected, abs=1e-3)
+    assert [row["pred"] for row in report["results"]] == pytest.approx(expected, abs=1e-3)
     for row in report["results"]:
-        assert row["score_10"] == pytest.approx(row["score"] * 10, abs=1e-2)
-    best = max(report["results"], key=lambda row: row["score"])["image"]
+        assert row["pred_0_10"] == pytest.approx(row["pred"] * 10, abs=1e-2)
+    best = max(report["results"], key=lambda row: row["pred"])["image"]
     assert report["most_aesthetic"] == best
 
 

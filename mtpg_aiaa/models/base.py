@@ -45,7 +45,11 @@ class ScoreRange:
             f", {'higher' if self.higher_is_better else 'lower'} is better"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        # ``bounded`` is written only when false, so files of bounded systems keep the bytes they had.
+        fields = asdict(self)
+        if self.bounded:
+            del fields["bounded"]
+        return json.dumps(fields)
 
     @classmethod
     def from_json(cls, text: str) -> "ScoreRange":
