@@ -260,3 +260,25 @@ def test_cgiaa_states_its_unbounded_head_and_offers_a_bounded_one(tmp_path):
     config.pop("bounded")
     save_file(load_file(str(path)), str(tmp_path / "older.safetensors"), metadata={**metadata, "config": json.dumps(config)})
     assert load_model(tmp_path / "older.safetensors").score_range.bounded is False
+
+
+def test_every_scoring_path_runs_the_one_predict_loop_over_the_one_image_dataset():
+    """test.py, the API (and so the CLI), the feature cache and the CG-IAA / AesNet validation
+    score through ``eval.predict.predict``; their image tables are ``data.AestheticsDataset``."""
+    import importlib
+
+    from helpers import load_script
+    from mtpg_aiaa.data import AestheticsDataset
+    from mtpg_aiaa.eval.predict import predict
+
+    for name in ("mtpg_aiaa.api", "mtpg_aiaa.models.mtpg.feature_cache", "mtpg_aiaa.engine.tasks.cgiaa.score",
+                 "mtpg_aiaa.engine.tasks.aesnet.downstream"):  # fmt: skip
+        assert importlib.import_module(name).predict is predict, name
+    assert load_script("test.py").predict is predict
+    common = importlib.import_module("mtpg_aiaa.engine.tasks.cgiaa.common")
+    assert not hasattr(common, "ImageRows")
+    from mtpg_aiaa.engine.tasks.aesnet.data import table_image_dataset
+
+    table = pd.DataFrame({"image": ["a.png"], "score": [7.0]})
+    rows = table_image_dataset(table, ".", lambda image: image, score_scale=(1.0, 10.0))
+    assert isinstance(rows, AestheticsDataset) and rows.targets == [(7.0 - 1.0) / 9.0]

@@ -84,27 +84,29 @@ def predict(
         total = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None
     bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, dynamic_ncols=True)
     waiting_s, batches = 0.0, iter(loader)
-    with bar:
-        while True:
-            wait_start = time.perf_counter()
-            batch = next(batches, None)
-            waiting_s += time.perf_counter() - wait_start
-            if batch is None:
-                break
-            skipped.extend(batch.get("skipped", []))
-            if len(batch["index"]) == 0:
-                bar.update(len(batch.get("skipped", [])))
-                continue
-            inputs = model_inputs(batch, device)
-            if batching == "batch":
-                outputs = forward(inputs)
-            else:
-                outputs = _concat_outputs([forward(_sample(inputs, i)) for i in range(len(batch["index"]))])
-            rows.append(prediction_frame(batch, outputs, model))
-            bar.update(len(batch["index"]) + len(batch.get("skipped", [])))
-            bar.set_postfix(img_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.1f}")
+    try:
+        with bar:
+            while True:
+                wait_start = time.perf_counter()
+                batch = next(batches, None)
+                waiting_s += time.perf_counter() - wait_start
+                if batch is None:
+                    break
+                skipped.extend(batch.get("skipped", []))
+                if len(batch["index"]) == 0:
+                    bar.update(len(batch.get("skipped", [])))
+                    continue
+                inputs = model_inputs(batch, device)
+                if batching == "batch":
+                    outputs = forward(inputs)
+                else:
+                    outputs = _concat_outputs([forward(_sample(inputs, i)) for i in range(len(batch["index"]))])
+                rows.append(prediction_frame(batch, outputs, model))
+                bar.update(len(batch["index"]) + len(batch.get("skipped", [])))
+                bar.set_postfix(img_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.1f}")
+    finally:
+        model.train(was_training)  # a validation loop hands the model back as it found it
     seconds = time.perf_counter() - start
-    model.train(was_training)
     table = pd.concat(rows, ignore_index=True) if rows else empty_frame(model)
     return Predictions(table.sort_values("index", kind="stable").reset_index(drop=True), skipped, seconds, waiting_s)
 
