@@ -220,6 +220,7 @@ class ImageScorer:
         keys = [name if isinstance(image, Image.Image) else image for image, name in expanded]
         row_texts = texts_per_image([name for _, name in expanded], keys, self._named(descriptions, texts), self.text_names)
         table = pd.DataFrame({"image": keys, **row_texts})
+        table.attrs["source"] = "the images to score"  # named in a bad image's error
         in_memory = {name: image for image, name in expanded if isinstance(image, Image.Image)}
         dataset = _Images(table, in_memory, transform=self.model.build_transform(train=False),
                           tokenize_texts=self.model.tokenize if self.text_names else None, text_names=self.text_names,
