@@ -170,7 +170,7 @@ def gather_texts(args: argparse.Namespace, model, device) -> tuple[list[dict[str
 
 def score_images(model, images: list[Path], texts: list[dict[str, str]], device) -> list[dict]:
     """Each image scored alone (a batch of one, as the official demo does), through the scorer
-    interface: ``score`` on the model's range, ``score_10`` on 0-10, and the distribution if any."""
+    interface: ``pred`` on the model's range, ``pred_0_10`` mapped linearly onto 0-10, and the distribution if any."""
     import torch
 
     from mtpg_aiaa.data import load_rgb_image
@@ -185,8 +185,8 @@ def score_images(model, images: list[Path], texts: list[dict[str, str]], device)
                      "tokens": {name: value.to(device) for name, value in tokens.items()}}  # fmt: skip
             out = model(batch)
             score = out["score"][0].float()
-            result = {"image": str(path), "score": round(float(score), 4),
-                      "score_10": round(float(model.score_range.rescale(score, 0.0, 10.0)), 3)}  # fmt: skip
+            result = {"image": str(path), "pred": round(float(score), 4),
+                      "pred_0_10": round(float(model.score_range.rescale(score, 0.0, 10.0)), 3)}  # fmt: skip
             if "distribution" in out and labels:
                 result["distribution"] = {label: round(float(p), 4) for label, p in zip(labels, out["distribution"][0])}
             result["texts"] = dict(row)
@@ -195,22 +195,23 @@ def score_images(model, images: list[Path], texts: list[dict[str, str]], device)
 
 
 def print_table(model, results: list[dict]) -> None:
-    low, high = model.score_range.low, model.score_range.high
     for r in results:
         if r.get("description_generated"):
             print(f"generated description of {Path(r['image']).name}: {r['texts'][DESCRIPTION]}\n")
     labels = list(results[0].get("distribution", {}))
-    print(f"{'image':<32} {f'score {low:g}-{high:g}':>9} {'0-10':>6}  " + " ".join(f"{label:>7}" for label in labels))
+    print(f"scores: pred on {model.system}'s own range ({model.score_range.describe()}); pred_0_10 maps it "
+          "linearly onto 0-10 (not a calibration)")
+    print(f"{'image':<32} {'pred':>9} {'pred_0_10':>9}  " + " ".join(f"{label:>7}" for label in labels))
     for r in results:
         shown = " ".join(f"{p:7.3f}" for p in r.get("distribution", {}).values())
-        print(f"{Path(r['image']).name:<32} {r['score']:9.4f} {r['score_10']:6.2f}  {shown}")
+        print(f"{Path(r['image']).name:<32} {r['pred']:9.4f} {r['pred_0_10']:9.2f}  {shown}")
         for name, text in r["texts"].items():
             if name != DESCRIPTION:
                 print(f"  [{name}] {text}")
     if len(results) > 1:
-        best = max(results, key=lambda r: r["score"])
-        others = ", ".join(f"{Path(r['image']).name} ({r['score']:.3f})" for r in results if r is not best)
-        print(f"\nmore aesthetic: {Path(best['image']).name} ({best['score']:.3f}) over {others}")
+        best = max(results, key=lambda r: r["pred"])
+        others = ", ".join(f"{Path(r['image']).name} ({r['pred']:.3f})" for r in results if r is not best)
+        print(f"\nmore aesthetic: {Path(best['image']).name} ({best['pred']:.3f}) over {others}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                 result["description"] = result["texts"][DESCRIPTION]
         if names - {DESCRIPTION}:
             result["texts_generated"] = sorted(names)
-    best = max(results, key=lambda r: r["score"])
+    best = max(results, key=lambda r: r["pred"])
     if args.json:
         print(json.dumps({"checkpoint": str(args.ckpt), "system": model.system,
                           "score_range": [model.score_range.low, model.score_range.high],

@@ -133,7 +133,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
     if predictions.table.empty:
         raise BadInputError(f"no image of {data.csv} could be scored ({len(predictions.skipped)} skipped); "
                             f"see {output_dir / 'skipped.csv'}")  # fmt: skip
-    pred = predictions.table["pred"].to_numpy() * scale
+    pred = predictions.table["pred_0_1"].to_numpy() * scale
     score = predictions.table["score"].to_numpy()
     metrics = compute_metrics_or_null(pred, score, threshold=cfg.eval.threshold * scale,
                                       n_bootstrap=cfg.eval.n_bootstrap)  # fmt: skip

@@ -1,10 +1,10 @@
 """Errors in what the user set, as opposed to bugs: the command-line entry points report
 them in one line (``mtpg_aiaa/engine/cli_errors.py``). Problems in user files are ``data.errors.BadInputError``;
-in weight files ``backbone.convert.CheckpointError``. An output the disk refused (full, quota,
-read-only) is ``OutputWriteError``: one line too, exit 1 (not the user's input).
+in weight files ``CheckpointError`` (also importable from ``backbone.convert``, its old home). An output
+the disk refused (full, quota, read-only) is ``OutputWriteError``: one line too, exit 1 (not the user's input).
 
-``one_line_message`` is the one spelling of an error on one line; light to import, so
-scripts and ``demo.py`` use it without loading the engine."""
+``one_line_message`` is the one spelling of an error on one line. This module imports nothing heavy, so
+entry points and scripts name these errors without loading torch."""
 from __future__ import annotations
 
 import re
@@ -38,3 +38,7 @@ def one_line_message(error: BaseException) -> str:
             continue
         text += line if not text else (" " if text.endswith(":") else "; ") + line
     return text or type(error).__name__
+
+
+class CheckpointError(ValueError):
+    """A weights file that cannot be read or does not fit the model; names the file and keys."""

@@ -107,3 +107,34 @@ class CenterSquareCrop:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def tensor_transform(transform: Callable) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The differentiable twin of an eval pipeline made of ``Resize``, ``CenterCrop``,
+    ``ToTensor`` and ``Normalize`` (every system's eval preprocessing here): ``[B, 3, H, W]`` RGB
+    in 0-1 -> the model's input, by the same resizes (antialiased, on floats) and statistics.
+
+    It differs from the PIL path only by rounding: PIL resamples 8-bit pixels and rounds the
+    result to 8 bits (and clips bicubic overshoot), this path stays in floating point and never
+    clips, so no gradient is cut. ``api.TENSOR_PATH_TOLERANCE`` states the measured difference.
+    """
+    import torchvision.transforms.functional as TF
+
+    steps = transform.transforms if isinstance(transform, T.Compose) else [transform]
+    ops: list[Callable[[torch.Tensor], torch.Tensor]] = []
+    for step in steps:
+        if isinstance(step, T.Resize):
+            ops.append(lambda x, s=step: TF.resize(x, s.size, s.interpolation, s.max_size, antialias=True))
+        elif isinstance(step, T.CenterCrop):
+            ops.append(lambda x, s=step: TF.center_crop(x, s.size))
+        elif isinstance(step, T.Normalize):
+            ops.append(lambda x, s=step: TF.normalize(x, s.mean, s.std))
+        elif not isinstance(step, T.ToTensor):  # the input is a tensor in 0-1 already
+            raise ValueError(f"no differentiable version of the preprocessing step {step!r}; score files or PIL images")
+
+    def apply(pixels: torch.Tensor) -> torch.Tensor:
+        for op in ops:
+            pixels = op(pixels)
+        return pixels
+
+    return apply

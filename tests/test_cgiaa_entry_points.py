@@ -124,6 +124,6 @@ def test_train_score_then_test_py_and_demo(files, tmp_path, capsys):
     from mtpg_aiaa.models.cgiaa.explain import score_with_critiques
 
     again = score_with_critiques(scorer, images, [CRITIQUES] * 2, torch.device("cpu"))
-    assert [r["score"] for r in shown["results"]] == [r["score"] for r in again]
+    assert [r["pred"] for r in shown["results"]] == [r["score"] for r in again]
     assert demo.main([str(images[0]), "--system", "cgiaa", "--ckpt", str(run_dir / "best.safetensors"),
                       "--critiques", str(root / "labels.csv")]) == 2  # not a critique cache: a one-line error

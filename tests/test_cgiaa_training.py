@@ -159,7 +159,7 @@ def test_score_task_and_registry_round_trip(tmp_path, images, bins):
     table = join_critiques(labels, critiques, "train.csv")
     task = ScoreTask(scorer, table, table, root)
     batch = task.collate([task.train_dataset[i] for i in range(4)])
-    assert ("distribution" in batch["target"]) == bool(bins)
+    assert ("distribution" in batch["labels"]) == bool(bins)
     loss = task.training_step(scorer, batch, torch.device("cpu"))["loss"]
     loss.backward()
     assert scorer.head.weight.grad is not None and scorer.clip.token_embedding.weight.grad is not None

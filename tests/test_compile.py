@@ -114,6 +114,6 @@ def test_test_py_reads_eval_attention_and_eval_compile(official_ckpt, make_smoke
                 "eval.num_workers=0", "eval.progress=false", "eval.n_bootstrap=0", "device=cpu", *extra,
             ])  # fmt: skip
         test_script.evaluate(cfg, tmp_path / name)
-        predictions[name] = pd.read_csv(tmp_path / name / "predictions.csv")["pred"].to_numpy()
+        predictions[name] = pd.read_csv(tmp_path / name / "predictions.csv")["pred_0_10"].to_numpy()
     assert modes == ["auto", "sdpa"] and len(compiled) == 1
     assert abs(predictions["sdpa"] - predictions["default"]).max() <= 1e-5 * 10

@@ -84,7 +84,7 @@ def test_official_fp16_protocol_matches_fp32(official_ckpt, smoke, tmp_path):
                 f"eval.precision={precision}",
             ])  # fmt: skip
         metrics = evaluate(cfg, tmp_path / device)
-        predictions[device] = pd.read_csv(tmp_path / device / "predictions.csv")["pred"].to_numpy()
+        predictions[device] = pd.read_csv(tmp_path / device / "predictions.csv")["pred_0_10"].to_numpy()
         assert metrics["backbone_precision"] == ("fp16" if device == "cuda" else "fp32")
     assert abs(predictions["cuda"] - predictions["cpu"]).max() / 10 <= 2e-3
 

@@ -62,7 +62,7 @@ def test_a_cgiaa_file_scores_with_texts_from_a_table(cgiaa_file, tmp_path, capsy
     import torch
 
     again = score_with_critiques(load_model(path), images, [CRITIQUES] * 2, torch.device("cpu"))
-    assert [r["score"] for r in shown["results"]] == [r["score"] for r in again]
+    assert [r["pred"] for r in shown["results"]] == [r["score"] for r in again]
     assert demo.main([*map(str, images), "--ckpt", str(path), "--texts", str(table)]) == 0  # the table
     out = capsys.readouterr().out
     assert "[general] calm" in out and "more aesthetic:" in out

@@ -85,7 +85,7 @@ def test_test_py_with_device_decoding_scores_as_the_pil_path(tmp_path):
                                              "eval.num_workers=0", "eval.progress=false", "eval.n_bootstrap=0", "device=cpu",
                                              f"eval.decode={decode}"])  # fmt: skip
         metrics = evaluate(cfg, tmp_path / decode)
-        predictions[decode] = pd.read_csv(tmp_path / decode / "predictions.csv")["pred"].to_numpy()
+        predictions[decode] = pd.read_csv(tmp_path / decode / "predictions.csv")["pred_0_10"].to_numpy()
         assert set(metrics["time_split_s"]) >= {"start_up", "weights", "waiting_for_decoding", "model", "writing"}
     assert len(predictions["device"]) == 5
     assert abs(predictions["device"] - predictions["cpu"]).max() <= 2e-3

@@ -329,7 +329,7 @@ def test_skip_edges_write_predictions_and_skipped_lists(smoke, tmp_path):
 
 def test_write_predictions_removes_a_stale_skipped_list(tmp_path):
     (tmp_path / "skipped.csv").write_text("index,image_name,reason\n0,a.jpg,old\n")
-    table = pd.DataFrame({"index": [0], "image": ["a.jpg"], "score": [5.0], "target": [0.5], "pred": [0.4],
+    table = pd.DataFrame({"index": [0], "image": ["a.jpg"], "score": [5.0], "target": [0.5], "pred": [0.4], "pred_0_1": [0.4],
                           **{f"prob_{level}": [0.2] for level in ("bad", "poor", "fair", "good", "perfect")}})  # fmt: skip
     write_predictions(Predictions(table), tmp_path, 10.0)
     assert not (tmp_path / "skipped.csv").exists()

@@ -227,12 +227,12 @@ def test_an_outside_system_trains_tests_and_scores_without_editing_the_package(t
     run(env, "-m", "mtpg_aiaa", "score", "--model", "tiny4", "--weights", str(weights), str(labels.parent / "images"),
         "--out", str(out), "--device", "cpu", "--no-progress")  # fmt: skip
     scores = pd.read_csv(out)
-    assert len(scores) == 8 and scores["score"].between(0, 1).all()
+    assert len(scores) == 8 and scores["pred"].between(0, 1).all()
     # test.py and the CLI score the same file through the same interface: the same numbers
-    # (test.py's pred is on the table's scale, data.score_scale=10)
+    # (test.py's pred_0_10 is on the table's scale, data.score_scale=10)
     predictions = pd.read_csv(tmp_path / "test" / "predictions.csv")
-    by_name = dict(zip(scores["image"].map(lambda p: Path(p).name), scores["score"]))
-    expected = (predictions["pred"] / 10).tolist()
+    by_name = dict(zip(scores["image"].map(lambda p: Path(p).name), scores["pred"]))
+    expected = (predictions["pred_0_10"] / 10).tolist()
     assert [by_name[name] for name in predictions["image"]] == pytest.approx(expected, abs=1e-5)
 
     assert package_snapshot() == before, "running an outside system changed the package or its configs"

@@ -104,11 +104,11 @@ def test_paired_bootstrap_sees_a_real_difference_and_no_difference():
         good, bad = target + rng.normal(scale=0.5, size=300), target + rng.normal(scale=2.0, size=300)
         per_seed_better.append((good, bad, target))
         per_seed_same.append((good, good + 1e-9 * rng.normal(size=300), target))
-    better = ablate.paired_bootstrap(per_seed_better, n_bootstrap=300)
-    assert better["diff"] > 0.2 and better["low"] > 0 and better["p_le_0"] == 0.0
-    assert len(better["per_seed"]) == 3
-    same = ablate.paired_bootstrap(per_seed_same, n_bootstrap=300)
-    assert abs(same["diff"]) < 1e-3 and same["low"] <= 0 <= same["high"] and same["p_le_0"] > 0.05
+    better = ablate.paired_bootstrap(*zip(*per_seed_better), n=300, resample_runs=True)
+    assert better["diff"] > 0.2 and better["ci_low"] > 0 and better["p_le_0"] == 0.0
+    assert len(better["per_run"]) == 3
+    same = ablate.paired_bootstrap(*zip(*per_seed_same), n=300, resample_runs=True)
+    assert abs(same["diff"]) < 1e-3 and same["ci_low"] <= 0 <= same["ci_high"] and same["p_le_0"] > 0.05
 
 
 def test_ablation_commands_share_stage_one_and_test_on_the_variant_inputs():

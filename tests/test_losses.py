@@ -73,3 +73,54 @@ def test_stage1_losses():
     matched = losses.contrastive_loss(features, features, scale)
     shuffled = losses.contrastive_loss(features, features.roll(1, dims=0), scale)
     assert matched < shuffled
+
+
+# -- the shared losses (mtpg_aiaa.losses): said once, each system's arithmetic kept ---------
+def _pairs(seed: int, n: int = 6, d: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    image, text = torch.randn(n, d, generator=generator), torch.randn(n, d, generator=generator)
+    return torch.nn.functional.normalize(image, dim=-1), torch.nn.functional.normalize(text, dim=-1)
+
+
+def test_every_system_takes_emd_and_infonce_from_the_shared_module():
+    import mtpg_aiaa.losses as shared
+    from mtpg_aiaa.models.aesnet import losses as aesnet
+    from mtpg_aiaa.models.cgiaa import losses as cgiaa
+
+    assert losses.emd_loss is shared.emd_loss and cgiaa.emd_loss is shared.emd_loss
+    assert cgiaa.class_infonce is shared.class_info_nce
+    assert aesnet.info_nce is shared.info_nce and cgiaa.info_nce is shared.info_nce and losses.info_nce is shared.info_nce
+    for module in (losses, cgiaa, aesnet):  # no system imports another's losses
+        source = open(module.__file__).read()
+        assert "models.mtpg.losses" not in source and "models.cgiaa" not in source.replace("models.cgiaa.losses", "")
+
+
+def test_shared_infonce_keeps_each_systems_arithmetic_bit_for_bit():
+    """The formulas each system had before the move, written out: the values must be equal, not close."""
+    import torch.nn.functional as F
+
+    from mtpg_aiaa.models.aesnet.losses import MAX_LOGIT_SCALE, symmetric_info_nce
+    from mtpg_aiaa.models.cgiaa.losses import symmetric_infonce
+
+    image, text = _pairs(0)
+    target = torch.arange(6)
+    scale = torch.tensor(2.7)
+    logits = scale.exp() * image @ text.T
+    mtpg = (F.cross_entropy(logits, target, label_smoothing=0.1) + F.cross_entropy(logits.T, target, label_smoothing=0.1)) / 2
+    assert torch.equal(losses.contrastive_loss(image, text, scale, label_smoothing=0.1), mtpg)
+    raw_image, raw_text = image * 3, text * 0.5
+    logits = F.normalize(raw_image, dim=-1) @ F.normalize(raw_text, dim=-1).T / 0.07
+    assert torch.equal(symmetric_infonce(raw_image, raw_text), (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2)
+    big = torch.tensor(9.0)  # above AesNet's clamp
+    logits = big.clamp(max=MAX_LOGIT_SCALE).exp() * image @ text.T
+    assert torch.equal(symmetric_info_nce(image, text, big), 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)))
+
+
+def test_info_nce_wants_exactly_one_of_scale_and_temperature():
+    from mtpg_aiaa.losses import info_nce
+
+    image, text = _pairs(1)
+    with pytest.raises(ValueError, match="exactly one"):
+        info_nce(image, text)
+    with pytest.raises(ValueError, match="exactly one"):
+        info_nce(image, text, logit_scale=torch.tensor(1.0), temperature=0.1)

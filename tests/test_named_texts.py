@@ -75,7 +75,7 @@ def test_prediction_rows_rescale_and_name_distribution_columns():
              "target": torch.tensor([0.2, 0.8])}  # fmt: skip
     distribution = torch.full((2, 10), 0.1)
     frame = prediction_frame(batch, {"score": torch.tensor([1.0, 5.5]), "distribution": distribution}, _TenBinScorer())
-    assert frame["pred"].tolist() == pytest.approx([0.0, 0.5])
+    assert frame["pred_0_1"].tolist() == pytest.approx([0.0, 0.5]) and frame["pred"].tolist() == [1.0, 5.5]
     assert [c for c in frame.columns if c.startswith("dist_")] == [f"dist_{k}" for k in range(1, 11)]
     plain = prediction_frame(batch, {"score": torch.tensor([1.0, 10.0])}, _TenBinScorer())
     assert not any(c.startswith(("dist_", "prob_")) for c in plain.columns)

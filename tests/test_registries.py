@@ -66,7 +66,7 @@ def _engine_imports(path: Path, top_level_only: bool) -> list[int]:
 def test_model_and_data_code_never_import_the_engine():
     package = ROOT / "mtpg_aiaa"
     strict = [*package.glob("models/**/*.py"), *package.glob("backbone/**/*.py"), *package.glob("data/**/*.py"),
-              *package.glob("eval/**/*.py"), package / "api.py", package / "device.py"]  # fmt: skip
+              *package.glob("eval/**/*.py"), *package.glob("losses/**/*.py"), package / "api.py", package / "device.py"]  # fmt: skip
     offenders = {str(p.relative_to(ROOT)): lines for p in strict if (lines := _engine_imports(p, top_level_only=False))}
     # The CLI lists the registered tasks, importing the engine only inside that command.
     offenders.update({"mtpg_aiaa/cli.py": lines} if (lines := _engine_imports(package / "cli.py", True)) else {})

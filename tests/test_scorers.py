@@ -14,6 +14,8 @@ from PIL import Image
 import mtpg_aiaa
 from mtpg_aiaa.backbone import CheckpointError
 from mtpg_aiaa.cli import main as cli_main
+from mtpg_aiaa.data.errors import BadInputError
+from mtpg_aiaa.errors import SettingError
 from mtpg_aiaa.models import ScoreRange, create_model, list_models
 from mtpg_aiaa.models.base import read_metadata
 from mtpg_aiaa.models.loading import identify, load_model
@@ -120,7 +122,7 @@ def test_api_scores_a_folder_like_the_model(weights, images):
     pixels = torch.stack([transform(Image.open(images / f"p{i}.png").convert("RGB")) for i in range(3)])
     expected = model(pixels, model.tokenizer(list(texts.values())))["score"]
     assert result.scores == pytest.approx(expected.tolist(), abs=1e-6)
-    assert result.to_frame()["score_0_10"].tolist() == pytest.approx([10 * s for s in result.scores])
+    assert result.to_frame()["pred_0_10"].tolist() == pytest.approx([10 * s for s in result.scores])
 
 
 def test_api_weights_only_from_local_files(weights):
@@ -145,10 +147,10 @@ def test_cli_scores_skips_bad_images_and_lists(weights, images, tmp_path, capsys
     assert cli_main(argv) == 2
     assert "broken.jpg" in capsys.readouterr().err
     assert cli_main([*argv, "--on-bad-image", "skip"]) == 0
-    printed = capsys.readouterr().out
-    assert "scored 3 of 4" in printed and "0-1" in printed and "skipped 1" in printed
+    captured = capsys.readouterr()
+    assert "scored 3 of 4" in captured.out and "0-1" in captured.out and "skipped 1" in captured.err
     table = pd.read_csv(out)
-    assert list(table.columns[:3]) == ["image", "score", "score_0_10"] and "prob_good" in table.columns
+    assert list(table.columns[:3]) == ["image", "pred", "pred_0_10"] and "prob_good" in table.columns
     assert pd.read_csv(tmp_path / "scores.skipped.csv")["image"].str.endswith("broken.jpg").all()
     assert cli_main(["list"]) == 0
     listed = capsys.readouterr().out
@@ -174,3 +176,109 @@ def test_test_py_scores_a_training_checkpoint_and_says_what_it_was(weights, tmp_
     assert metrics["official_checkpoint"] is False and metrics["system"] == "mtpg"
     assert metrics["checkpoint_kind"].startswith("mtpg training checkpoint")
     assert "prob_perfect" in pd.read_csv(tmp_path / "run" / "predictions.csv").columns
+
+
+
+# -- the scorer as pyiqa users call it (issue 22 item 2, issue 21 item 10) ------------------
+def _pixels(path) -> torch.Tensor:
+    return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255
+
+
+def test_scorer_is_callable_on_a_path_a_folder_a_pil_image_and_tensors(weights, images):
+    from mtpg_aiaa.api import TENSOR_PATH_TOLERANCE
+
+    model, path = weights
+    scorer = mtpg_aiaa.create_scorer(None, weights=path, device="cpu")  # the file names its system
+    assert scorer.lower_better is False and scorer.score_range == ScoreRange(0.0, 1.0)
+    texts = ["a dark sea", "a field", "a portrait"]
+    files = [images / f"p{i}.png" for i in range(3)]
+    by_file = scorer([str(f) for f in files], descriptions=texts)
+    assert by_file.shape == (3,) and not by_file.requires_grad
+    one = scorer(str(files[0]), descriptions=[texts[0]])  # a string is one path, not its characters
+    assert one.tolist() == pytest.approx(by_file[:1].tolist(), abs=1e-6)
+    assert scorer(str(images), descriptions=texts).tolist() == pytest.approx(by_file.tolist(), abs=1e-6)
+    assert scorer(Image.open(files[1]), descriptions=[texts[1]]).tolist() == pytest.approx(by_file[1:2].tolist(), abs=1e-6)
+    # A tensor goes through the differentiable preprocessing: within the stated tolerance of the file.
+    for i, file in enumerate(files):
+        alone = scorer(_pixels(file), descriptions=[texts[i]])  # [3, H, W]
+        assert abs(float(alone[0]) - float(by_file[i])) <= TENSOR_PATH_TOLERANCE
+    same_size = torch.stack([_pixels(files[0]), _pixels(files[0])])  # [B, 3, H, W]
+    assert scorer(same_size, descriptions=texts[:2]).shape == (2,)
+    with pytest.raises(BadInputError, match=r"\[3, H, W\]"):
+        scorer(torch.rand(1, 1, 8, 8), descriptions=["x"])
+
+
+def test_as_loss_backpropagates_into_the_pixels(weights, images):
+    _, path = weights
+    pixels = _pixels(images / "p0.png").unsqueeze(0).requires_grad_(True)
+    loss_fn = mtpg_aiaa.create_scorer("mtpg", weights=path, device="cpu", as_loss=True)
+    score = loss_fn(pixels, descriptions=["a dark sea"])
+    assert score.requires_grad
+    (-score.sum()).backward()
+    assert pixels.grad is not None and pixels.grad.abs().sum() > 0
+    assert all(p.grad is None for p in loss_fn.model.parameters())  # the scorer's weights stay fixed
+    plain = mtpg_aiaa.create_scorer("mtpg", weights=path, device="cpu")
+    assert not plain(pixels.detach(), descriptions=["a dark sea"]).requires_grad
+
+
+def test_texts_that_could_go_to_the_wrong_image_are_refused(weights, tmp_path, caplog):
+    _, path = weights
+    rng = np.random.default_rng(1)
+    for folder in ("a", "b"):
+        (tmp_path / "set" / folder).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "set" / folder / "x.jpg")
+    scorer = mtpg_aiaa.create_scorer("mtpg", weights=path, device="cpu")
+    with pytest.raises(SettingError, match="one string"):
+        scorer.score([tmp_path / "set" / "a" / "x.jpg"], descriptions="one text")
+    with pytest.raises(BadInputError, match=r"a/x.jpg and .*b/x.jpg share the file name x.jpg"):
+        scorer.score(str(tmp_path / "set"), descriptions={"x.jpg": "a sea"}, recursive=True)
+    keyed = scorer.score(str(tmp_path / "set"), descriptions={"a/x.jpg": "a sea", "b/x.jpg": "a field"}, recursive=True)
+    assert len(keyed.scores) == 2
+    with caplog.at_level("WARNING"):
+        scorer.score(str(tmp_path / "set" / "a"))
+    assert "scripts/describe.py" in caplog.text and "docs/descriptions.md" in caplog.text
+
+
+def test_cgiaa_states_its_unbounded_head_and_offers_a_bounded_one(tmp_path):
+    clip = dict(embed_dim=32, image_size=32, patch_size=16, vision_width=64, vision_layers=1, text_width=64,
+                text_layers=1, context_length=77, vocab_size=49408)  # fmt: skip
+    torch.manual_seed(0)
+    released = create_model("cgiaa", clip=clip, score_low=0.0, score_high=1.0)
+    assert released.score_range.bounded is False and "unbounded" in released.score_range.describe()
+    bounded = create_model("cgiaa", clip=clip, score_low=1.0, score_high=10.0, bounded=True)
+    with torch.no_grad():
+        bounded.head.bias.fill_(50.0)  # far outside: the sigmoid holds it inside the stated range
+    tokens = bounded.tokenize({name: ["warm"] * 2 for name in bounded.text_names})
+    score = bounded({"image": torch.rand(2, 3, 32, 32), "tokens": tokens})["score"]
+    assert bounded.score_range.bounded and ((score >= 1.0) & (score <= 10.0)).all()
+    # A file written before the option existed has no "bounded" key: it loads as the linear head it was.
+    path = released.save(tmp_path / "old.safetensors")
+    from safetensors.torch import load_file, save_file
+
+    metadata = read_metadata(path)
+    config = json.loads(metadata["config"])
+    config.pop("bounded")
+    save_file(load_file(str(path)), str(tmp_path / "older.safetensors"), metadata={**metadata, "config": json.dumps(config)})
+    assert load_model(tmp_path / "older.safetensors").score_range.bounded is False
+
+
+def test_every_scoring_path_runs_the_one_predict_loop_over_the_one_image_dataset():
+    """test.py, the API (and so the CLI), the feature cache and the CG-IAA / AesNet validation
+    score through ``eval.predict.predict``; their image tables are ``data.AestheticsDataset``."""
+    import importlib
+
+    from helpers import load_script
+    from mtpg_aiaa.data import AestheticsDataset
+    from mtpg_aiaa.eval.predict import predict
+
+    for name in ("mtpg_aiaa.api", "mtpg_aiaa.models.mtpg.feature_cache", "mtpg_aiaa.engine.tasks.cgiaa.score",
+                 "mtpg_aiaa.engine.tasks.aesnet.downstream"):  # fmt: skip
+        assert importlib.import_module(name).predict is predict, name
+    assert load_script("test.py").predict is predict
+    common = importlib.import_module("mtpg_aiaa.engine.tasks.cgiaa.common")
+    assert not hasattr(common, "ImageRows")
+    from mtpg_aiaa.engine.tasks.aesnet.data import table_image_dataset
+
+    table = pd.DataFrame({"image": ["a.png"], "score": [7.0]})
+    rows = table_image_dataset(table, ".", lambda image: image, score_scale=(1.0, 10.0))
+    assert isinstance(rows, AestheticsDataset) and rows.targets == [(7.0 - 1.0) / 9.0]

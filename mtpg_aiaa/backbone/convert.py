@@ -21,6 +21,7 @@ from open_clip.model import convert_weights_to_lp
 from .torchscript import TorchScriptReadError, is_torchscript_archive, read_torchscript_state_dict
 from .longclip import KEPT_POSITIONS, LONGCLIP_CONTEXT_LENGTH, LongCLIP, LongCLIPArch
 from ..fileio import file_kind
+from ..errors import CheckpointError  # defined in the light errors module; this name stays importable
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,6 @@ OPENAI_CONTEXT_LENGTH = 77
 # ``attn_mask`` is the causal text mask, a buffer derived from the context length that
 # traced archives store although open_clip does not persist it.
 _NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
-
-
-class CheckpointError(ValueError):
-    """A weights file that cannot be read or does not fit the model; names the file and keys."""
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Torch dataset over a score table: image tensor, target on [0, 1], description."""
+"""The one torch dataset over an image table (every system, every loop): image tensor, and
+whatever the table has of score, target on [0, 1], description, named texts, distribution."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from torch.utils.data import Dataset
 
 from mtpg_aiaa.data.errors import BadInputError
 from mtpg_aiaa.data.images import DEFAULT_MAX_PIXELS, load_rgb_image
-from mtpg_aiaa.data.table import TABLE_COLUMNS, image_path, read_score_table
+from mtpg_aiaa.data.table import image_path, read_score_table
 
 logger = logging.getLogger(__name__)
 
@@ -27,18 +28,22 @@ TokenizeTexts = Callable[[dict[str, list[str]]], dict[str, torch.Tensor]]  # ``S
 
 
 class AestheticsDataset(Dataset):
-    """One sample per row of a table from :func:`read_score_table`.
+    """One sample per row of an image table: one from :func:`read_score_table` (labelled,
+    with descriptions), or any table with an ``image`` column (unlabelled images to score,
+    a CG-IAA critique table, an AesNet attribute table).
 
     A sample is a dict:
         ``image``: transformed tensor, e.g. [3, 224, 224] float32;
+        ``image_name``: str; ``index``: row position; and, when the table has the column:
         ``target``: float32 scalar tensor, score / score_scale on [0, 1];
-        ``score``: the raw score (float); ``image_name``: str; ``index``: row position;
-        ``description``: str (``""`` when the table has none);
+        ``score``: the raw score (float);
+        ``description``: str (``""`` for a row without one);
         ``description_tokens``: LongTensor [context], only when ``tokenize`` is given;
         ``texts``: ``{name: str}``, every named text of the row (``named_texts.py``);
         ``tokens``: ``{name: LongTensor [L]}``, only when ``tokenize_texts`` (a scorer's
-        ``tokenize``) is given; ``distribution``: float32 ``[K]`` summing to 1, only when
-        the table has ``dist_*`` columns.
+        ``tokenize``) is given; ``distribution``: float32 ``[K]`` summing to 1 (vote counts
+        normalised), only when the table has ``dist_*`` columns (``table.attrs``) or
+        ``distribution_columns`` names them.
 
     With ``on_bad_image="skip"`` an unreadable image yields
     ``{"skipped": True, "index", "image_name", "reason"}`` instead, and a warning is
@@ -57,12 +62,12 @@ class AestheticsDataset(Dataset):
         tokenize_texts: Optional[TokenizeTexts] = None,
         text_names: tuple[str, ...] = (),
         allow_paths_outside_root: Optional[bool] = None,
+        distribution_columns: Optional[list[str]] = None,
     ) -> None:
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
-        missing = [name for name in TABLE_COLUMNS if name not in table.columns]
-        if missing:
-            raise ValueError(f"table lacks column(s) {missing}; build it with read_score_table")
+        if "image" not in table.columns:
+            raise ValueError(f"table lacks column 'image' (has {list(table.columns)}); build it with read_score_table")
         self.image_root = Path(image_root)
         # None: as the table was read (read_score_table's allow_paths_outside_root)
         self.allow_paths_outside_root = bool(table.attrs.get("allow_paths_outside_root", False)
@@ -74,15 +79,21 @@ class AestheticsDataset(Dataset):
         self.max_pixels = max_pixels
         # Plain lists: cheaper to index than DataFrame rows and to pickle into workers.
         self.image_names = [str(name) for name in table["image"].tolist()]
-        self.scores = [float(score) for score in table["score"].tolist()]
-        self.targets = [float(target) for target in table["target"].tolist()]
-        self.descriptions = [str(text) for text in table["description"].tolist()]
+        self.scores = [float(score) for score in table["score"].tolist()] if "score" in table.columns else None
+        self.targets = [float(target) for target in table["target"].tolist()] if "target" in table.columns else None
+        self.descriptions = ([str(text) for text in table["description"].tolist()] if "description" in table.columns
+                             else None)  # fmt: skip
+        if tokenize is not None and self.descriptions is None:
+            raise ValueError("tokenize reads the descriptions, but the table has no description column")
         self.source = table.attrs.get("source", "the score table")
         self.tokenize_texts = tokenize_texts
         self.texts = _row_texts(table, text_names, self.source)
-        distribution_columns = table.attrs.get("distribution_columns", [])
-        self.distributions = (torch.tensor(table[distribution_columns].to_numpy(), dtype=torch.float32)
-                              if distribution_columns else None)  # fmt: skip
+        columns = distribution_columns if distribution_columns is not None else table.attrs.get("distribution_columns", [])
+        self.distributions = torch.tensor(table[columns].to_numpy(), dtype=torch.float32) if columns else None
+        if self.distributions is not None and (self.distributions.sum(dim=1) <= 0).any():
+            row = int(torch.nonzero(self.distributions.sum(dim=1) <= 0)[0])
+            raise BadInputError(f"{self.source}: the vote counts {columns} of row {row} ({self.image_names[row]}, "
+                                "0-based) sum to zero")  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.image_names)
@@ -107,17 +118,16 @@ class AestheticsDataset(Dataset):
             logger.warning("Skipping a bad image: %s", reason)
             return {"skipped": True, "index": index, "image_name": image_name, "reason": reason}
 
-        description = self.descriptions[index]
-        sample: dict[str, Any] = {
-            "image": self.transform(image),
-            "target": torch.tensor(self.targets[index], dtype=torch.float32),
-            "score": self.scores[index],
-            "image_name": image_name,
-            "index": index,
-            "description": description,
-        }
+        sample: dict[str, Any] = {"image": self.transform(image)}
+        if self.targets is not None:
+            sample["target"] = torch.tensor(self.targets[index], dtype=torch.float32)
+        if self.scores is not None:
+            sample["score"] = self.scores[index]
+        sample.update(image_name=image_name, index=index)
+        if self.descriptions is not None:
+            sample["description"] = self.descriptions[index]
         if self.tokenize is not None:
-            tokens = self.tokenize([description])[0]
+            tokens = self.tokenize([sample["description"]])[0]
             sample["description_tokens"] = torch.as_tensor(tokens, dtype=torch.long)
         texts = self.texts[index]
         if texts:

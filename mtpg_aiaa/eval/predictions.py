@@ -1,9 +1,16 @@
 """One prediction table for every system and every loop (images or cached features).
 
-A row: ``index`` (source row), ``image``, ``score`` (the label as in the file), ``target``
-(the label on 0-1), ``pred`` (the model's score mapped from its ``score_range`` onto 0-1),
-and, when the model returns a ``distribution [B, K]``, one column per bin: ``prob_<label>``
-for a system with ``distribution_labels`` (MTPG-AIAA's five levels), else ``dist_1..dist_K``.
+Names say the scale (one name per scale, everywhere a score is written):
+
+- ``pred``: the model's score on its own ``score_range`` (``ScoreRange.bounded`` says whether
+  it is held inside; CG-IAA's released linear head is not);
+- ``pred_0_1`` / ``pred_0_10`` / ``pred_0_<S>``: the same score mapped linearly onto 0-1,
+  0-10 or a data set's ``0-score_scale``;
+- ``score`` / ``target``: the *label* as in the data table and on 0-1 (labelled data only);
+- ``prob_<label>`` for a system with ``distribution_labels`` (MTPG-AIAA's five levels), else
+  ``dist_1..dist_K``: the model's distribution, when it returns one.
+
+A row also holds ``index`` (source row) and ``image``.
 """
 from __future__ import annotations
 
@@ -14,7 +21,12 @@ import torch
 
 from ..models.base import ScoreRange
 
-BASE_COLUMNS = ("index", "image", "score", "target", "pred")
+BASE_COLUMNS = ("index", "image", "score", "target", "pred", "pred_0_1")
+
+
+def scaled_column(high: float) -> str:
+    """The column name of a prediction mapped onto ``0-high`` (``pred_0_10``)."""
+    return f"pred_0_{high:g}"
 
 
 def distribution_columns(model: Any, k: int | None = None) -> list[str]:
@@ -29,8 +41,8 @@ def distribution_columns(model: Any, k: int | None = None) -> list[str]:
 
 def prediction_frame(batch: dict[str, Any], outputs: dict[str, torch.Tensor], model: Any) -> pd.DataFrame:
     """The table rows of one scored batch: ``batch`` from ``collate_samples`` or
-    ``collate_features`` (``index``, ``image_name``, ``score``, ``target``), ``outputs``
-    from ``model(batch)`` or ``model.score_features`` (``score [B]``, optional ``distribution [B, K]``)."""
+    ``collate_features`` (``index``, ``image_name``, and for labelled data ``score``,
+    ``target``), ``outputs`` from the model (``score [B]``, optional ``distribution [B, K]``)."""
     score_range: ScoreRange = getattr(model, "score_range", ScoreRange())
     distribution = outputs.get("distribution")
     distribution = distribution.detach().float().cpu() if distribution is not None else None
@@ -40,14 +52,14 @@ def prediction_frame(batch: dict[str, Any], outputs: dict[str, torch.Tensor], mo
         score = distribution @ torch.tensor(model.distribution_values, dtype=distribution.dtype)
     else:
         score = outputs["score"].detach().float().cpu()
-    pred = score_range.rescale(score, 0.0, 1.0)
-    frame = pd.DataFrame({
-        "index": batch["index"].tolist(),
-        "image": list(batch["image_name"]),
-        "score": [float(s) for s in batch["score"]],
-        "target": batch["target"].float().tolist(),
-        "pred": pred.tolist(),
-    })  # fmt: skip
+    columns: dict[str, list] = {"index": batch["index"].tolist(), "image": list(batch["image_name"])}
+    if "score" in batch:
+        columns["score"] = [float(s) for s in batch["score"]]
+    if "target" in batch:
+        columns["target"] = batch["target"].float().tolist()
+    columns["pred"] = score.tolist()
+    columns["pred_0_1"] = score_range.rescale(score, 0.0, 1.0).tolist()
+    frame = pd.DataFrame(columns)
     if distribution is not None:
         for column, values in zip(distribution_columns(model, distribution.shape[1]), distribution.T):
             frame[column] = values.tolist()

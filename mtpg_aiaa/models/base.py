@@ -28,14 +28,28 @@ TRAINING_DATA_KEY = "training_data"  # what the weights were trained on (data/pr
 
 @dataclass(frozen=True)
 class ScoreRange:
-    """Where a system's scores lie: ``low``..``high``, and whether higher is better."""
+    """Where a system's scores lie: ``low``..``high``, whether higher is better, and whether
+    the head holds its scores inside (``bounded``). An unbounded head (CG-IAA's released linear
+    head) was trained towards ``low``..``high`` but can leave it: the range is then the data's
+    scale, not a promise."""
 
     low: float = 0.0
     high: float = 1.0
     higher_is_better: bool = True
+    bounded: bool = True
+
+    def describe(self) -> str:
+        """``0-1, higher is better`` (``unbounded, trained on 0-1`` for an unbounded head)."""
+        span = f"{self.low:g}-{self.high:g}"
+        return (span if self.bounded else f"unbounded, trained on {span}") + \
+            f", {'higher' if self.higher_is_better else 'lower'} is better"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        # ``bounded`` is written only when false, so files of bounded systems keep the bytes they had.
+        fields = asdict(self)
+        if self.bounded:
+            del fields["bounded"]
+        return json.dumps(fields)
 
     @classmethod
     def from_json(cls, text: str) -> "ScoreRange":

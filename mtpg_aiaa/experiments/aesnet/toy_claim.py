@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
+from mtpg_aiaa.eval.bootstrap import paired_bootstrap
 from torch.utils.data import DataLoader
 
 from mtpg_aiaa.data.toy import make_toy_dataset
@@ -118,26 +118,6 @@ def ridge_probe(train_x, train_y, val_x, val_y, test_x) -> tuple[np.ndarray, flo
         if best is None or score > best[0]:
             best = (score, strength, w)
     return t @ best[2] + y_mean, best[1]
-
-
-def paired_bootstrap(pred_a: list[np.ndarray], pred_b: list[np.ndarray], target: np.ndarray, n: int = 1000,
-                     seed: int = 0) -> dict[str, float]:  # fmt: skip
-    """Mean over seeds of SRCC(a) - SRCC(b) on the test images, with a 95 % interval and the
-    share of resamples where the difference is <= 0 (one resample of images for all seeds)."""
-    rng = np.random.default_rng(seed)
-    observed = float(np.mean([srcc(a, target) - srcc(b, target) for a, b in zip(pred_a, pred_b)]))
-    draws = np.empty(n)
-    for i in range(n):
-        index = rng.integers(0, len(target), len(target))
-        t = rankdata(target[index])
-        draws[i] = np.mean([_spearman(rankdata(a[index]), t) - _spearman(rankdata(b[index]), t)
-                            for a, b in zip(pred_a, pred_b)])  # fmt: skip
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return {"diff": observed, "ci_low": float(low), "ci_high": float(high), "p_le_0": float(np.mean(draws <= 0))}
-
-
-def _spearman(ranked_a: np.ndarray, ranked_b: np.ndarray) -> float:
-    return float(np.corrcoef(ranked_a, ranked_b)[0, 1])
 
 
 def run(args: argparse.Namespace) -> dict:

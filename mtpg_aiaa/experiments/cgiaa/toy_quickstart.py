@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import save_file
-from scipy.stats import rankdata
+from mtpg_aiaa.eval.bootstrap import paired_bootstrap
 
 from mtpg_aiaa.backbone.longclip import LongCLIP, LongCLIPArch, trim_text_tokens
 from mtpg_aiaa.data import load_rgb_image
@@ -166,23 +166,6 @@ def train_head(scorer: CGIAAScorer, features: torch.Tensor, scores: torch.Tensor
 def predict_head(scorer: CGIAAScorer, features: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
         return scorer.head(scorer.norm(features)).squeeze(-1).numpy()
-
-
-def paired_bootstrap(pred_a: list[np.ndarray], pred_b: list[np.ndarray], target: np.ndarray, n: int = 1000,
-                     seed: int = 0) -> dict[str, float]:  # fmt: skip
-    """Seed-mean SRCC(a) - SRCC(b) on the same test pictures, its 95 % bootstrap interval
-    (one resample of pictures shared by all seeds) and the share of resamples <= 0."""
-    rng = np.random.default_rng(seed)
-
-    def mean_difference(index: np.ndarray) -> float:
-        t = rankdata(target[index])
-        return float(np.mean([np.corrcoef(rankdata(a[index]), t)[0, 1] - np.corrcoef(rankdata(b[index]), t)[0, 1]
-                              for a, b in zip(pred_a, pred_b)]))  # fmt: skip
-
-    observed = mean_difference(np.arange(len(target)))
-    draws = np.array([mean_difference(rng.integers(0, len(target), len(target))) for _ in range(n)])
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return {"diff": observed, "ci_low": float(low), "ci_high": float(high), "p_le_0": float(np.mean(draws <= 0))}
 
 
 def match_gain_interval(hits: np.ndarray, constant: np.ndarray, n: int = 1000, seed: int = 0) -> list[float]:

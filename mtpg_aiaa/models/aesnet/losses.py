@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from mtpg_aiaa.losses import info_nce
+
 # CLIP clamps its learned scale at 100 (temperature 0.01) so the logits cannot blow up.
 MAX_LOGIT_SCALE = math.log(100.0)
 AFFINITY_READINGS = ("preserve", "restrain")
@@ -39,10 +41,7 @@ def symmetric_info_nce(image: torch.Tensor, text: torch.Tensor, logit_scale: tor
         raise ValueError(f"image {tuple(image.shape)} and text {tuple(text.shape)} must have the same shape")
     if image.shape[0] < 2:
         return (image.sum() + text.sum() + logit_scale) * 0.0
-    scale = logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
-    logits = scale * image @ text.T
-    targets = torch.arange(image.shape[0], device=image.device)
-    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+    return info_nce(image, text, logit_scale=logit_scale.clamp(max=MAX_LOGIT_SCALE))
 
 
 def attribute_info_nce(image: torch.Tensor, text: torch.Tensor, present: torch.Tensor,

@@ -4,35 +4,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mtpg_aiaa.models.mtpg.losses import emd_loss
+from mtpg_aiaa.losses import class_info_nce as class_infonce, emd_loss, info_nce
+
+__all__ = ["class_infonce", "critique_token_loss", "score_loss", "symmetric_infonce"]
 
 
 def symmetric_infonce(image_features: torch.Tensor, text_features: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
     """CLIP's loss on matched pairs ``[B, D]`` x ``[B, D]``: cross-entropy over image->text and
     text->image cosine similarities / ``temperature``, averaged (row i matches column i)."""
-    image_features, text_features = F.normalize(image_features, dim=-1), F.normalize(text_features, dim=-1)
-    logits = image_features @ text_features.T / temperature
-    target = torch.arange(logits.shape[0], device=logits.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-
-
-def class_infonce(image_features: torch.Tensor, class_features: torch.Tensor, labels: torch.Tensor,
-                  temperature: float = 0.07) -> torch.Tensor:  # fmt: skip
-    """Symmetric InfoNCE where identical texts are one class (UniCL-style): ``image_features [B, D]``,
-    ``class_features [C, D]`` (one per distinct text), ``labels [B]`` in ``0..C-1``.
-
-    Image -> text: cross-entropy over the C texts. Text -> image: each text present in the batch
-    against the B images, its log-probability averaged over all images that carry it. With
-    many pictures per text (3-5 toy critiques per attribute), plain InfoNCE would treat a
-    picture's copies of the same text as negatives; with ``labels = arange(B)`` this is it.
-    """
-    image_features, class_features = F.normalize(image_features, dim=-1), F.normalize(class_features, dim=-1)
-    logits = image_features @ class_features.T / temperature  # [B, C]
-    positives = F.one_hot(labels, class_features.shape[0]).T.to(logits.dtype)  # [C, B]
-    count = positives.sum(dim=1)
-    present = count > 0
-    text_to_image = -((logits.T.log_softmax(dim=1) * positives).sum(dim=1)[present] / count[present]).mean()
-    return (F.cross_entropy(logits, labels) + text_to_image) / 2
+    return info_nce(image_features, text_features, temperature=temperature, normalize=True)
 
 
 def critique_token_loss(

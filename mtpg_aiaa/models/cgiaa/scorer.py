@@ -37,7 +37,9 @@ class CGIAAScorerConfig:
     """``clip``: an architecture name from ``backbone/model_configs`` (77 positions are used) or
     a dict of ``LongCLIPArch`` fields; ``clip_weights``: an OpenAI-layout CLIP file to start from
     (e.g. the released ``base_model.pt``; its architecture replaces ``clip``); ``bins``: 0 for a scalar score, K for a K-bin distribution
-    over 1..K; ``score_low/high``: the score range of the data (for a scalar head)."""
+    over 1..K; ``score_low/high``: the score range of the data (for a scalar head); ``bounded``: a
+    scalar head squashed into ``score_low..score_high`` by a sigmoid (an option for new training;
+    the released design and files saved before it are the unbounded linear head)."""
 
     clip: str | dict = "LongCLIP-B-16"
     clip_weights: str | None = None
@@ -48,6 +50,7 @@ class CGIAAScorerConfig:
     freeze_image_encoder: bool = False
     freeze_text_encoder: bool = False
     dropout: float = 0.0
+    bounded: bool = False
 
     def arch(self) -> LongCLIPArch:
         arch = get_arch(self.clip) if isinstance(self.clip, str) else LongCLIPArch(**self.clip)
@@ -79,7 +82,7 @@ class CGIAAScorer(Scorer):
             self.score_is_expected_value = True
             self.score_range = ScoreRange(1.0, float(config.bins))
         else:
-            self.score_range = ScoreRange(config.score_low, config.score_high)
+            self.score_range = ScoreRange(config.score_low, config.score_high, bounded=config.bounded)
         self._tokenizer = get_tokenizer(CLIP_CONTEXT_LENGTH)
         self.set_frozen(config.freeze_image_encoder, config.freeze_text_encoder)
 
@@ -123,6 +126,9 @@ class CGIAAScorer(Scorer):
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         out = self.head(self.dropout(self.norm(self.features(batch))))
         if not self.config.bins:
+            if self.config.bounded:
+                low, high = self.score_range.low, self.score_range.high
+                return {"score": low + (high - low) * torch.sigmoid(out.squeeze(-1))}
             return {"score": out.squeeze(-1)}
         distribution = out.softmax(dim=-1)
         values = torch.tensor(self.distribution_values, device=out.device, dtype=distribution.dtype)

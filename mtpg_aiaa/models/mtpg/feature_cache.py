@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from mtpg_aiaa import __version__
 from mtpg_aiaa.fileio import atomic_write
 from mtpg_aiaa.data import AestheticsDataset, BadInputError, collate_samples
-from mtpg_aiaa.eval.predictions import prediction_frame
+from mtpg_aiaa.eval.predict import predict
 
 log = logging.getLogger(__name__)
 
@@ -423,16 +423,9 @@ def collate_features(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-@torch.inference_mode()
 def predict_features(model: nn.Module, loader: DataLoader, device: torch.device) -> pd.DataFrame:
-    """Score cached batches (``collate_features``) as ``evaluation.predict`` scores images:
-    one ``score_features`` call per loader batch. Returns the table of ``predictions.py``
-    (``index, image, score, target, pred, prob_<level>``) sorted by source row."""
-    model.eval()
-    frames = []
-    for batch in loader:
-        features = {name: value.to(device, non_blocking=True) for name, value in batch["features"].items()}
-        frame = prediction_frame(batch, model.score_features(features), model)
-        frames.append(frame)
-    table = pd.concat(frames, ignore_index=True)
-    return table.sort_values("index", kind="stable").reset_index(drop=True)
+    """Score cached batches (``collate_features``) through the one prediction loop
+    (``eval.predict``), ``model.score_features`` in place of the image forward: one call per
+    loader batch. Returns the table of ``predictions.py`` (``index, image, score, target,
+    pred, pred_0_1, prob_<level>``) sorted by source row."""
+    return predict(model, loader, device, progress=False, forward=lambda inputs: model.score_features(inputs["features"])).table

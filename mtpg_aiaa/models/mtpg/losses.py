@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mtpg_aiaa.losses import emd_loss, info_nce
+
 from .prompts import LEVEL_SCORES
 
 
@@ -23,12 +25,6 @@ def soft_level_distribution(target: torch.Tensor, sigma: float = 0.1) -> torch.T
     centres = torch.tensor(LEVEL_SCORES, dtype=target.dtype, device=target.device)
     logits = -((target[:, None] - centres[None, :]) ** 2) / (2 * sigma**2)
     return logits.softmax(dim=-1)
-
-
-def emd_loss(probs: torch.Tensor, target_dist: torch.Tensor, power: int = 2) -> torch.Tensor:
-    """Earth mover's distance between ordered distributions ``[B, K]`` (NIMA's r-norm of CDFs)."""
-    cdf_diff = probs.cumsum(dim=-1) - target_dist.cumsum(dim=-1)
-    return cdf_diff.abs().pow(power).mean(dim=-1).pow(1.0 / power).mean()
 
 
 def soft_cross_entropy(logits: torch.Tensor, target_dist: torch.Tensor) -> torch.Tensor:
@@ -117,10 +113,6 @@ def preference_loss(original_score: torch.Tensor, manipulated_score: torch.Tenso
 def contrastive_loss(
     image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor, label_smoothing: float = 0.0
 ) -> torch.Tensor:
-    """Symmetric InfoNCE between matched image and description features ``[B, D]``."""
-    logits = logit_scale.exp() * image_features @ text_features.T
-    labels = torch.arange(logits.shape[0], device=logits.device)
-    return (
-        F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-        + F.cross_entropy(logits.T, labels, label_smoothing=label_smoothing)
-    ) / 2
+    """Symmetric InfoNCE between matched image and description features ``[B, D]`` (l2-normalised),
+    scaled by ``exp(logit_scale)`` (``mtpg_aiaa.losses.info_nce``)."""
+    return info_nce(image_features, text_features, logit_scale=logit_scale, label_smoothing=label_smoothing)

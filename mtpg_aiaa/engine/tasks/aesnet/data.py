@@ -3,20 +3,16 @@ attribute, empty when missing; optional ``split`` and ``score``), its images, an
 frozen description features looked up by row."""
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
 
+from ....data.dataset import AestheticsDataset, collate_samples
 from ....data.errors import BadInputError
-from ....data.images import load_rgb_image
 from ....models.aesnet.text import DescriptionFeatureCache
-
-log = logging.getLogger(__name__)
 
 
 def read_attribute_table(path: str | Path, attributes: Sequence[str], split: str | None = None) -> pd.DataFrame:
@@ -66,45 +62,22 @@ class TextFeatureIndex:
         return {a: int(self.present[a].sum()) for a in self.attributes}
 
 
-class TableImageDataset(Dataset):
-    """``{"index", "image" [3, H, W]}`` (and ``target`` when the table has ``score``) per row.
-
-    Args:
-        score_scale: ``(low, high)`` mapping ``score`` to ``target`` on 0-1.
-        on_bad_image: ``error`` | ``skip`` (a skipped row yields ``{"skipped": True, ...}``).
-    """
-
-    def __init__(self, table: pd.DataFrame, image_root: str | Path, transform: Callable[[Any], torch.Tensor],
-                 score_scale: tuple[float, float] | None = None, on_bad_image: str = "error"):  # fmt: skip
-        self.table, self.image_root, self.transform = table, Path(image_root), transform
-        self.score_scale, self.on_bad_image = score_scale, on_bad_image
-
-    def __len__(self) -> int:
-        return len(self.table)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        name = self.table["image"].iloc[index]
-        try:
-            image = load_rgb_image(self.image_root / name)
-        except (OSError, BadInputError, ValueError) as error:
-            if self.on_bad_image == "skip":
-                log.warning("skipping %s: %s", name, error)
-                return {"skipped": True, "index": index, "image_name": name, "reason": str(error)}
-            raise
-        sample = {"index": index, "image": self.transform(image)}
-        if self.score_scale is not None and "score" in self.table.columns:
-            low, high = self.score_scale
-            sample["target"] = torch.tensor((float(self.table["score"].iloc[index]) - low) / (high - low),
-                                            dtype=torch.float32)  # fmt: skip
-        return sample
+def table_image_dataset(table: pd.DataFrame, image_root: str | Path, transform: Callable[[Any], torch.Tensor],
+                        score_scale: tuple[float, float] | None = None, on_bad_image: str = "error",
+                        distribution_columns: list[str] | None = None) -> AestheticsDataset:  # fmt: skip
+    """The rows of an AesNet table as the one image dataset (``data.AestheticsDataset``):
+    ``image``, ``index``, and with ``score_scale=(low, high)`` and a ``score`` column the label
+    ``score`` and ``target`` (``(score - low) / (high - low)``, 0-1); ``distribution [K]`` from
+    ``distribution_columns`` (vote counts, normalised). Batches with ``collate_samples``."""
+    table = table.reset_index(drop=True)
+    if score_scale is not None and "score" in table.columns:
+        low, high = score_scale
+        table = table.assign(target=(table["score"].astype(float) - low) / (high - low))
+    else:  # a pretraining table's optional score is no label here
+        table = table.drop(columns=[c for c in ("score", "target") if c in table.columns])
+    return AestheticsDataset(table, image_root, transform, on_bad_image=on_bad_image,
+                             distribution_columns=distribution_columns)  # fmt: skip
 
 
-def collate_images(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the good samples; ``index`` is empty when every sample was skipped."""
-    good = [s for s in samples if not s.get("skipped")]
-    batch: dict[str, Any] = {"index": torch.tensor([s["index"] for s in good], dtype=torch.long)}
-    if good:
-        batch["image"] = torch.stack([s["image"] for s in good])
-        if "target" in good[0]:
-            batch["target"] = torch.stack([s["target"] for s in good])
-    return batch
+# Older names, kept for callers outside the tasks (the toy AesNet claim).
+TableImageDataset, collate_images = table_image_dataset, collate_samples

@@ -17,13 +17,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mtpg_aiaa.eval.metrics import binary_accuracy, emd, plcc, rmse, srcc
+from ....data.dataset import collate_samples
+from ....eval.metrics import binary_accuracy, emd, plcc, rmse, srcc
+from ....eval.predict import predict
 from ....models.aesnet import AesNetScorer
-from ....models.mtpg.losses import emd_loss
+from ....losses import emd_loss
 from ...checkpointing import unwrap
 from ...distributed import gather_with_grad
 from ...seeding import PerSampleSeeded
-from .data import TableImageDataset, collate_images
+from .data import table_image_dataset
 
 log = logging.getLogger(__name__)
 
@@ -54,33 +56,6 @@ def read_score_rows(path: str | Path, split: str | None, bins: int | None = None
     return table
 
 
-class DistributionDataset(TableImageDataset):
-    """Adds ``distribution [K]`` (vote counts normalised) to each sample."""
-
-    def __init__(self, *args, bins: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        counts = self.table[distribution_columns(bins)].to_numpy(dtype=np.float64)
-        sums = counts.sum(axis=1, keepdims=True)
-        if (sums <= 0).any():
-            row = int(np.argmax(sums[:, 0] <= 0))
-            raise ValueError(f"row {row} ({self.table['image'].iloc[row]}): the vote counts sum to zero")
-        self.distributions = torch.tensor(counts / sums, dtype=torch.float32)
-
-    def __getitem__(self, index: int):
-        sample = super().__getitem__(index)
-        if not sample.get("skipped"):
-            sample["distribution"] = self.distributions[index]
-        return sample
-
-
-def collate_scored(samples: list) -> dict:
-    batch = collate_images(samples)
-    good = [s for s in samples if not s.get("skipped")]
-    if good and "distribution" in good[0]:
-        batch["distribution"] = torch.stack([s["distribution"] for s in good])
-    return batch
-
-
 class AesNetScoreTask:
     """Scored rows -> the scorer's loss; validation -> ``val/srcc`` etc. on the val rows."""
 
@@ -93,17 +68,15 @@ class AesNetScoreTask:
         self.eval_batch_size, self.num_workers = eval_batch_size, num_workers
 
         def dataset(table, train):
-            common = {"score_scale": self.score_scale, "on_bad_image": on_bad_image}
-            transform = base.build_transform(train=train)
-            if self.head == "distribution":
-                return DistributionDataset(table, image_root, transform, bins=self.bins, **common)
-            return TableImageDataset(table, image_root, transform, **common)
+            votes = distribution_columns(self.bins) if self.head == "distribution" else None
+            return table_image_dataset(table, image_root, base.build_transform(train=train), score_scale=self.score_scale,
+                                       on_bad_image=on_bad_image, distribution_columns=votes)  # fmt: skip
 
         self.train_dataset = PerSampleSeeded(dataset(train_table, True), seed)
         self.val_dataset = dataset(val_table, False) if val_table is not None and len(val_table) else None
 
     def collate(self, samples: list) -> dict:
-        return collate_scored(samples)
+        return collate_samples(samples)
 
     def training_step(self, model: nn.Module, batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
         base = unwrap(model)
@@ -117,27 +90,21 @@ class AesNetScoreTask:
         loss = nn.functional.mse_loss(predicted, gather_with_grad(batch["target"].to(device)))
         return {"loss": loss, "mse": loss.detach()}
 
-    @torch.inference_mode()
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        """Metrics of the model's scores on the val rows, scored by the one loop (``eval.predict``)."""
         if self.val_dataset is None:
             return {}
-        base = unwrap(model).eval()
         loader = DataLoader(self.val_dataset, batch_size=self.eval_batch_size, shuffle=False,
-                            num_workers=self.num_workers, collate_fn=collate_scored)  # fmt: skip
-        scores, targets, dists, target_dists = [], [], [], []
-        for batch in loader:
-            if not len(batch["index"]):
-                continue
-            outputs = base({"image": batch["image"].to(device)})
-            scores.append(outputs["score"].float().cpu())
-            targets.append(batch["target"])
-            if "distribution" in outputs:
-                dists.append(outputs["distribution"].float().cpu())
-                target_dists.append(batch["distribution"])
+                            num_workers=self.num_workers, collate_fn=collate_samples)  # fmt: skip
+        table = predict(unwrap(model), loader, device, progress=False).table
         low, high = self.score_scale
-        return score_metrics(torch.cat(scores).numpy(), low + (high - low) * torch.cat(targets).numpy(),
-                             threshold=(low + high) / 2,
-                             distributions=(torch.cat(dists).numpy(), torch.cat(target_dists).numpy()) if dists else None)  # fmt: skip
+        distributions = None
+        if self.head == "distribution":
+            columns = [c for c in table.columns if c.startswith(("dist_", "prob_"))]
+            counts = self.val_dataset.distributions[torch.tensor(table["index"].tolist(), dtype=torch.long)]
+            distributions = (table[columns].to_numpy(), (counts / counts.sum(dim=1, keepdim=True)).numpy())
+        return score_metrics(table["pred"].to_numpy(), table["score"].to_numpy(), threshold=(low + high) / 2,
+                             distributions=distributions)  # fmt: skip
 
 
 def score_metrics(pred: np.ndarray, target: np.ndarray, threshold: float,

@@ -30,7 +30,8 @@ from ....errors import SettingError
 from ...checkpointing import unwrap
 from ...distributed import gather_with_grad
 from ...seeding import PerSampleSeeded
-from .data import TableImageDataset, TextFeatureIndex, collate_images, read_attribute_table
+from ....data.dataset import collate_samples
+from .data import TextFeatureIndex, read_attribute_table, table_image_dataset
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +111,16 @@ class AesNetPretrainTask:
         self.train_text = TextFeatureIndex(cache, train_table, self.attributes)
         log.info("training rows per attribute: %s", self.train_text.counts())
         self.train_dataset = PerSampleSeeded(
-            TableImageDataset(train_table, image_root, build_image_transform(base.backbone, train=True),
-                              on_bad_image=on_bad_image), seed)  # fmt: skip
+            table_image_dataset(train_table, image_root, build_image_transform(base.backbone, train=True),
+                                on_bad_image=on_bad_image), seed)  # fmt: skip
         self.val_dataset = self.val_text = None
         if val_table is not None and len(val_table):
             self.val_text = TextFeatureIndex(cache, val_table, self.attributes)
-            self.val_dataset = TableImageDataset(val_table, image_root, build_image_transform(base.backbone),
-                                                 on_bad_image=on_bad_image)  # fmt: skip
+            self.val_dataset = table_image_dataset(val_table, image_root, build_image_transform(base.backbone),
+                                                   on_bad_image=on_bad_image)  # fmt: skip
 
     def collate(self, samples: list) -> dict:
-        batch = collate_images(samples)
+        batch = collate_samples(samples)
         batch["text"], batch["present"] = self.train_text.lookup(batch["index"])
         return batch
 
@@ -145,7 +146,7 @@ class AesNetPretrainTask:
             return {}
         base = unwrap(model).eval()
         loader = DataLoader(self.val_dataset, batch_size=self.eval_batch_size, shuffle=False,
-                            num_workers=self.num_workers, collate_fn=collate_images)  # fmt: skip
+                            num_workers=self.num_workers, collate_fn=collate_samples)  # fmt: skip
         images: dict[str, list[torch.Tensor]] = {a: [] for a in self.attributes}
         texts: dict[str, list[torch.Tensor]] = {a: [] for a in self.attributes}
         masks: dict[str, list[torch.Tensor]] = {a: [] for a in self.attributes}

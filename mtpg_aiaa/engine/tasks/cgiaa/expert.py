@@ -19,12 +19,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ....backbone.clip import load_clip
+from ....data import AestheticsDataset, collate_samples
 from ....models.cgiaa.critique_data import add_period, read_critique_json
 from ....models.cgiaa.expert import CritiqueExpert
 from ....models.cgiaa.losses import critique_token_loss
 from ....models.cgiaa.prefix import build_release_transform, clip_prefix
 from ....models.cgiaa.tokenizer import load_gpt2_tokenizer
-from .common import ImageRows, stack_images
 
 log = logging.getLogger(__name__)
 RELEASED_MAX_TOKENS = 40
@@ -45,10 +45,10 @@ def encode_captions(tokenizer, captions: list[str], max_tokens: int = RELEASED_M
 def compute_prefixes(clip: nn.Module, images: pd.DataFrame, image_root: str | Path, device: torch.device,
                      batch_size: int = 64) -> torch.Tensor:  # fmt: skip
     """``[N, D]`` normalised CLIP prefixes of ``images["image"]`` (released preprocessing)."""
-    rows = ImageRows(images, image_root, build_release_transform(clip.arch.image_size))
+    rows = AestheticsDataset(images.reset_index(drop=True), image_root, build_release_transform(clip.arch.image_size))
     out = []
     for start in range(0, len(rows), batch_size):
-        batch = stack_images([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+        batch = collate_samples([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
         out.append(clip_prefix(clip, batch["image"].to(device)).cpu())
     return torch.cat(out) if out else torch.zeros(0, clip.embed_dim)
 

@@ -13,12 +13,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
-from ....data import BadInputError
-from mtpg_aiaa.eval.metrics import plcc, srcc
+from ....data import AestheticsDataset, BadInputError, collate_samples
+from ....eval.metrics import plcc, srcc
+from ....eval.predict import predict
 from ....models.cgiaa.critique_data import read_critique_csv
 from ....models.cgiaa.losses import score_loss
-from .common import ImageRows, stack_images
+from ...checkpointing import unwrap
 
 
 def join_critiques(labels: pd.DataFrame, critiques: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -34,42 +36,39 @@ class ScoreTask:
     def __init__(self, scorer: nn.Module, train: pd.DataFrame, val: pd.DataFrame, image_root: str | Path, augment: bool = True):
         names = tuple(scorer.text_names)
         self.bins = int(getattr(scorer.config, "bins", 0))
-        self.train_dataset = ImageRows(train, image_root, scorer.build_transform(train=augment), text_columns=names)
-        self.val_dataset = ImageRows(val, image_root, scorer.build_transform(train=False), text_columns=names)
+        counts = [f"count_{k}" for k in range(1, self.bins + 1)]
+
+        def dataset(table: pd.DataFrame, train: bool) -> AestheticsDataset:
+            votes = counts if self.bins and all(c in table.columns for c in counts) else None
+            return AestheticsDataset(table, image_root, scorer.build_transform(train=train), text_names=names,
+                                     distribution_columns=votes)  # fmt: skip
+
+        self.train_dataset, self.val_dataset = dataset(train, augment), dataset(val, False)
         self.scorer = scorer
 
-    def _targets(self, table: pd.DataFrame, index: torch.Tensor) -> dict:
-        rows = table.iloc[index.tolist()]
-        out = {"score": torch.tensor(rows["score"].astype(float).to_numpy(), dtype=torch.float32)}
-        counts = [f"count_{k}" for k in range(1, self.bins + 1)]
-        if self.bins and all(c in table.columns for c in counts):
-            votes = torch.tensor(rows[counts].astype(float).to_numpy(), dtype=torch.float32)
-            out["distribution"] = votes / votes.sum(dim=1, keepdim=True).clamp(min=1e-8)
-        return out
-
-    def collate(self, samples: list, table: pd.DataFrame | None = None) -> dict:
-        batch = stack_images(samples)
-        batch["tokens"] = self.scorer.tokenize(batch.pop("texts"))
-        batch["target"] = self._targets(self.train_dataset.table if table is None else table, batch["index"])
+    def collate(self, samples: list) -> dict:
+        """``collate_samples`` plus the critiques' ``tokens`` and ``labels`` (``score [B]`` on the
+        table's scale, ``distribution [B, K]`` from the vote counts of a K-bin scorer)."""
+        batch = collate_samples(samples)
+        texts = batch.pop("texts")
+        batch["tokens"] = self.scorer.tokenize({name: texts[name] for name in self.scorer.text_names})
+        batch["labels"] = {"score": batch["score"].float()}
+        if "distribution" in batch:
+            batch["labels"]["distribution"] = batch.pop("distribution")
         return batch
 
     def training_step(self, model: nn.Module, batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
         inputs = {"image": batch["image"].to(device), "tokens": {k: v.to(device) for k, v in batch["tokens"].items()}}
-        target = batch["target"]
-        distribution = target.get("distribution")
-        loss = score_loss(model(inputs), target["score"].to(device), None if distribution is None else distribution.to(device))
+        labels = batch["labels"]
+        distribution = labels.get("distribution")
+        loss = score_loss(model(inputs), labels["score"].to(device), None if distribution is None else distribution.to(device))
         return {"loss": loss}
 
-    @torch.no_grad()
     def validate(self, model: nn.Module, device: torch.device, batch_size: int = 32) -> dict[str, float]:
-        predictions, targets = [], []
-        data = self.val_dataset
-        for start in range(0, len(data), batch_size):
-            batch = self.collate([data[i] for i in range(start, min(start + batch_size, len(data)))], data.table)
-            inputs = {"image": batch["image"].to(device), "tokens": {k: v.to(device) for k, v in batch["tokens"].items()}}
-            predictions.append(model(inputs)["score"].float().cpu())
-            targets.append(batch["target"]["score"])
-        pred, target = torch.cat(predictions).numpy(), torch.cat(targets).numpy()
+        """SRCC and PLCC of the model's scores against the labels (the one loop, ``eval.predict``)."""
+        loader = DataLoader(self.val_dataset, batch_size=batch_size, shuffle=False, collate_fn=self.collate)
+        table = predict(unwrap(model), loader, device, progress=False).table
+        pred, target = table["pred"].to_numpy(), table["score"].to_numpy()
         return {"val/srcc": srcc(pred, target), "val/plcc": plcc(pred, target)}
 
 

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ....data import AestheticsDataset, collate_samples
 from ....models.cgiaa.losses import symmetric_infonce
 from ....models.cgiaa.prefix import build_release_transform
 from mtpg_aiaa.backbone.tokenizer import get_tokenizer
-from .common import ImageRows, stack_images
 
 CONTEXT_LENGTH = 77
 
@@ -32,13 +32,13 @@ class VLAPTask:
                  temperature: float = 0.07, eval_batch_size: int = 64):  # fmt: skip
         clip = clip_of(model)
         transform = build_release_transform(clip.arch.image_size)
-        self.train_dataset = ImageRows(train_pairs, image_root, transform, text_columns=("critique",))
-        self.val_dataset = ImageRows(val_pairs, image_root, transform, text_columns=("critique",))
+        self.train_dataset = AestheticsDataset(train_pairs, image_root, transform, text_names=("critique",))
+        self.val_dataset = AestheticsDataset(val_pairs, image_root, transform, text_names=("critique",))
         self.tokenizer = get_tokenizer(CONTEXT_LENGTH)
         self.temperature, self.eval_batch_size = temperature, eval_batch_size
 
     def collate(self, samples: list) -> dict:
-        batch = stack_images(samples)
+        batch = collate_samples(samples)
         batch["tokens"] = self.tokenizer(batch["texts"]["critique"])
         return batch
 

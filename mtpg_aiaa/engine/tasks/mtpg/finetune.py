@@ -226,7 +226,7 @@ class FinetuneTask:
 
 def validation_metrics(table: pd.DataFrame) -> dict[str, float]:
     """``val/srcc``, ``val/plcc`` etc. of a prediction table (columns ``pred``, ``target`` on 0-1)."""
-    metrics = compute_metrics(table["pred"].to_numpy(), table["target"].to_numpy(), threshold=0.5, n_bootstrap=0)
+    metrics = compute_metrics(table["pred_0_1"].to_numpy(), table["target"].to_numpy(), threshold=0.5, n_bootstrap=0)
     return {f"val/{k}": float(v) for k, v in metrics.items()}
 
 
