@@ -118,7 +118,7 @@ def test_trainer_settings_are_typed_and_bounded(values, message):
 def test_trainer_batch_size_from_the_command_line_fails_in_one_line_before_the_model(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     train_module = load_script("train.py")
-    monkeypatch.setattr(train_module, "build_model", lambda *a, **k: pytest.fail("the model was built"))
+    monkeypatch.setattr(train_module, "build_training_model", lambda *a, **k: pytest.fail("the model was built"))
     cfg = compose_config("train", "model=tiny", "data=csv", "trainer.batch_size=abc", f"paths.output_root={tmp_path}",
                          "run_name=typed", "device=cpu")  # fmt: skip
     with pytest.raises(SystemExit) as exit_info:

@@ -91,7 +91,7 @@ def test_the_heartbeat_refreshes_the_lock_while_the_run_lives(tmp_path):
 
 def test_train_refuses_a_run_name_a_live_run_owns_in_one_line_exit_2(tmp_path, monkeypatch, capsys):
     train_module = load_script("train.py")
-    monkeypatch.setattr(train_module, "build_model", lambda *a, **k: pytest.fail("the model was built"))
+    monkeypatch.setattr(train_module, "build_training_model", lambda *a, **k: pytest.fail("the model was built"))
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     cfg = compose_config("train", "model=tiny", "data=csv", f"paths.output_root={tmp_path}", "run_name=shared",
                          "device=cpu")  # fmt: skip

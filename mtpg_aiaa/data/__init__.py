@@ -1,25 +1,27 @@
-"""Datasets for artistic image aesthetics: label CSVs, image loading, batching."""
+"""Datasets for artistic image aesthetics: label CSVs, image loading, batching.
 
-from mtpg_aiaa.data.dataset import (
-    BAD_IMAGE_POLICIES,
-    AestheticsDataset,
-    build_dataset,
-    collate_samples,
-)
-from mtpg_aiaa.data.errors import BadInputError
-from mtpg_aiaa.data.images import DEFAULT_MAX_PIXELS, load_rgb_image
-from mtpg_aiaa.data.named_texts import read_table
-from mtpg_aiaa.data.table import TABLE_COLUMNS, read_score_table
+Names are imported lazily, so that ``mtpg_aiaa.data.errors`` or the dataset catalogue load
+without torch (``python -m mtpg_aiaa list`` and ``--help`` stay fast)."""
+from __future__ import annotations
 
-__all__ = [
-    "AestheticsDataset",
-    "BAD_IMAGE_POLICIES",
-    "BadInputError",
-    "DEFAULT_MAX_PIXELS",
-    "TABLE_COLUMNS",
-    "build_dataset",
-    "collate_samples",
-    "load_rgb_image",
-    "read_score_table",
-    "read_table",
-]
+import importlib
+
+_PUBLIC = {
+    "AestheticsDataset": "mtpg_aiaa.data.dataset",
+    "BAD_IMAGE_POLICIES": "mtpg_aiaa.data.dataset",
+    "build_dataset": "mtpg_aiaa.data.dataset",
+    "collate_samples": "mtpg_aiaa.data.dataset",
+    "BadInputError": "mtpg_aiaa.data.errors",
+    "DEFAULT_MAX_PIXELS": "mtpg_aiaa.data.images",
+    "load_rgb_image": "mtpg_aiaa.data.images",
+    "read_table": "mtpg_aiaa.data.named_texts",
+    "TABLE_COLUMNS": "mtpg_aiaa.data.table",
+    "read_score_table": "mtpg_aiaa.data.table",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'mtpg_aiaa.data' has no attribute {name!r}")
