@@ -102,7 +102,7 @@ def score_images(model, images: list[Path], descriptions: list[str], device: tor
     for image_path, description in zip(images, descriptions):
         pixels = transform(load_rgb_image(image_path)).unsqueeze(0).to(device)
         tokens = model.tokenizer([description]).to(device)
-        out = model(pixels, tokens)
+        out = model.score_tensors(pixels, tokens)
         probs = out["probs"][0].float().cpu()
         results.append(
             {

@@ -102,7 +102,7 @@ class ImageScorer:
             log.warning("no descriptions given: every image is scored with an empty one")
         per_image = [self._texts_of(path, i, named) for i, path in enumerate(paths)]
         # A batch-dependent model (MTPG's released fusion) scores every image alone, as its demo does.
-        batch_size = 1 if getattr(self.model, "outputs_depend_on_batch", False) else self.batch_size
+        batch_size = 1 if self.model.outputs_depend_on_batch else self.batch_size
         transform = self.model.build_transform(train=False)
         kept, scores, distributions, skipped = [], [], [], []
         bar = tqdm(total=len(paths), desc="scoring", unit="img", disable=not progress, dynamic_ncols=True)

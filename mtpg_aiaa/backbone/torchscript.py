@@ -38,6 +38,9 @@ _CLASS_HEADER = re.compile(
 )
 
 
+MAX_MODULE_DEPTH = 256  # nested sub-modules; CLIP's deepest path is under 10
+
+
 class TorchScriptReadError(ValueError):
     """The archive cannot be read as data (the message says why; the caller names the file)."""
 
@@ -81,6 +84,7 @@ def read_torchscript_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         byteorder = _read_text(archive, prefix + "byteorder") or "little"
         if byteorder.strip() != "little":
             raise TorchScriptReadError(f"tensors are stored {byteorder.strip()}-endian; only little-endian is read")
+        _refuse_compressed(archive)
         members = _module_members(archive, prefix)
         unpickler = _DataUnpickler(archive, prefix, archive.read(data_pkl[0]))
         try:
@@ -88,11 +92,11 @@ def read_torchscript_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except TorchScriptReadError:
             raise
         except Exception as error:  # noqa: BLE001 - a malformed pickle, named by the caller
-            raise TorchScriptReadError(f"cannot parse {data_pkl[0]}: {type(error).__name__}: {error}") from error
+            raise TorchScriptReadError(f"cannot parse {data_pkl[0]}: {type(error).__name__}: {error}"[:300]) from None
     if not isinstance(root, ScriptObject):
         raise TorchScriptReadError(f"{data_pkl[0]} does not hold a TorchScript module")
     state: dict[str, torch.Tensor] = {}
-    _collect(root, "", members, state)
+    _collect(root, members, state)
     if not state:
         raise TorchScriptReadError("the archived module has no parameters or buffers")
     return state
@@ -121,23 +125,42 @@ def _module_members(archive: zipfile.ZipFile, prefix: str) -> dict[str, tuple[li
     return members
 
 
-def _collect(obj: ScriptObject, prefix: str, members: dict, out: dict[str, torch.Tensor]) -> None:
-    """Parameters and buffers of ``obj`` then of its submodules, as ``Module.state_dict`` orders them."""
-    if not isinstance(obj.state, dict):
-        # Written by the class's own __getstate__: only its __setstate__ code could say what
-        # the values mean, and that code is not run.
-        raise TorchScriptReadError(f"{obj.qualified_name} stores a custom state (its own __getstate__), "
-                                   "which cannot be read without running its code")  # fmt: skip
-    attributes = obj.state
-    declared = members.get(obj.qualified_name)
-    names = declared[0] + declared[1] if declared else [k for k, v in attributes.items() if isinstance(v, torch.Tensor)]
-    for name in names:
-        value = attributes.get(name)
-        if isinstance(value, torch.Tensor):
-            out[prefix + name] = value
-    for name, value in attributes.items():
-        if isinstance(value, ScriptObject):
-            _collect(value, f"{prefix}{name}.", members, out)
+def _refuse_compressed(archive: zipfile.ZipFile) -> None:
+    """TorchScript archives store entries uncompressed; a deflated one could inflate without bound."""
+    for info in archive.infolist():
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise TorchScriptReadError(f"entry {info.filename} is compressed; archives store entries uncompressed")
+
+
+def _collect(root: ScriptObject, members: dict, out: dict[str, torch.Tensor]) -> None:
+    """Parameters and buffers of ``root`` then of its submodules, as ``Module.state_dict``
+    orders them. Each module is read once (a module shared or containing itself is not
+    walked again) and at most ``MAX_MODULE_DEPTH`` deep, so a crafted graph cannot hang or
+    exhaust the stack."""
+    visited: set[int] = set()
+    stack: list[tuple[ScriptObject, str, int]] = [(root, "", 0)]
+    while stack:
+        obj, prefix, depth = stack.pop()
+        if id(obj) in visited:
+            continue
+        visited.add(id(obj))
+        if depth > MAX_MODULE_DEPTH:
+            raise TorchScriptReadError(f"the archived modules nest more than {MAX_MODULE_DEPTH} levels deep")
+        if not isinstance(obj.state, dict):
+            # Written by the class's own __getstate__: only its __setstate__ code could say what
+            # the values mean, and that code is not run.
+            raise TorchScriptReadError(f"{obj.qualified_name} stores a custom state (its own __getstate__), "
+                                       "which cannot be read without running its code")  # fmt: skip
+        attributes = obj.state
+        declared = members.get(obj.qualified_name)
+        names = declared[0] + declared[1] if declared else [k for k, v in attributes.items() if isinstance(v, torch.Tensor)]
+        for name in names:
+            value = attributes.get(name) if isinstance(name, str) else None
+            if isinstance(value, torch.Tensor):
+                out[prefix + name] = value
+        children = [(value, f"{prefix}{name}.", depth + 1) for name, value in attributes.items()
+                    if isinstance(value, ScriptObject)]  # fmt: skip
+        stack.extend(reversed(children))  # depth first, in attribute order
 
 
 class _StorageType:

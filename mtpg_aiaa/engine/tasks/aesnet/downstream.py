@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from ....backbone.convert import CheckpointError, read_state_dict
 from ....metrics import binary_accuracy, emd, plcc, rmse, srcc
 from ....models.aesnet import AesNetScorer, AesNetScorerConfig
+from ....models.checkpoints import is_training_checkpoint, read_weights_only
 from ....models.aesnet.checkpoint import backbone_state_from
 from ....models.mtpg.losses import emd_loss
 from ...checkpointing import load_training_state, unwrap
@@ -163,8 +164,7 @@ def read_backbone_weights(source: str | Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{source}: no best.pt or last.pt inside")
         source = found
     if source.suffix == ".pt":
-        raw = torch.load(source, map_location="cpu", weights_only=True)
-        if isinstance(raw, dict) and "model" in raw and "optimizer" in raw:
+        if is_training_checkpoint(read_weights_only(source)):
             state = backbone_state_from(load_training_state(source)["model"])
             if not state:
                 raise CheckpointError(f"{source}: a training checkpoint without an AesNet backbone")

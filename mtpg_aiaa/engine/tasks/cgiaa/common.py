@@ -49,14 +49,9 @@ def build_task_model(cfg) -> torch.nn.Module:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from ...builders import read_init_state
+    from ....models.checkpoints import load_matching_weights
 
     model = instantiate(OmegaConf.to_container(cfg.task.model, resolve=True), _convert_="all")
     if cfg.get("init_from"):
-        own = model.state_dict()
-        incoming = read_init_state(cfg.init_from)
-        matched = {k: v for k, v in incoming.items() if k in own and own[k].shape == v.shape}
-        if not matched:
-            raise ValueError(f"init_from={cfg.init_from}: no tensor matches {type(model).__name__}'s names and shapes")
-        model.load_state_dict(matched, strict=False)
+        load_matching_weights(model, cfg.init_from)  # with the backbone guard (models/checkpoints.py)
     return model
