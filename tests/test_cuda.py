@@ -98,7 +98,7 @@ def test_fp16_backbone_on_cuda_is_half_and_matches_fp32(official_ckpt):
     half = load_model(official_ckpt, device="cuda", backbone_precision="fp16")
     assert half.backbone.visual.conv1.weight.dtype == torch.float16
     with torch.inference_mode():
-        expected = reference(images, tokens)["score"]
+        expected = reference.score_tensors(images, tokens)["score"]
         got = half(images.cuda(), tokens.cuda())["score"].cpu()
     assert (got - expected).abs().max() <= 1e-3
 

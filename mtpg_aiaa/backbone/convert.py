@@ -58,7 +58,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if file_kind(path) == "safetensors":
         state = read_safetensors(path)
     elif is_torchscript_archive(path):
-        check_torch_zip(path)  # stored entries only, each inside the file, in all within the budget
+        check_torch_zip(path, compressed_text=True)  # stored data entries, each inside the file, within the budget
         try:
             state = read_torchscript_state_dict(path)
         except (TorchScriptReadError, zipfile.BadZipFile, OSError, RecursionError) as error:

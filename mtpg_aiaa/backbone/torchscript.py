@@ -38,6 +38,7 @@ _CLASS_HEADER = re.compile(
 )
 
 
+MAX_TEXT_BYTES = 16 << 20  # one code entry, inflated
 MAX_MODULE_DEPTH = 256  # nested sub-modules; CLIP's deepest path is under 10
 
 
@@ -104,7 +105,7 @@ def read_torchscript_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _read_text(archive: zipfile.ZipFile, name: str) -> str | None:
     try:
-        return archive.read(name).decode("utf-8", errors="replace")
+        return _read_bounded(archive, name).decode("utf-8", errors="replace")
     except KeyError:
         return None
 
@@ -117,7 +118,7 @@ def _module_members(archive: zipfile.ZipFile, prefix: str) -> dict[str, tuple[li
         if not (name.startswith(code) and name.endswith(".py")):
             continue
         module = name[len(code) : -len(".py")].replace("/", ".")
-        for match in _CLASS_HEADER.finditer(archive.read(name).decode("utf-8", errors="replace")):
+        for match in _CLASS_HEADER.finditer(_read_bounded(archive, name).decode("utf-8", errors="replace")):
             members[f"{module}.{match['name']}"] = (
                 re.findall(r'"([^"]*)"', match["params"]),
                 re.findall(r'"([^"]*)"', match["buffers"]),
@@ -126,10 +127,22 @@ def _module_members(archive: zipfile.ZipFile, prefix: str) -> dict[str, tuple[li
 
 
 def _refuse_compressed(archive: zipfile.ZipFile) -> None:
-    """TorchScript archives store entries uncompressed; a deflated one could inflate without bound."""
+    """TorchScript archives store their pickles and tensor data uncompressed (only code and
+    debug entries are deflated, and those are read with a bound): a deflated data entry
+    could inflate without bound."""
     for info in archive.infolist():
-        if info.compress_type != zipfile.ZIP_STORED:
-            raise TorchScriptReadError(f"entry {info.filename} is compressed; archives store entries uncompressed")
+        if info.compress_type != zipfile.ZIP_STORED and "/code/" not in info.filename \
+                and not info.filename.endswith(".debug_pkl"):  # fmt: skip
+            raise TorchScriptReadError(f"entry {info.filename} is compressed; archives store their data uncompressed")
+
+
+def _read_bounded(archive: zipfile.ZipFile, name: str) -> bytes:
+    """An entry's bytes, refusing one that inflates past ``MAX_TEXT_BYTES``."""
+    with archive.open(name) as entry:
+        data = entry.read(MAX_TEXT_BYTES + 1)
+    if len(data) > MAX_TEXT_BYTES:
+        raise TorchScriptReadError(f"entry {name} inflates past {MAX_TEXT_BYTES} bytes")
+    return data
 
 
 def _collect(root: ScriptObject, members: dict, out: dict[str, torch.Tensor]) -> None:

@@ -144,9 +144,16 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 # -- PyTorch files --------------------------------------------------------------------------
-def check_torch_zip(path: Path) -> None:
+MAX_TEXT_ENTRY = 16 << 20  # a TorchScript archive's compressed code entry, read as text
+
+
+def check_torch_zip(path: Path, compressed_text: bool = False) -> None:
     """A ``torch.save`` zip whose entries are stored uncompressed, each inside the file, in
-    all no more than :func:`allocation_budget`: refused before ``torch.load`` inflates anything."""
+    all no more than :func:`allocation_budget`: refused before ``torch.load`` inflates anything.
+
+    ``compressed_text``: a TorchScript archive, whose ``code/`` and debug entries
+    ``torch.jit.save`` deflates; those may be compressed up to ``MAX_TEXT_ENTRY`` bytes each
+    (read with a bounded reader), never its pickles or tensor data."""
     size, budget = path.stat().st_size, allocation_budget(path)
     try:
         with zipfile.ZipFile(path) as archive:
@@ -155,6 +162,8 @@ def check_torch_zip(path: Path) -> None:
         raise CheckpointError(f"cannot read {path}: a damaged zip archive ({error})") from None
     total = 0
     for info in entries:
+        if compressed_text and is_text_entry(info.filename) and info.file_size <= MAX_TEXT_ENTRY:
+            continue
         if info.compress_type != zipfile.ZIP_STORED:
             raise CheckpointError(f"{path}: entry {info.filename!r} is compressed; checkpoints store their entries "
                                   "uncompressed, so it is refused (a compressed entry can inflate without bound)")  # fmt: skip
@@ -165,6 +174,11 @@ def check_torch_zip(path: Path) -> None:
     if total > budget:
         raise CheckpointError(f"{path}: its entries declare {total} bytes, more than the file's budget of {budget} "
                               f"(set {BUDGET_SETTING} to raise it)")  # fmt: skip
+
+
+def is_text_entry(name: str) -> bool:
+    """A TorchScript archive's code or debug entry (``*/code/**``, ``*.debug_pkl``), never read as data."""
+    return "/code/" in name or name.endswith(".debug_pkl")
 
 
 def check_legacy_pickle(path: Path) -> None:

@@ -73,7 +73,7 @@ def read_weights_only(path: str | Path) -> Any:
     path = Path(path)
     check_weights_file(path)
     if is_torchscript_archive(path):
-        check_torch_zip(path)
+        check_torch_zip(path, compressed_text=True)
         try:
             return read_torchscript_state_dict(path)
         except (TorchScriptReadError, zipfile.BadZipFile, OSError, RecursionError) as error:
@@ -282,6 +282,8 @@ def build_recorded_model(state: Mapping[str, Any], path: str | Path) -> SavedMod
     never from a ``_target_`` or the run config's paths."""
     path = Path(path)
     system, kind, config = (state.get(key) for key in RECORD_KEYS)
+    if system is None and kind is None and config is None:
+        system, kind, config = _legacy_mtpg_record(state.get("config"), path)
     if not isinstance(system, str) or not isinstance(kind, str) or not isinstance(config, dict):
         raise CheckpointError(f"{path} is a training checkpoint without a model record (system, model kind, config): "
                               "written before checkpoints recorded them, or not by a SavedModel; score the run's "
@@ -293,9 +295,33 @@ def build_recorded_model(state: Mapping[str, Any], path: str | Path) -> SavedMod
     shapes = {k: tuple(v.shape) for k, v in weights.items() if k not in cls.tied_keys}
     model = build_checked(cls, config, shapes, path)
     load_into(model, weights, path)
-    model.weights_kind = f"{system} {kind} from a training checkpoint (raw weights, step {state.get('step')})"
+    model.weights_kind = f"{system} training checkpoint ({kind}, raw weights, step {state.get('step')})"
     model.training_data = state.get(TRAINING_DATA_KEY) or None
     return model.eval()
+
+
+# What MTPG's model group was called before training checkpoints recorded their model:
+# compared as a string, never imported or instantiated.
+_LEGACY_MTPG_TARGETS = ("mtpg_aiaa.models.mtpg.build_mtpg_model", "mtpg_aiaa.models.mtpg.factory.build_mtpg_model")
+
+
+def _legacy_mtpg_record(run_config: Any, path: Path) -> tuple[Any, Any, Any]:
+    """The model record of an MTPG run's ``last.pt`` written before records existed: its
+    ``model`` group when that is MTPG's (by the exact target string, or no target and a
+    ``fusion`` key) and no task built its own model; ``(None, None, None)`` otherwise."""
+    from .mtpg.factory import mtpg_config  # only for these legacy files: MTPG's documented group
+
+    run_config = run_config if isinstance(run_config, Mapping) else {}
+    task = run_config.get("task") if isinstance(run_config.get("task"), Mapping) else {}
+    group = run_config.get("model") if isinstance(run_config.get("model"), Mapping) else {}
+    target = group.get("_target_")
+    if task.get("build_model") or task.get("model") or not (target in _LEGACY_MTPG_TARGETS or (target is None and "fusion" in group)):
+        return None, None, None
+    keys = {k: v for k, v in group.items() if not k.startswith("_") and k not in ("backbone_weights", "freeze", "freeze_last_n")}
+    try:
+        return "mtpg", "scorer", mtpg_config(**keys).to_dict()
+    except (TypeError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{path}: its run config's model group cannot describe an MTPG-AIAA model: {error}"[:400]) from None
 
 
 # -- init_from ------------------------------------------------------------------------------
