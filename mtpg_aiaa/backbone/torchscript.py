@@ -61,10 +61,13 @@ class ScriptObject:
 
 def is_torchscript_archive(path: str | Path) -> bool:
     """A zip with a ``*/data.pkl`` next to a ``*/code/`` folder or ``*/constants.pkl``."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        return False  # a damaged zip: the reader that follows names the problem
     return any(name.endswith("/data.pkl") for name in names) and any(
         name.endswith("constants.pkl") or "/code/" in name for name in names
     )

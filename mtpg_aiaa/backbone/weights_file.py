@@ -191,10 +191,11 @@ def check_legacy_pickle(path: Path) -> None:
 
     size, budget = path.stat().st_size, allocation_budget(path)
     ints = ("INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4")
+    declared = 0
     with open(path, "rb") as handle:
         try:
-            for _ in range(4):  # magic number, protocol version, system info, the object
-                declared, memo, last = 0, {}, None
+            for index in range(4):  # magic number, protocol version, system info, the object
+                memo, last = {}, None
                 for opcode, argument, _pos in pickletools.genops(handle):
                     value = argument if opcode.name in ints and isinstance(argument, int) else None
                     if opcode.name in ("BINPUT", "LONG_BINPUT", "PUT"):
@@ -203,16 +204,20 @@ def check_legacy_pickle(path: Path) -> None:
                         memo[len(memo)] = last
                     elif opcode.name in ("BINGET", "LONG_BINGET", "GET"):
                         value = memo.get(argument)
-                    if isinstance(value, int):
+                    if index == 3 and isinstance(value, int):  # the object's sizes, offsets and element counts
                         declared += abs(value)
-                        if declared > budget:
-                            raise CheckpointError(f"{path}: its pickle declares sizes past the file's budget of "
-                                                  f"{budget} bytes (set {BUDGET_SETTING} to raise it)")  # fmt: skip
-                    last = value if opcode.name not in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE") else last
-            keys = [argument for opcode, argument, _pos in pickletools.genops(handle)
-                    if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8")]  # fmt: skip
+                    if opcode.name not in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"):
+                        last = value
+                if declared > budget:
+                    break
+            keys = [] if declared > budget else [
+                argument for opcode, argument, _pos in pickletools.genops(handle)
+                if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8")]  # fmt: skip
         except (ValueError, EOFError, UnicodeDecodeError, struct.error) as error:
             raise CheckpointError(f"cannot read {path}: not a PyTorch file ({str(error)[:200]})") from None
+        if declared > budget:
+            raise CheckpointError(f"{path}: its pickle declares sizes past the file's budget of {budget} bytes "
+                                  f"(set {BUDGET_SETTING} to raise it)")  # fmt: skip
         for key in keys:
             head = handle.read(8)
             if len(head) < 8:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..backbone.convert import CheckpointError
-from ..backbone.weights_file import read_safetensors_header
+from ..backbone.weights_file import check_weights_file, read_safetensors_header
 from ..fileio import file_kind
 from ..data.provenance import decode_record
 from .base import FORMAT_NAME, MODEL_KIND_KEY, TRAINING_DATA_KEY, SavedModel, Scorer
@@ -66,6 +66,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expect: str
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
+    check_weights_file(path)  # readable and not empty
     kind = file_kind(path)
     if kind == "safetensors":
         model = _load_safetensors(path, device, options)
@@ -81,6 +82,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expect: str
 def identify(path: str | Path) -> str:
     """One line saying what ``path`` holds (system and layout), without building a model."""
     path = Path(path)
+    check_weights_file(path)
     kind = file_kind(path)
     if kind == "safetensors":
         metadata = read_safetensors_header(path)[0]
