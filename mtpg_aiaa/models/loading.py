@@ -85,11 +85,11 @@ def identify(path: str | Path) -> str:
     check_weights_file(path)
     kind = file_kind(path)
     if kind == "safetensors":
-        metadata = read_safetensors_header(path)[0]
+        metadata, shapes = read_safetensors_header(path)
         if metadata.get("format") == FORMAT_NAME:
             what = metadata.get(MODEL_KIND_KEY, "scorer")
             return f"{metadata.get('system', _LEGACY_SYSTEM)} {what} weights (safetensors, this package's format)"
-        entry = _recognising_entry(_safetensors_keys(path), metadata)
+        entry = _recognising_entry(set(shapes), metadata)
         return f"{entry.name} weights (safetensors)" if entry else "a safetensors file of no registered system"
     if kind == "torch":
         raw = read_weights_only(path)
