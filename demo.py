@@ -127,7 +127,7 @@ def cgiaa_main(args: argparse.Namespace) -> int:
         return 2
     try:
         device = resolve_device(args.device)
-        scorer = load_any_model(args.ckpt, device=device)
+        scorer = load_any_model(args.ckpt, device=device, expect="scorer")
         if scorer.system != "cgiaa":
             raise ValueError(f"{args.ckpt} holds a {scorer.system!r} model, not a CG-IAA scorer")
         if args.critiques is not None:

@@ -190,7 +190,7 @@ def create_scorer(name: str, weights: str | Path | None = None, device: str = "a
     path = resolve_weights(weights, name)
     resolved = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                             "cpu" if device == "auto" else device)  # fmt: skip
-    model = load_model(path, device=resolved, **load_options)
+    model = load_model(path, device=resolved, expect="scorer", **load_options)
     if model.system != name:
         raise CheckpointError(f"{path} holds a {model.system!r} model, not {name!r}; "
                               f"use create_scorer({model.system!r}, weights=...)")  # fmt: skip

@@ -62,7 +62,10 @@ def with_metadata(source: Path, target: Path, **changes) -> Path:
     metadata = read_metadata(source)
     config = json.loads(metadata["config"])
     config.update(changes.pop("config", {}))
-    save_file(load_file(str(source)), str(target), metadata={**metadata, "config": json.dumps(config), **changes})
+    metadata = {**metadata, "config": json.dumps(config), **changes}
+    save_file(load_file(str(source)), str(target), metadata=metadata)
+    if target.read_bytes()[0] == 0x80:  # keep item 1 (a header length starting with 0x80) out of these cases
+        save_file(load_file(str(source)), str(target), metadata={**metadata, "pad": "x" * 8})
     return target
 
 

@@ -91,6 +91,13 @@ class SavedModel(nn.Module):
         caller has checked ``config`` (``checkpoints.check_config``)."""
         raise NotImplementedError(f"{cls.__name__} cannot be rebuilt from a config")
 
+    @classmethod
+    def config_from_run_config(cls, run_config: dict[str, Any], source: str | Path) -> dict[str, Any] | None:
+        """For ``last.pt`` files written before training checkpoints recorded their model:
+        the ``from_config`` config that the run config (read as data) describes, when it is
+        this class's; None otherwise (the default: such files are not recognised)."""
+        return None
+
     def metadata(self) -> dict[str, str]:
         """What a saved file needs besides the tensors: at least ``{"config": json}``."""
         return {"config": json.dumps(self.config_dict())}

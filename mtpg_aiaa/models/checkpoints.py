@@ -300,28 +300,20 @@ def build_recorded_model(state: Mapping[str, Any], path: str | Path) -> SavedMod
     return model.eval()
 
 
-# What MTPG's model group was called before training checkpoints recorded their model:
-# compared as a string, never imported or instantiated.
-_LEGACY_MTPG_TARGETS = ("mtpg_aiaa.models.mtpg.build_mtpg_model", "mtpg_aiaa.models.mtpg.factory.build_mtpg_model")
-
-
 def _legacy_mtpg_record(run_config: Any, path: Path) -> tuple[Any, Any, Any]:
-    """The model record of an MTPG run's ``last.pt`` written before records existed: its
-    ``model`` group when that is MTPG's (by the exact target string, or no target and a
-    ``fusion`` key) and no task built its own model; ``(None, None, None)`` otherwise."""
-    from .mtpg.factory import mtpg_config  # only for these legacy files: MTPG's documented group
+    """The model record of a ``last.pt`` written before records existed, when a registered
+    class recognises its run config (``SavedModel.config_from_run_config``: MTPG-AIAA's
+    model group, compared as data, never imported or instantiated); ``(None, None, None)``
+    otherwise."""
+    from .registry import entries
 
+    entries()  # every system's classes defined
     run_config = run_config if isinstance(run_config, Mapping) else {}
-    task = run_config.get("task") if isinstance(run_config.get("task"), Mapping) else {}
-    group = run_config.get("model") if isinstance(run_config.get("model"), Mapping) else {}
-    target = group.get("_target_")
-    if task.get("build_model") or task.get("model") or not (target in _LEGACY_MTPG_TARGETS or (target is None and "fusion" in group)):
-        return None, None, None
-    keys = {k: v for k, v in group.items() if not k.startswith("_") and k not in ("backbone_weights", "freeze", "freeze_last_n")}
-    try:
-        return "mtpg", "scorer", mtpg_config(**keys).to_dict()
-    except (TypeError, ValueError, KeyError) as error:
-        raise CheckpointError(f"{path}: its run config's model group cannot describe an MTPG-AIAA model: {error}"[:400]) from None
+    for (system, kind), cls in sorted(SavedModel._classes.items()):
+        config = cls.config_from_run_config(run_config, path)
+        if config is not None:
+            return system, kind, config
+    return None, None, None
 
 
 # -- init_from ------------------------------------------------------------------------------

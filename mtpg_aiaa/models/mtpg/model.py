@@ -24,6 +24,8 @@ from ...tokenizer import get_tokenizer
 from ...transforms import build_transform
 
 FUSIONS = ("official", "token", "none")
+# The model group's builder before training checkpoints recorded their model (compared as strings).
+_LEGACY_BUILDERS = ("mtpg_aiaa.models.mtpg.build_mtpg_model", "mtpg_aiaa.models.mtpg.factory.build_mtpg_model")
 
 
 @dataclass
@@ -117,6 +119,27 @@ class MTPGAIAA(Scorer):
     @classmethod
     def from_config(cls, config: dict) -> "MTPGAIAA":
         return build_mtpg(MTPGConfig(**config))
+
+    @classmethod
+    def config_from_run_config(cls, run_config: dict, source) -> dict | None:
+        """An MTPG run's ``last.pt`` from before checkpoints recorded their model: its
+        ``model`` group, when that is MTPG's (the exact builder string, or no target and a
+        ``fusion`` key) and no task built its own model."""
+        from ...backbone.convert import CheckpointError
+        from .factory import mtpg_config
+
+        task = run_config.get("task") if isinstance(run_config.get("task"), dict) else {}
+        group = run_config.get("model") if isinstance(run_config.get("model"), dict) else {}
+        target = group.get("_target_")
+        if task.get("build_model") or task.get("model") or not (
+                target in _LEGACY_BUILDERS or (target is None and "fusion" in group)):  # fmt: skip
+            return None
+        keys = {k: v for k, v in group.items() if not k.startswith("_") and k not in ("backbone_weights", "freeze", "freeze_last_n")}
+        try:
+            return mtpg_config(**keys).to_dict()
+        except (TypeError, ValueError, KeyError) as error:
+            raise CheckpointError(f"{source}: its run config's model group does not describe an MTPG-AIAA model: "
+                                  f"{error}"[:400]) from None  # fmt: skip
 
     @property
     def image_size(self) -> int:
