@@ -128,3 +128,16 @@ def test_aesnet_downstream_runs_load_as_scorers(aesnet_fake, tmp_path, task):
     image = next(Path(aesnet_fake["image_root"]).iterdir())
     for model in assert_loads_as(tmp_path / "train" / "down", AesNetScorer, "aesnet", "scorer"):
         score_one(model, image, {})
+
+
+def test_a_file_names_one_class_per_system_and_kind():
+    """The class a file's ``(system, model)`` names is unique: a second one is refused where it is defined."""
+    from mtpg_aiaa.models.base import SavedModel
+    from mtpg_aiaa.models.registry import list_models
+
+    list_models()  # every system's classes defined
+    assert {("mtpg", "scorer"), ("cgiaa", "scorer"), ("cgiaa", "expert"), ("aesnet", "scorer"),
+            ("aesnet", "pretrain")} <= set(SavedModel._classes)  # fmt: skip
+    with pytest.raises(ValueError, match="mtpg scorer is defined twice"):
+        type("Impostor", (Scorer,), {"system": "mtpg"})
+    assert SavedModel._classes["mtpg", "scorer"] is MTPGAIAA

@@ -303,3 +303,29 @@ def test_fuzz_every_loader_in_a_memory_capped_subprocess(tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["files"] > 0 and report["calls"] > report["files"] and report["loaded"] + report["refused"] == report["calls"]
     assert not (tmp_path / "home").exists() or not any((tmp_path / "home").rglob("*"))
+
+
+# -- found by the fuzz test ----------------------------------------------------------------
+def test_fuzz_found_an_unknown_zip_version_is_one_line(tmp_path):
+    torch.save({"weight": torch.ones(4)}, tmp_path / "w.pt")
+    data = bytearray((tmp_path / "w.pt").read_bytes())
+    central = data.find(b"PK\x01\x02")
+    data[central + 6 : central + 8] = (120).to_bytes(2, "little")  # "version needed to extract": 12.0
+    (tmp_path / "v12.pt").write_bytes(bytes(data))
+    for reader in (load_model, read_state_dict):
+        one_line_refusal(lambda: reader(tmp_path / "v12.pt"))
+
+
+def test_fuzz_found_a_negative_size_in_a_config_is_one_line(tmp_path):
+    path = cgiaa_scorer().save(tmp_path / "s.safetensors")
+    one_line_refusal(lambda: load_model(with_metadata(path, tmp_path / "neg.safetensors", config={"bins": -5})), "bins=-5")
+
+
+def test_fuzz_found_a_key_mismatch_is_one_line(tmp_path):
+    from mtpg_aiaa.backbone.convert import load_longclip
+
+    state = LongCLIP(CLIP_ARCH).state_dict()
+    state["ln_1.bias"] = state.pop("transformer.resblocks.0.ln_1.bias")
+    torch.save(state, tmp_path / "clip.pt")
+    message = one_line_refusal(lambda: load_longclip(tmp_path / "clip.pt"), "does not match the model")
+    assert "missing: transformer.resblocks.0.ln_1.bias; unexpected: ln_1.bias" in message

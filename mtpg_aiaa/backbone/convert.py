@@ -20,6 +20,7 @@ from open_clip.model import convert_weights_to_lp
 
 from .torchscript import TorchScriptReadError, is_torchscript_archive, read_torchscript_state_dict
 from .weights_file import (  # noqa: F401 - CheckpointError and the readers are imported from here by callers
+    ZIP_ERRORS,
     CheckpointError,
     check_tensor_views,
     check_torch_zip,
@@ -61,7 +62,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         check_torch_zip(path, compressed_text=True)  # stored data entries, each inside the file, within the budget
         try:
             state = read_torchscript_state_dict(path)
-        except (TorchScriptReadError, zipfile.BadZipFile, OSError, RecursionError) as error:
+        except (TorchScriptReadError, RecursionError, *ZIP_ERRORS) as error:
             raise CheckpointError(
                 f"cannot read the TorchScript archive {path} as data: {error}. If the file is from a source you "
                 "trust, convert it on that machine: open it with PyTorch's TorchScript loader and save its state_dict "
@@ -208,12 +209,12 @@ def load_state_dict_strict(
         if k in state_dict and state_dict[k].shape != expected[k].shape
     ]
     if missing or unexpected or mis_shaped:
-        parts = [f"{source} does not match the model:"]
+        parts = []
         for title, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)):
             if keys:
                 shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-                parts.append(f"  {title}: {shown}")
-        raise CheckpointError("\n".join(parts))
+                parts.append(f"{title}: {shown}")
+        raise CheckpointError(f"{source} does not match the model: {'; '.join(parts)}".replace("\n", " "))
     model.load_state_dict(state_dict, strict=True)
 
 

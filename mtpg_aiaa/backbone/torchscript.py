@@ -66,7 +66,7 @@ def is_torchscript_archive(path: str | Path) -> bool:
             return False
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, ValueError, EOFError):
         return False  # a damaged zip: the reader that follows names the problem
     return any(name.endswith("/data.pkl") for name in names) and any(
         name.endswith("constants.pkl") or "/code/" in name for name in names

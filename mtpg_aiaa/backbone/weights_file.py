@@ -39,6 +39,11 @@ _SAFETENSORS_DTYPES = {
 }  # fmt: skip
 
 
+# What the zipfile module raises for a damaged or unusual archive (an unknown zip version or
+# compression method is NotImplementedError)
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, ValueError, EOFError)
+
+
 class CheckpointError(InputError):
     """A weights file that cannot be read or does not fit the model; names the file and keys."""
 
@@ -158,7 +163,7 @@ def check_torch_zip(path: Path, compressed_text: bool = False) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             entries = archive.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as error:
+    except ZIP_ERRORS as error:
         raise CheckpointError(f"cannot read {path}: a damaged zip archive ({error})") from None
     total = 0
     for info in entries:

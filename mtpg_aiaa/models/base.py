@@ -79,7 +79,11 @@ class SavedModel(nn.Module):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.system and ("system" in cls.__dict__ or "model_kind" in cls.__dict__):
-            SavedModel._classes[cls.system, cls.model_kind] = cls  # the class a file's (system, model) names
+            # the class a file's (system, model) names: one per pair, as the registry holds one system per name
+            known = SavedModel._classes.get((cls.system, cls.model_kind))
+            if known is not None and known.__qualname__ != cls.__qualname__:
+                raise ValueError(f"{cls.system} {cls.model_kind} is defined twice ({known.__qualname__}, {cls.__qualname__})")
+            SavedModel._classes[cls.system, cls.model_kind] = cls
 
     def config_dict(self) -> dict[str, Any]:
         """JSON-able numbers and names that ``from_config`` rebuilds this model from (weights aside)."""

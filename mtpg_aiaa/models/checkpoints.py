@@ -33,6 +33,7 @@ from torch import nn
 from ..backbone.convert import CheckpointError, check_finite, load_state_dict_strict
 from ..backbone.torchscript import TorchScriptReadError, is_torchscript_archive, read_torchscript_state_dict
 from ..backbone.weights_file import (
+    ZIP_ERRORS,
     allocation_budget,
     check_tensor_views,
     check_torch_zip,
@@ -76,7 +77,7 @@ def read_weights_only(path: str | Path) -> Any:
         check_torch_zip(path, compressed_text=True)
         try:
             return read_torchscript_state_dict(path)
-        except (TorchScriptReadError, zipfile.BadZipFile, OSError, RecursionError) as error:
+        except (TorchScriptReadError, RecursionError, *ZIP_ERRORS) as error:
             raise CheckpointError(f"cannot read the TorchScript archive {path} as data: {error}") from None
     return load_weights_only(path)
 
@@ -166,7 +167,9 @@ def build_checked(cls: type[SavedModel], config: dict[str, Any], shapes: Mapping
     with torch.device("meta"):
         try:
             skeleton = cls.from_config(config)
-        except (TypeError, ValueError, KeyError) as error:  # a config the class refuses: the file's fault
+        # a config the class or torch refuses (a negative or zero size): the file's fault; on
+        # the meta device nothing else runs that could fail this way
+        except (TypeError, ValueError, KeyError, RuntimeError) as error:
             raise CheckpointError(f"{source}: its model config cannot build a {cls.__name__}: {error}"[:400]) from None
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items() if k not in cls.tied_keys}
     found = {k: tuple(v) for k, v in shapes.items()}
@@ -191,12 +194,12 @@ def _numel(shape: Sequence[int]) -> int:
 
 def _check_integers(value: Any, limit: int, source: str | Path, key: str = "config") -> None:
     """Every integer of a config read from a file sizes something the file's tensors hold,
-    so none may exceed their element count (``bins=3e8`` in a small file is refused here,
+    so none may be negative or exceed their element count (``bins=3e8`` in a small file is refused here,
     before a Python list or a tensor of that size is made)."""
     if isinstance(value, bool):
         return
-    if isinstance(value, int) and abs(value) > limit:
-        raise CheckpointError(f"{source}: {key}={value} in its metadata is larger than anything its {limit} "
+    if isinstance(value, int) and not 0 <= value <= limit:
+        raise CheckpointError(f"{source}: {key}={value} in its metadata is outside 0..{limit}, the sizes its "
                               "tensor elements could need")  # fmt: skip
     if isinstance(value, dict):
         for name, item in value.items():
