@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 

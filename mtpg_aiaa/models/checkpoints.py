@@ -35,7 +35,6 @@ from ..backbone.torchscript import TorchScriptReadError, is_torchscript_archive,
 from ..backbone.weights_file import (
     ZIP_ERRORS,
     allocation_budget,
-    check_tensor_views,
     check_torch_zip,
     check_weights_file,
     describe_load_error,
@@ -44,7 +43,7 @@ from ..backbone.weights_file import (
     read_safetensors_header,
 )
 from ..fileio import atomic_write, file_kind
-from .base import FORMAT_NAME, MODEL_KIND_KEY, TRAINING_DATA_KEY, SavedModel, Scorer, scorer_metadata
+from .base import FORMAT_NAME, MODEL_KIND_KEY, TRAINING_DATA_KEY, SavedModel, scorer_metadata
 
 log = logging.getLogger(__name__)
 
@@ -372,7 +371,3 @@ def load_matching_weights(model: nn.Module, source: str | Path) -> list[str]:
              len(skipped), ", ".join(skipped[:5]), "..." if len(skipped) > 5 else "")  # fmt: skip
     return sorted(matched)
 
-
-__all__ = ["CheckpointError", "Scorer", "build_recorded_model", "check_config", "init_source", "is_training_checkpoint",
-           "load_matching_weights", "load_model_file", "model_record", "read_init_state", "read_training_record",
-           "read_weights_only", "save_model_file", "check_tensor_views"]  # fmt: skip

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from mtpg_aiaa.backbone.convert import CheckpointError, load_state_dict_strict, read_state_dict
