@@ -5,7 +5,7 @@ anything large is allocated; and the fuzz test, which runs the seeded generator 
 
 The reproducers use entry points that existed before the fix (``load_model``,
 ``read_state_dict``, ``read_torchscript_state_dict``, ``file_kind``), so they run against
-an older tree too: ``test_hostile_weights.md`` in the report lists which broke there.
+an older tree too (the branch report tabulates which broke on main before the fix).
 """
 from __future__ import annotations
 
