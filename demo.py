@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = resolve_device(args.device)
         # the system is the file's own; MTPG-AIAA's loader casts the backbone as the authors' on CUDA
-        model = load_model(args.ckpt, device=device, backbone_precision="fp16" if device.type == "cuda" else "fp32")
+        model = load_model(args.ckpt, device=device, expect="scorer",
+                           backbone_precision="fp16" if device.type == "cuda" else "fp32")
         if args.system is not None and model.system != args.system:
             raise ValueError(f"{args.ckpt} holds a {model.system!r} model, not {args.system!r} (--system)")
         texts, generated = gather_texts(args, model, device)

@@ -70,7 +70,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
         precision = "fp16" if device.type == "cuda" else "fp32"
     timings = {"start_up": time.perf_counter() - STARTED}  # imports, CUDA and process-group start-up
     start = time.perf_counter()
-    model = load_model(cfg.ckpt, device=device, backbone_precision=precision)
+    model = load_model(cfg.ckpt, device=device, expect="scorer", backbone_precision=precision)
     set_attention(model, cfg.eval.get("attention", "auto"))
     if cfg.eval.get("compile", False):
         compile_blocks(model)  # compiled on the first batch: its time lands in `model`
@@ -96,8 +96,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
     training_data_check = check_overlap(model.training_data, data, table["image"], str(data.csv), allow_overlap)
     if "description" in model.text_names and not table.attrs.get("has_descriptions", True):
         log.warning("%s has no descriptions: every image is scored with an empty one", data.csv)
-    tokenizer = getattr(model, "tokenizer", None)
-    truncated = sum(tokenizer.is_truncated(text) for text in table["description"]) if tokenizer is not None else 0
+    truncated = model.count_truncated(table["description"]) if "description" in table else 0
     on_device = cfg.eval.get("decode", "cpu") == "device"  # nvJPEG on CUDA: data/device_decoding.py
     dataset = (EncodedImageDataset if on_device else AestheticsDataset)(
         table,
@@ -115,9 +114,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
                         collate_fn=collate_encoded if on_device else collate_samples,
                         pin_memory=device.type == "cuda" and not on_device)  # fmt: skip
     if on_device:
-        config = getattr(model, "config", None)
-        loader = DeviceDecodingLoader(loader, device, model.backbone.arch.image_size,
-                                      preprocess or getattr(config, "preprocess", "official"))  # fmt: skip
+        loader = DeviceDecodingLoader(loader, device, model.image_size, preprocess or model.preprocess or "official")
     timings["table"] = time.perf_counter() - start - timings["weights"]
     predictions = predict(model, loader, device, batching=cfg.eval.batching,
                           progress=cfg.eval.progress and context.is_main)  # fmt: skip
@@ -146,8 +143,8 @@ def _evaluate(cfg: DictConfig, output_dir: Path, context: distributed.Distribute
         training_data_check=training_data_check,  # passed | overridden | not recorded (data/provenance.py)
         batching=cfg.eval.batching,
         batch_size=cfg.eval.batch_size,
-        preprocess=preprocess or getattr(getattr(model, "config", None), "preprocess", None),
-        prompts=getattr(getattr(model, "config", None), "prompts", None),
+        preprocess=preprocess or model.preprocess,
+        prompts=model.prompt_set,
         backbone_precision=precision,
         n_skipped=len(predictions.skipped),
         n_descriptions_truncated=int(truncated),

@@ -351,7 +351,7 @@ def create_scorer(name: str | None, weights: str | Path | None = None, device: s
         raise SettingError(f"batch_size must be a positive integer, got {batch_size!r}")
     path = resolve_weights(weights, name)
     resolved = resolve_device(device)
-    model = load_model(path, device=resolved, **load_options)
+    model = load_model(path, device=resolved, expect="scorer", **load_options)
     if name is not None and model.system != name:
         raise CheckpointError(f"{path} holds a {model.system!r} model, not {name!r}; "
                               f"use create_scorer({model.system!r}, weights=...) or leave the name out")  # fmt: skip

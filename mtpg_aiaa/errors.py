@@ -1,17 +1,28 @@
-"""Errors in what the user set, as opposed to bugs: the command-line entry points report
-them in one line (``mtpg_aiaa/engine/cli_errors.py``). Problems in user files are ``data.errors.BadInputError``;
-in weight files ``CheckpointError`` (also importable from ``backbone.convert``, its old home). An output
-the disk refused (full, quota, read-only) is ``OutputWriteError``: one line too, exit 1 (not the user's input).
+"""Errors in what the user gave, as opposed to bugs: the command-line entry points report
+them in one line, exit 2 (``mtpg_aiaa/engine/cli_errors.py``). Problems in user files are
+``data.errors.BadInputError``; in weight files ``CheckpointError`` (also importable from
+``backbone.convert`` and ``backbone.weights_file``); in settings ``SettingError``. All three
+share ``InputError``. An output the disk refused (full, quota, read-only) is
+``OutputWriteError``: one line too, exit 1 (not the user's input).
 
-``one_line_message`` is the one spelling of an error on one line. This module imports nothing heavy, so
-entry points and scripts name these errors without loading torch."""
+``one_line_message`` is the one spelling of an error on one line. This module imports nothing
+heavy, so entry points and scripts name these errors without loading torch."""
 from __future__ import annotations
 
 import re
 
 
-class SettingError(ValueError):
+class InputError(ValueError):
+    """The base of every problem in what a user gave (a file, a setting): entry points print
+    it as one line (exit 2); anything else is a bug and keeps its traceback."""
+
+
+class SettingError(InputError):
     """A setting (config key or command-line option) that cannot work; the message names the key."""
+
+
+class CheckpointError(InputError):
+    """A weights file that cannot be read or does not fit the model; names the file and keys."""
 
 
 class OutputWriteError(OSError):
@@ -38,7 +49,3 @@ def one_line_message(error: BaseException) -> str:
             continue
         text += line if not text else (" " if text.endswith(":") else "; ") + line
     return text or type(error).__name__
-
-
-class CheckpointError(ValueError):
-    """A weights file that cannot be read or does not fit the model; names the file and keys."""

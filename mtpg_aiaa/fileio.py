@@ -37,15 +37,19 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
 
 def file_kind(path: str | Path) -> str:
     """``safetensors``, ``torch`` (a ``torch.save`` zip or legacy pickle) or ``unknown``,
-    from the file's first bytes: weight files are told apart by content, never by suffix."""
+    from the file's first bytes: weight files are told apart by content, never by suffix.
+
+    The safetensors test comes first: its 8-byte header length is any number, so its first
+    byte may well be ``0x80`` (a pickle's first byte); a pickle never has ``{`` as its ninth
+    byte with a length that fits the file."""
     with open(path, "rb") as handle:
         head = handle.read(9)
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
-        return "torch"
     if len(head) == 9 and head[8:9] == b"{":  # safetensors: 8-byte little-endian header length, then JSON
         header_length = int.from_bytes(head[:8], "little")
         if 2 <= header_length <= Path(path).stat().st_size - 8:
             return "safetensors"
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "torch"
     return "unknown"
 
 

@@ -72,7 +72,7 @@ def _literal_forward(model: MTPGAIAA, images: torch.Tensor, descriptions: list[s
 
 def our_forward(model: MTPGAIAA, images: torch.Tensor, descriptions: list[str]) -> torch.Tensor:
     tokens = model.tokenizer(descriptions).to(images.device)
-    return model(images, tokens)["probs"]
+    return model.score_tensors(images, tokens)["probs"]
 
 
 def wide_forward(model: MTPGAIAA, images: torch.Tensor, descriptions: list[str], group_size: int = 16) -> torch.Tensor:

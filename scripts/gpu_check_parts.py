@@ -101,18 +101,18 @@ def time_forward(model, images, tokens, iters: int, device, label: str, warmups:
 
     with torch.inference_mode(), _autocast(device):
         start = time.perf_counter()
-        model(images, tokens)  # warm-up (with torch.compile: the compile)
+        model.score_tensors(images, tokens)  # warm-up (with torch.compile: the compile)
         sync(device)
         first = time.perf_counter() - start
         progress(f"{label}: first batch of {len(images)} in {first:.2f} s")
         for _ in range(warmups - 1):  # torch.compile: any recompile happens here, not in the timed calls
             start = time.perf_counter()
-            model(images, tokens)
+            model.score_tensors(images, tokens)
             sync(device)
             progress(f"{label}: another warm-up batch in {time.perf_counter() - start:.2f} s")
         start = time.perf_counter()
         for _ in range(iters):
-            model(images, tokens)
+            model.score_tensors(images, tokens)
         sync(device)
     speed = len(images) * iters / (time.perf_counter() - start)
     progress(f"{label}: {iters} timed batches: {speed:.0f} img/s")
@@ -198,11 +198,11 @@ def compile_phase(model, images, tokens, size, device, eager_first: float, eager
     from mtpg_aiaa.backbone.compiling import compile_blocks
 
     with torch.inference_mode(), _autocast(device):
-        expected = model(images, tokens)["score"].float()
+        expected = model.score_tensors(images, tokens)["score"].float()
     compile_blocks(model)
     first, compiled = time_forward(model, images, tokens, size["b256_iters"], device, "compiled", warmups=2)
     with torch.inference_mode(), _autocast(device):
-        max_diff = (model(images, tokens)["score"].float() - expected).abs().max().item()
+        max_diff = (model.score_tensors(images, tokens)["score"].float() - expected).abs().max().item()
     progress(f"compiled vs eager: max |diff| of the scores {max_diff:.1e}")
     record(figures={"forward_b256_compiled_images_per_s": figure(compiled, None, "img/s"),
                     "compile_speedup_forward_b256": figure(compiled / eager, 1.0, "x", note="kept only if > 1"),

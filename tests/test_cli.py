@@ -78,7 +78,7 @@ def official_protocol_scores(ckpt: Path, table: Path | pd.DataFrame, image_root:
         for start in range(0, len(table), batch_size):
             rows = table.iloc[start : start + batch_size]
             images = torch.stack([transform(load_rgb_image(image_root / name)) for name in rows["image"]])
-            scores += model(images, model.tokenizer(list(rows["description"])))["score"].tolist()
+            scores += model.score_tensors(images, model.tokenizer(list(rows["description"])))["score"].tolist()
     return scores
 
 

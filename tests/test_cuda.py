@@ -98,7 +98,7 @@ def test_fp16_backbone_on_cuda_is_half_and_matches_fp32(official_ckpt):
     half = load_model(official_ckpt, device="cuda", backbone_precision="fp16")
     assert half.backbone.visual.conv1.weight.dtype == torch.float16
     with torch.inference_mode():
-        expected = reference(images, tokens)["score"]
+        expected = reference.score_tensors(images, tokens)["score"]
         got = half(images.cuda(), tokens.cuda())["score"].cpu()
     assert (got - expected).abs().max() <= 1e-3
 
@@ -174,10 +174,10 @@ def test_fused_attention_is_the_default_on_cuda_matches_the_module_path_and_runs
     monkeypatch.setattr(attention, "fused_self_attention",
                         lambda attn, x, is_causal: (calls.append(is_causal), original(attn, x, is_causal))[1])
     with torch.inference_mode():
-        fused = (backbone.encode_text(tokens), backbone.encode_image(images), model(images, tokens)["score"])
+        fused = (backbone.encode_text(tokens), backbone.encode_image(images), model.score_tensors(images, tokens)["score"])
     assert backbone.attention == "auto" and True in calls and False in calls
     with torch.inference_mode(), attention_as(model, "module"):
-        release = (backbone.encode_text(tokens), backbone.encode_image(images), model(images, tokens)["score"])
+        release = (backbone.encode_text(tokens), backbone.encode_image(images), model.score_tensors(images, tokens)["score"])
     for got, expected in zip(fused, release):
         assert (got - expected).abs().max() <= 1e-4 * max(1.0, expected.abs().max().item())
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16), sdpa_kernel([SDPBackend.FLASH_ATTENTION]):

@@ -99,7 +99,7 @@ def test_forward_matches_reference(model, batch):
     torch.testing.assert_close(model.prompt_features(), prompt, atol=1e-6, rtol=0)
 
     with torch.no_grad():
-        out = model(images, tokens)
+        out = model.score_tensors(images, tokens)
     probs, score = reference_forward(model.state_dict(), image, text, prompt)
 
     assert out["probs"].shape == (5, 5) and out["score"].shape == (5,) and out["logits"].shape == (5, 5)
@@ -135,12 +135,12 @@ def test_model_uses_official_prompts(model):
 def test_sample_score_depends_on_the_rest_of_the_batch(model, batch):
     images, tokens = batch
     with torch.no_grad():
-        full = model(images, tokens)["score"]
+        full = model.score_tensors(images, tokens)["score"]
         others = images.clone()
         others[1:] = torch.randn_like(others[1:])
-        changed = model(others, tokens)["score"]
-        alone = torch.stack([model(images[i : i + 1], tokens[i : i + 1])["score"][0] for i in range(5)])
-        alone_again = model(images[:1], tokens[:1])["score"]
+        changed = model.score_tensors(others, tokens)["score"]
+        alone = torch.stack([model.score_tensors(images[i : i + 1], tokens[i : i + 1])["score"][0] for i in range(5)])
+        alone_again = model.score_tensors(images[:1], tokens[:1])["score"]
     assert torch.equal(others[0], images[0])
     assert abs(float(changed[0] - full[0])) > 1e-6
     assert (alone - full).abs().max() > 1e-6
@@ -151,7 +151,7 @@ def test_batch_of_one_matches_reference(model, batch):
     images, tokens = batch
     image, text, prompt = _features(model, images[2:3], tokens[2:3])
     with torch.no_grad():
-        out = model(images[2:3], tokens[2:3])
+        out = model.score_tensors(images[2:3], tokens[2:3])
     probs, score = reference_forward(model.state_dict(), image, text, prompt)
     torch.testing.assert_close(out["score"].double(), score, atol=1e-5, rtol=0)
 
@@ -191,9 +191,9 @@ def test_prompt_features_computed_once_without_grad(counted):
     model, counter = counted
     images, tokens = _forward_batch()
     with torch.no_grad():
-        first = model(images, tokens)
+        first = model.score_tensors(images, tokens)
         for _ in range(3):
-            again = model(images, tokens)
+            again = model.score_tensors(images, tokens)
         cached = model.prompt_features()
     assert counter.all_calls == 4 + 1  # four description batches, one prompt batch
     assert torch.equal(first["score"], again["score"])
@@ -287,7 +287,7 @@ def test_prompt_cache_from_inference_mode_usable_in_training(counted):
         parameter.requires_grad_(False)
     images, tokens = _forward_batch()
     with torch.inference_mode():
-        model(images, tokens)  # e.g. an evaluation pass (mtpg_aiaa.eval.predict uses inference_mode)
+        model.score_tensors(images, tokens)  # e.g. an evaluation pass (mtpg_aiaa.eval.predict uses inference_mode)
     model.train()
-    model(images, tokens)["score"].sum().backward()
+    model.score_tensors(images, tokens)["score"].sum().backward()
     assert model.fusion.fc1.weight.grad is not None

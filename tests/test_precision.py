@@ -91,6 +91,6 @@ def test_released_layout_fp16_protocol_matches_fp32(tmp_path, strict_layer_norm)
     for precision in ("fp32", "fp16"):
         loaded = load_model(path, backbone_precision=precision)
         with torch.inference_mode():
-            scores[precision] = loaded(images, tokens)["score"]
+            scores[precision] = loaded.score_tensors(images, tokens)["score"]
     assert scores["fp16"].dtype == torch.float32
     assert (scores["fp16"] - scores["fp32"]).abs().max() <= 1e-3

@@ -34,7 +34,7 @@ def test_gradients_reach_the_context_and_move_the_prompt_features(per_level):
     before = model.prompt_features().detach().clone()
     model.backbone.requires_grad_(False)  # CoOp proper: the towers frozen, the context learns
     images = torch.randn(2, 3, 224, 224)
-    model(images, model.tokenizer(["", ""]))["score"].sum().backward()
+    model.score_tensors(images, model.tokenizer(["", ""]))["score"].sum().backward()
     assert vectors.grad is not None and vectors.grad.abs().sum() > 0
     with torch.no_grad():
         vectors.add_(torch.randn_like(vectors))

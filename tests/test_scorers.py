@@ -63,7 +63,7 @@ def test_forward_batch_matches_the_tensor_call():
     images = torch.randn(2, 3, 224, 224)
     tokens = model.tokenize({"description": ["a dark sea", "a bright field of flowers"]})
     by_batch = model({"image": images, "tokens": tokens})
-    by_tensors = model(images, tokens["description"])
+    by_tensors = model.score_tensors(images, tokens["description"])
     assert torch.equal(by_batch["score"], by_tensors["score"])
     assert by_batch["distribution"].shape == (2, 5) and torch.allclose(by_batch["distribution"].sum(1), torch.ones(2))
 
@@ -120,7 +120,7 @@ def test_api_scores_a_folder_like_the_model(weights, images):
     assert result.score_range == ScoreRange(0.0, 1.0) and len(result.distributions) == 3
     transform = model.build_transform()
     pixels = torch.stack([transform(Image.open(images / f"p{i}.png").convert("RGB")) for i in range(3)])
-    expected = model(pixels, model.tokenizer(list(texts.values())))["score"]
+    expected = model.score_tensors(pixels, model.tokenizer(list(texts.values())))["score"]
     assert result.scores == pytest.approx(expected.tolist(), abs=1e-6)
     assert result.to_frame()["pred_0_10"].tolist() == pytest.approx([10 * s for s in result.scores])
 

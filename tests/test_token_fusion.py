@@ -43,10 +43,10 @@ def test_token_fusion_prediction_ignores_the_rest_of_the_batch(token_model):
     images, tokens = _batch(token_model, 5, seed=1)
     other_images, other_tokens = _batch(token_model, 5, seed=2)
     with torch.no_grad():
-        full = token_model(images, tokens)["score"]
-        mixed = token_model(torch.cat([images[:1], other_images[1:]]), torch.cat([tokens[:1], other_tokens[1:]]))["score"]
-        alone = token_model(images[:1], tokens[:1])["score"]
-        bigger = token_model(torch.cat([images, other_images]), torch.cat([tokens, other_tokens]))["score"]
+        full = token_model.score_tensors(images, tokens)["score"]
+        mixed = token_model.score_tensors(torch.cat([images[:1], other_images[1:]]), torch.cat([tokens[:1], other_tokens[1:]]))["score"]
+        alone = token_model.score_tensors(images[:1], tokens[:1])["score"]
+        bigger = token_model.score_tensors(torch.cat([images, other_images]), torch.cat([tokens, other_tokens]))["score"]
     assert mixed[0] == pytest.approx(full[0].item(), abs=1e-6)
     assert alone[0] == pytest.approx(full[0].item(), abs=1e-6)
     assert bigger[:5] == pytest.approx(full.tolist(), abs=1e-6)
@@ -56,8 +56,8 @@ def test_token_fusion_prediction_ignores_the_rest_of_the_batch(token_model):
 def test_description_changes_the_token_fusion_score(token_model):
     images, _ = _batch(token_model, 1, seed=3)
     with torch.no_grad():
-        a = token_model(images, token_model.tokenizer(["a harmonious balanced painting"]))["score"]
-        b = token_model(images, token_model.tokenizer(["grainy clashing colours piled on the left"]))["score"]
+        a = token_model.score_tensors(images, token_model.tokenizer(["a harmonious balanced painting"]))["score"]
+        b = token_model.score_tensors(images, token_model.tokenizer(["grainy clashing colours piled on the left"]))["score"]
     assert abs(a.item() - b.item()) > 1e-5
 
 
@@ -86,7 +86,7 @@ def test_pooled_token_features_match_the_plain_encoders():
 def test_token_fusion_trains_end_to_end(token_model):
     model = copy.deepcopy(token_model).train()  # each fusion option in turn
     images, tokens = _batch(model, 3, seed=5)
-    model(images, tokens)["score"].sum().backward()
+    model.score_tensors(images, tokens)["score"].sum().backward()
     for name, parameter in model.fusion.named_parameters():  # every part of this option's head learns
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
     expected_projections = {key for key, on in (("image_layer_statistics", "layer_statistics"),
@@ -102,10 +102,10 @@ def test_image_only_ablation_ignores_descriptions():
     model = build_mtpg(MTPGConfig(backbone="LongCLIP-tiny", fusion="none")).eval()
     images, tokens = _batch(model, 2, seed=6)
     with torch.no_grad():
-        a = model(images, tokens)["score"]
-        b = model(images, model.tokenizer(["", ""]))["score"]
+        a = model.score_tensors(images, tokens)["score"]
+        b = model.score_tensors(images, model.tokenizer(["", ""]))["score"]
         assert torch.equal(a, b)
-        assert torch.allclose(model(images, tokens)["fused"], model.encode_images(images))
+        assert torch.allclose(model.score_tensors(images, tokens)["fused"], model.encode_images(images))
 
 
 def test_unknown_fusion_is_rejected():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -19,9 +18,18 @@ import torch
 from open_clip.model import convert_weights_to_lp
 
 from .torchscript import TorchScriptReadError, is_torchscript_archive, read_torchscript_state_dict
+from .weights_file import (  # noqa: F401 - CheckpointError and the readers are imported from here by callers
+    ZIP_ERRORS,
+    CheckpointError,
+    check_tensor_views,
+    check_torch_zip,
+    check_weights_file,
+    describe_load_error,
+    load_weights_only,
+    read_safetensors,
+)
 from .longclip import KEPT_POSITIONS, LONGCLIP_CONTEXT_LENGTH, LongCLIP, LongCLIPArch
 from ..fileio import file_kind
-from ..errors import CheckpointError  # defined in the light errors module; this name stays importable
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +58,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if file_kind(path) == "safetensors":
         state = read_safetensors(path)
     elif is_torchscript_archive(path):
+        check_torch_zip(path, compressed_text=True)  # stored data entries, each inside the file, within the budget
         try:
             state = read_torchscript_state_dict(path)
-        except (TorchScriptReadError, zipfile.BadZipFile, OSError) as error:
+        except (TorchScriptReadError, RecursionError, *ZIP_ERRORS) as error:
             raise CheckpointError(
                 f"cannot read the TorchScript archive {path} as data: {error}. If the file is from a source you "
                 "trust, convert it on that machine: open it with PyTorch's TorchScript loader and save its state_dict "
@@ -62,8 +71,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         obj = load_weights_only(path)
         if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
             obj = obj["state_dict"]
-        if is_training_state(obj):
-            raise CheckpointError(training_state_message(path))
+        from ..models.checkpoints import is_training_checkpoint, training_checkpoint_message  # models import this module
+
+        if is_training_checkpoint(obj):
+            raise CheckpointError(training_checkpoint_message(path))
         if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
             raise CheckpointError(f"{path} does not hold a state dict of tensors (found {type(obj).__name__})")
         state = dict(obj)
@@ -71,69 +82,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def check_weights_file(path: Path) -> None:
-    """A weights file that exists and is not empty, or a :class:`CheckpointError` saying which."""
-    if not path.is_file():
-        reason = "is a directory, not a file" if path.is_dir() else "not found"
-        raise CheckpointError(f"checkpoint file {reason}: {path}")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint file {path} is empty (0 bytes): an interrupted download or copy?")
-
-
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """A ``.safetensors`` file's tensors; a corrupted or truncated file is named."""
-    from safetensors.torch import load_file
-
-    try:
-        return dict(load_file(str(path), device="cpu"))
-    except Exception as error:  # noqa: BLE001 - safetensors' errors do not name the file
-        raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from None
-
-
-def load_weights_only(path: Path):
-    """``torch.load(weights_only=True)`` with errors that name the file and never advise
-    turning the weights-only loader off (which would run the code the file carries)."""
-    try:
-        with open(path, "rb") as handle:  # by content: torch.load would take a ".safetensors" name for safetensors
-            return torch.load(handle, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - re-raised with the file named
-        raise CheckpointError(f"cannot read {path}: {describe_load_error(error)}") from None
-
-
-def describe_load_error(error: Exception) -> str:
-    """The cause of a failed weights-only load, without PyTorch's advice to unpickle code."""
-    message = str(error)
-    refused_global = re.search(r"GLOBAL ([\w.]+)", message)
-    if refused_global:
-        return (f"it pickles the Python object {refused_global.group(1)}, not only tensors; such files can run code "
-                "when loaded, so they are refused. Re-save the weights as a plain state dict of tensors "
-                "(torch.save(model.state_dict(), ...)) or as .safetensors where the file is trusted")  # fmt: skip
-    if isinstance(error, EOFError) or "central directory" in message or "PytorchStreamReader" in message:
-        return f"the file is truncated or not a PyTorch file ({type(error).__name__}: {message.strip() or 'end of file'})"
-    # PyTorch's paragraph suggests turning the weights-only loader off, i.e. running the file's code: never passed on.
-    advice = ("weights_only", "trusted source", "documentation of torch.load")
-    kept = [line.strip() for line in message.splitlines() if line.strip() and not any(a in line for a in advice)]
-    return f"{type(error).__name__}: {'; '.join(kept) or 'refused by the weights-only loader'}"
-
-
-def is_training_state(obj) -> bool:
-    """A ``last.pt`` / ``best.pt`` written by the trainer (weights plus optimizer state)."""
-    return isinstance(obj, Mapping) and {"model", "optimizer", "step"} <= set(obj)
-
-
-def training_state_message(path: Path) -> str:
-    model_file = path.parent / "best.safetensors"
-    instead = (f"pass {model_file}, the model written next to it" if model_file.is_file() else
-               "pass the best.safetensors written in the same run directory")  # fmt: skip
-    return (f"{path} is a training checkpoint (weights + optimizer state for resume=..., init_from=...), "
-            f"not a model file; {instead}")
-
-
 def check_finite(state: Mapping[str, torch.Tensor], path: str | Path) -> None:
     """No NaN in any floating tensor, or a :class:`CheckpointError` naming the file and the first bad key.
 
-    Infinities are allowed: attention masks hold ``-inf`` by design.
+    Infinities are allowed: attention masks hold ``-inf`` by design. Views larger than
+    their storage are refused first (``isnan`` would make them dense).
     """
+    check_tensor_views(dict(state), path)
     for key, value in state.items():
         if value.is_floating_point() and value.numel() and bool(torch.isnan(value).any()):
             bad = int(torch.isnan(value).sum())
@@ -253,12 +208,12 @@ def load_state_dict_strict(
         if k in state_dict and state_dict[k].shape != expected[k].shape
     ]
     if missing or unexpected or mis_shaped:
-        parts = [f"{source} does not match the model:"]
+        parts = []
         for title, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)):
             if keys:
                 shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-                parts.append(f"  {title}: {shown}")
-        raise CheckpointError("\n".join(parts))
+                parts.append(f"{title}: {shown}")
+        raise CheckpointError(f"{source} does not match the model: {'; '.join(parts)}".replace("\n", " "))
     model.load_state_dict(state_dict, strict=True)
 
 

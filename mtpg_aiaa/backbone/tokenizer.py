@@ -28,7 +28,8 @@ class LongCLIPTokenizer:
     def __call__(self, texts: str | list[str]) -> torch.Tensor:
         if isinstance(texts, str):
             texts = [texts]
-        return self._bpe(list(texts), context_length=self.context_length)
+        with torch.device("cpu"):  # token ids are data: made on the CPU even inside a meta-device build
+            return self._bpe(list(texts), context_length=self.context_length)
 
     def token_count(self, text: str) -> int:
         """Tokens ``text`` needs including SOT and EOT (may exceed ``context_length``)."""

@@ -38,6 +38,10 @@ _CLASS_HEADER = re.compile(
 )
 
 
+MAX_TEXT_BYTES = 16 << 20  # one code entry, inflated
+MAX_MODULE_DEPTH = 256  # nested sub-modules; CLIP's deepest path is under 10
+
+
 class TorchScriptReadError(ValueError):
     """The archive cannot be read as data (the message says why; the caller names the file)."""
 
@@ -57,10 +61,13 @@ class ScriptObject:
 
 def is_torchscript_archive(path: str | Path) -> bool:
     """A zip with a ``*/data.pkl`` next to a ``*/code/`` folder or ``*/constants.pkl``."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, ValueError, EOFError):
+        return False  # a damaged zip: the reader that follows names the problem
     return any(name.endswith("/data.pkl") for name in names) and any(
         name.endswith("constants.pkl") or "/code/" in name for name in names
     )
@@ -81,6 +88,7 @@ def read_torchscript_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         byteorder = _read_text(archive, prefix + "byteorder") or "little"
         if byteorder.strip() != "little":
             raise TorchScriptReadError(f"tensors are stored {byteorder.strip()}-endian; only little-endian is read")
+        _refuse_compressed(archive)
         members = _module_members(archive, prefix)
         unpickler = _DataUnpickler(archive, prefix, archive.read(data_pkl[0]))
         try:
@@ -88,11 +96,11 @@ def read_torchscript_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except TorchScriptReadError:
             raise
         except Exception as error:  # noqa: BLE001 - a malformed pickle, named by the caller
-            raise TorchScriptReadError(f"cannot parse {data_pkl[0]}: {type(error).__name__}: {error}") from error
+            raise TorchScriptReadError(f"cannot parse {data_pkl[0]}: {type(error).__name__}: {error}"[:300]) from None
     if not isinstance(root, ScriptObject):
         raise TorchScriptReadError(f"{data_pkl[0]} does not hold a TorchScript module")
     state: dict[str, torch.Tensor] = {}
-    _collect(root, "", members, state)
+    _collect(root, members, state)
     if not state:
         raise TorchScriptReadError("the archived module has no parameters or buffers")
     return state
@@ -100,7 +108,7 @@ def read_torchscript_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _read_text(archive: zipfile.ZipFile, name: str) -> str | None:
     try:
-        return archive.read(name).decode("utf-8", errors="replace")
+        return _read_bounded(archive, name).decode("utf-8", errors="replace")
     except KeyError:
         return None
 
@@ -113,7 +121,7 @@ def _module_members(archive: zipfile.ZipFile, prefix: str) -> dict[str, tuple[li
         if not (name.startswith(code) and name.endswith(".py")):
             continue
         module = name[len(code) : -len(".py")].replace("/", ".")
-        for match in _CLASS_HEADER.finditer(archive.read(name).decode("utf-8", errors="replace")):
+        for match in _CLASS_HEADER.finditer(_read_bounded(archive, name).decode("utf-8", errors="replace")):
             members[f"{module}.{match['name']}"] = (
                 re.findall(r'"([^"]*)"', match["params"]),
                 re.findall(r'"([^"]*)"', match["buffers"]),
@@ -121,23 +129,54 @@ def _module_members(archive: zipfile.ZipFile, prefix: str) -> dict[str, tuple[li
     return members
 
 
-def _collect(obj: ScriptObject, prefix: str, members: dict, out: dict[str, torch.Tensor]) -> None:
-    """Parameters and buffers of ``obj`` then of its submodules, as ``Module.state_dict`` orders them."""
-    if not isinstance(obj.state, dict):
-        # Written by the class's own __getstate__: only its __setstate__ code could say what
-        # the values mean, and that code is not run.
-        raise TorchScriptReadError(f"{obj.qualified_name} stores a custom state (its own __getstate__), "
-                                   "which cannot be read without running its code")  # fmt: skip
-    attributes = obj.state
-    declared = members.get(obj.qualified_name)
-    names = declared[0] + declared[1] if declared else [k for k, v in attributes.items() if isinstance(v, torch.Tensor)]
-    for name in names:
-        value = attributes.get(name)
-        if isinstance(value, torch.Tensor):
-            out[prefix + name] = value
-    for name, value in attributes.items():
-        if isinstance(value, ScriptObject):
-            _collect(value, f"{prefix}{name}.", members, out)
+def _refuse_compressed(archive: zipfile.ZipFile) -> None:
+    """TorchScript archives store their pickles and tensor data uncompressed (only code and
+    debug entries are deflated, and those are read with a bound): a deflated data entry
+    could inflate without bound."""
+    for info in archive.infolist():
+        if info.compress_type != zipfile.ZIP_STORED and "/code/" not in info.filename \
+                and not info.filename.endswith(".debug_pkl"):  # fmt: skip
+            raise TorchScriptReadError(f"entry {info.filename} is compressed; archives store their data uncompressed")
+
+
+def _read_bounded(archive: zipfile.ZipFile, name: str) -> bytes:
+    """An entry's bytes, refusing one that inflates past ``MAX_TEXT_BYTES``."""
+    with archive.open(name) as entry:
+        data = entry.read(MAX_TEXT_BYTES + 1)
+    if len(data) > MAX_TEXT_BYTES:
+        raise TorchScriptReadError(f"entry {name} inflates past {MAX_TEXT_BYTES} bytes")
+    return data
+
+
+def _collect(root: ScriptObject, members: dict, out: dict[str, torch.Tensor]) -> None:
+    """Parameters and buffers of ``root`` then of its submodules, as ``Module.state_dict``
+    orders them. Each module is read once (a module shared or containing itself is not
+    walked again) and at most ``MAX_MODULE_DEPTH`` deep, so a crafted graph cannot hang or
+    exhaust the stack."""
+    visited: set[int] = set()
+    stack: list[tuple[ScriptObject, str, int]] = [(root, "", 0)]
+    while stack:
+        obj, prefix, depth = stack.pop()
+        if id(obj) in visited:
+            continue
+        visited.add(id(obj))
+        if depth > MAX_MODULE_DEPTH:
+            raise TorchScriptReadError(f"the archived modules nest more than {MAX_MODULE_DEPTH} levels deep")
+        if not isinstance(obj.state, dict):
+            # Written by the class's own __getstate__: only its __setstate__ code could say what
+            # the values mean, and that code is not run.
+            raise TorchScriptReadError(f"{obj.qualified_name} stores a custom state (its own __getstate__), "
+                                       "which cannot be read without running its code")  # fmt: skip
+        attributes = obj.state
+        declared = members.get(obj.qualified_name)
+        names = declared[0] + declared[1] if declared else [k for k, v in attributes.items() if isinstance(v, torch.Tensor)]
+        for name in names:
+            value = attributes.get(name) if isinstance(name, str) else None
+            if isinstance(value, torch.Tensor):
+                out[prefix + name] = value
+        children = [(value, f"{prefix}{name}.", depth + 1) for name, value in attributes.items()
+                    if isinstance(value, ScriptObject)]  # fmt: skip
+        stack.extend(reversed(children))  # depth first, in attribute order
 
 
 class _StorageType:

@@ -1,7 +1,8 @@
 """The one exception type for problems in user-supplied files."""
+from ..errors import InputError
 
 
-class BadInputError(ValueError):
+class BadInputError(InputError):
     """A user-supplied file (label CSV, description CSV, image) cannot be used.
 
     Messages always name the offending file and, for CSV problems, the 1-based

@@ -4,21 +4,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..backbone.convert import CheckpointError, is_training_state, load_weights_only
-from ..backbone.torchscript import is_torchscript_archive
+from ..backbone.convert import CheckpointError
 from ..data.errors import BadInputError
 from ..data.provenance import decode_record
 from ..errors import SettingError
 from ..fileio import file_kind
 from ..models.base import FORMAT_NAME, TRAINING_DATA_KEY, read_metadata
-from ..models.loading import load_model
-from .checkpointing import load_training_state
+from ..models.checkpoints import init_source, load_matching_weights, read_init_state, read_training_record  # noqa: F401
 from .freezing import FREEZE_KEYS, freeze_model
 
 log = logging.getLogger(__name__)
@@ -79,20 +76,8 @@ def instantiate_reraising_input_errors(config, **kwargs):
         raise
 
 
-def init_source(source: str | Path) -> Path:
-    """The file ``init_from`` means: a run dir's ``best.safetensors`` (else its ``best.pt``, the
-    validated state of a model that writes no ``.safetensors``, such as AesNet pretraining; else
-    ``last.pt``), or itself."""
-    source = Path(source)
-    if source.is_dir():
-        candidates = [source / "best.safetensors", source / "best.pt", source / "last.pt"]
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None:
-            raise CheckpointError(f"init_from={source}: no best.safetensors, best.pt or last.pt inside")
-        source = found
-    if not source.is_file():
-        raise CheckpointError(f"init_from={source} not found")
-    return source
+# init_source, read_init_state and load_matching_weights live in models/checkpoints.py (the
+# one checkpoint module); imported above so callers of this module keep working.
 
 
 def read_init_record(source: str | Path) -> list[dict] | None:
@@ -102,44 +87,5 @@ def read_init_record(source: str | Path) -> list[dict] | None:
     if file_kind(source) == "safetensors":
         metadata = read_metadata(source)
         return decode_record(metadata.get(TRAINING_DATA_KEY), str(source)) if metadata.get("format") == FORMAT_NAME else None
-    if file_kind(source) == "torch" and not is_torchscript_archive(source):
-        try:  # memory-mapped: the tensors (1.7 GB for the released model) are not read for this
-            state = torch.load(str(source), map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # noqa: BLE001 - a legacy (non-zip) file cannot be mapped; read it whole
-            state = load_weights_only(source)
-        if is_training_state(state):
-            return state.get(TRAINING_DATA_KEY) or None
-    return None
-
-
-def read_init_state(source: str | Path) -> dict[str, torch.Tensor]:
-    """Model weights from a run dir (its ``best.safetensors``, else ``last.pt``), a training
-    ``.pt``, one of our ``.safetensors`` or the authors' ``model_save.pt``."""
-    source = init_source(source)
-    if file_kind(source) == "torch" and not is_torchscript_archive(source) and is_training_state(load_weights_only(source)):
-        return load_training_state(source)["model"]
-    return load_model(source).state_dict()  # any system's weights file, told by its content
-
-
-def load_matching_weights(model: nn.Module, source: str | Path) -> None:
-    """Copy every tensor of ``source`` whose name and shape match ``model``; log the rest."""
-    incoming = read_init_state(source)
-    own = model.state_dict()
-    matched = {k: v for k, v in incoming.items() if k in own and own[k].shape == v.shape}
-    if not matched:
-        raise CheckpointError(f"init_from={source}: no tensor matches {type(model).__name__}'s names and shapes")
-    # The whole backbone or nothing: a few tensors that fit by chance (the unused scalar
-    # backbone.logit_scale fits every architecture) must not pass for a loaded backbone. A model
-    # names other parts that must load whole in ``init_from_whole`` (AesNet's frozen reference encoder).
-    for prefix in getattr(model, "init_from_whole", ("backbone.",)):
-        part = [k for k in own if k.startswith(prefix)]
-        unmatched = [k for k in part if k not in matched]
-        if unmatched:
-            raise CheckpointError(
-                f"init_from={source}: the {prefix.rstrip('.')} does not match this model's architecture "
-                f"({len(part) - len(unmatched)} of {len(part)} {prefix.rstrip('.')} tensors fit; not {unmatched[0]})"
-            )
-    model.load_state_dict(matched, strict=False)
-    skipped = sorted(set(own) - set(matched))
-    log.info("init_from %s: loaded %d tensors; %d left at initialisation (%s%s)", source, len(matched),
-             len(skipped), ", ".join(skipped[:5]), "..." if len(skipped) > 5 else "")  # fmt: skip
+    record = read_training_record(source) if file_kind(source) == "torch" else None
+    return (record or {}).get(TRAINING_DATA_KEY) or None

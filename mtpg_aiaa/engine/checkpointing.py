@@ -4,8 +4,10 @@ A checkpoint is a dict of tensors and plain Python values, so it loads with
 ``torch.load(weights_only=True)``: ``model`` (unwrapped from DDP), ``optimizer``,
 ``scheduler``, ``scaler``, ``step`` (optimizer steps done), ``epoch``, ``batch_in_epoch``
 (micro-batches of ``epoch`` already consumed), ``best_metric``, ``rng`` (torch CPU
-generator state), ``config`` (the resolved run config) and ``training_data`` (what the
-model was trained on, ``data/provenance.py``; absent in older files). Written atomically.
+generator state), ``config`` (the resolved run config), ``training_data`` (what the
+model was trained on, ``data/provenance.py``; absent in older files) and the model record
+``system``, ``model_kind``, ``model_config`` (``models/checkpoints.model_record``: what
+``load_model`` rebuilds the model from; absent in older files). Written atomically.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..backbone.convert import CheckpointError, check_finite, check_weights_file, load_weights_only
+from ..backbone.convert import CheckpointError, check_finite
+from ..models.checkpoints import read_weights_only
 from ..fileio import atomic_write
 
 REQUIRED_KEYS = ("model", "optimizer", "scheduler", "step", "epoch", "batch_in_epoch", "config")
@@ -39,8 +42,7 @@ def save_training_state(path: str | Path, state: dict[str, Any]) -> Path:
 def load_training_state(path: str | Path) -> dict[str, Any]:
     """Read a training checkpoint without executing pickled code."""
     path = Path(path)
-    check_weights_file(path)
-    state = load_weights_only(path)
+    state = read_weights_only(path)
     missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
         raise CheckpointError(f"{path} is not a training checkpoint (missing {missing}); resume= and "

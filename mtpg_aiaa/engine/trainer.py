@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ..backbone.compiling import compile_blocks
 from ..errors import SettingError
 from ..fileio import remove_stale_temporaries
+from ..models.checkpoints import model_record
 from .checkpointing import save_training_state, unwrap
 from .distributed import any_rank
 from .ema import WeightAverage
@@ -198,6 +199,7 @@ class Trainer:
             "skipped": {"micro_batches": self.skipped_micro_batches, "images": self.skipped_images},
             # what the model was trained on (data/provenance.py): test.py checks it against its table
             "training_data": getattr(unwrap(self.model), "training_data", None),
+            **model_record(unwrap(self.model)),  # system, model kind, model config: load_model rebuilds from these
             **({"ema": self.average.state_dict()} if self.average else {}),
         }  # fmt: skip
 

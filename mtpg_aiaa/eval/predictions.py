@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..models.base import ScoreRange
+from ..models.base import ScoreRange, Scorer
 
 BASE_COLUMNS = ("index", "image", "score", "target", "pred", "pred_0_1")
 
@@ -29,24 +29,24 @@ def scaled_column(high: float) -> str:
     return f"pred_0_{high:g}"
 
 
-def distribution_columns(model: Any, k: int | None = None) -> list[str]:
+def distribution_columns(model: Scorer, k: int | None = None) -> list[str]:
     """Column names of a model's distribution (``[]`` for a model that gives none)."""
-    labels = getattr(model, "distribution_labels", None)
+    labels = model.distribution_labels
     if labels:
         return [f"prob_{label}" for label in labels]
-    values = getattr(model, "distribution_values", None)
+    values = model.distribution_values
     k = k if k is not None else (len(values) if values else 0)
     return [f"dist_{i + 1}" for i in range(k)]
 
 
-def prediction_frame(batch: dict[str, Any], outputs: dict[str, torch.Tensor], model: Any) -> pd.DataFrame:
+def prediction_frame(batch: dict[str, Any], outputs: dict[str, torch.Tensor], model: Scorer) -> pd.DataFrame:
     """The table rows of one scored batch: ``batch`` from ``collate_samples`` or
     ``collate_features`` (``index``, ``image_name``, and for labelled data ``score``,
     ``target``), ``outputs`` from the model (``score [B]``, optional ``distribution [B, K]``)."""
-    score_range: ScoreRange = getattr(model, "score_range", ScoreRange())
+    score_range: ScoreRange = model.score_range
     distribution = outputs.get("distribution")
     distribution = distribution.detach().float().cpu() if distribution is not None else None
-    if distribution is not None and getattr(model, "score_is_expected_value", False):
+    if distribution is not None and model.score_is_expected_value:
         # Recomputed on CPU over the whole table's batch, as the release does, so the figures do
         # not depend on the device's matmul or on how many samples one forward pass held.
         score = distribution @ torch.tensor(model.distribution_values, dtype=distribution.dtype)

@@ -1,14 +1,17 @@
-"""Weight files of every system: ``save_scorer`` writes one, ``load_model`` reads any.
+"""Weight files of every system: ``load_model`` reads any (``save_model_file`` in
+``checkpoints.py`` writes ours).
 
 ``load_model`` tells files apart by their content, never their suffix:
 
 - a ``.safetensors`` file (by its header) with this package's metadata names its
-  ``system``; files written before systems were recorded are MTPG-AIAA's;
+  ``system`` (and, for models other than scorers, its ``model`` kind: a CG-IAA ``expert``,
+  an AesNet ``pretrain`` model); files written before systems were recorded are MTPG-AIAA's;
 - any other safetensors or PyTorch state dict is offered to each registered system's
   ``recognizes(keys, metadata)`` (the MTPG authors' ``model_save.pt`` is recognised by its
   key layout);
-- a training checkpoint (``last.pt``/``best.pt`` from ``train.py``) is rebuilt from the run
-  config it carries and loaded with its raw (not averaged) model weights.
+- a training checkpoint (``last.pt``/``best.pt`` from ``train.py``) is rebuilt from the model
+  record it carries (system, kind, config: ``checkpoints.model_record``) and loaded with its
+  raw (not averaged) model weights.
 
 Anything else gets a one-line ``CheckpointError`` saying what the file is.
 """
@@ -21,114 +24,111 @@ from typing import Any
 
 import torch
 
-from ..backbone.convert import CheckpointError, describe_load_error, read_state_dict
-from ..backbone.torchscript import is_torchscript_archive
-from ..fileio import atomic_write, file_kind
+from ..backbone.convert import CheckpointError
+from ..backbone.weights_file import check_weights_file, read_safetensors_header
+from ..fileio import file_kind
 from ..data.provenance import decode_record
-from .base import FORMAT_NAME, TRAINING_DATA_KEY, Scorer, read_metadata, scorer_metadata
+from .base import FORMAT_NAME, MODEL_KIND_KEY, TRAINING_DATA_KEY, SavedModel, Scorer
+from .checkpoints import (
+    build_recorded_model,
+    is_training_checkpoint,
+    load_model_file,
+    read_weights_only,
+    save_model_file,
+)
 from .registry import ModelEntry, entries, get_model_entry
 
 # Model-config keys that only training reads (the freezing policy); dropped when a model is
 # rebuilt for scoring, and by the engine before it calls a system's ``build``.
 TRAINING_KEYS = ("freeze", "freeze_last_n")
-# What every training checkpoint holds (engine/checkpointing.py writes them).
-_TRAINING_STATE_KEYS = ("model", "optimizer", "step", "config")
+# Model-config keys that only training reads (the freezing policy); dropped by the engine
+# before it calls a system's ``build``.
+TRAINING_KEYS = ("freeze", "freeze_last_n")
 _LEGACY_SYSTEM = "mtpg"  # our safetensors files written before "system" was recorded
 
 
 def save_scorer(scorer: Scorer, path: str | Path) -> Path:
-    """``scorer``'s weights and ``scorer_metadata`` as one ``.safetensors`` file (atomic)."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in scorer.state_dict().items()}
-    metadata = scorer_metadata(scorer)
-    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+    """``scorer``'s weights and metadata as one ``.safetensors`` file (``checkpoints.save_model_file``)."""
+    return save_model_file(scorer, path)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", **options: Any) -> Scorer:
-    """Any system's weights file -> its ``Scorer`` in eval mode on ``device``.
+def load_model(path: str | Path, device: str | torch.device = "cpu", expect: str | None = None,
+               **options: Any) -> SavedModel:  # fmt: skip
+    """Any system's weights file -> its model in eval mode on ``device``: a ``Scorer``, or
+    another kind a system saves (a CG-IAA ``expert``, an AesNet ``pretrain`` model); its
+    ``weights_kind`` says which, and what the file was.
 
+    ``expect="scorer"`` (say) refuses a file holding another kind, in one line.
     ``options`` go to the system's loader (MTPG: ``backbone_precision="fp16"``).
     Raises ``CheckpointError`` (one line, naming the file) for a missing file, a file of
-    no registered system, or a training checkpoint whose run config cannot rebuild it.
+    no registered system, or a training checkpoint without a model record.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
+    check_weights_file(path)  # readable and not empty
     kind = file_kind(path)
     if kind == "safetensors":
-        return _load_safetensors(path, device, options)
-    if kind == "torch":
-        return _load_torch_file(path, device, options)
-    raise CheckpointError(f"{path} is neither a safetensors nor a PyTorch file (first bytes unrecognised)")
+        model = _load_safetensors(path, device, options)
+    elif kind == "torch":
+        model = _load_torch_file(path, device, options)
+    else:
+        raise CheckpointError(f"{path} is neither a safetensors nor a PyTorch file (first bytes unrecognised)")
+    if expect is not None and model.model_kind != expect:
+        raise CheckpointError(f"{path} holds a {model.system} {model.model_kind} model, not a {expect}")
+    return model
 
 
 def identify(path: str | Path) -> str:
     """One line saying what ``path`` holds (system and layout), without building a model."""
     path = Path(path)
+    check_weights_file(path)
     kind = file_kind(path)
     if kind == "safetensors":
-        metadata = read_metadata(path)
+        metadata, shapes = read_safetensors_header(path)
         if metadata.get("format") == FORMAT_NAME:
-            return f"{metadata.get('system', _LEGACY_SYSTEM)} weights (safetensors, this package's format)"
-        entry = _recognising_entry(_safetensors_keys(path), metadata)
+            what = metadata.get(MODEL_KIND_KEY, "scorer")
+            return f"{metadata.get('system', _LEGACY_SYSTEM)} {what} weights (safetensors, this package's format)"
+        entry = _recognising_entry(set(shapes), metadata)
         return f"{entry.name} weights (safetensors)" if entry else "a safetensors file of no registered system"
     if kind == "torch":
-        raw = _torch_load(path)
-        if _is_training_state(raw):
-            return "a training checkpoint (model, optimizer, step, run config) written by train.py"
+        raw = read_weights_only(path)
+        if is_training_checkpoint(raw):
+            recorded = f" of a {raw['system']} {raw.get('model_kind', 'model')}" if isinstance(raw.get("system"), str) else ""
+            return f"a training checkpoint{recorded} (model, optimizer, step, run config) written by train.py"
         entry = _recognising_entry(set(raw), {}) if isinstance(raw, Mapping) else None
         return f"{entry.name} weights (PyTorch state dict)" if entry else "a PyTorch file of no registered system"
     return "not a weights file"
 
 
 # -- safetensors -------------------------------------------------------------------------
-def _safetensors_keys(path: Path) -> set[str]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        return set(handle.keys())
-
-
-def _load_safetensors(path: Path, device, options: dict) -> Scorer:
-    metadata = read_metadata(path)
-    if metadata.get("format") == FORMAT_NAME:
-        entry = _entry_or_error(metadata.get("system", _LEGACY_SYSTEM), path)
-    else:
-        entry = _recognising_entry(_safetensors_keys(path), metadata)
-        if entry is None:
-            raise CheckpointError(
-                f"{path} is a safetensors file without this package's metadata whose tensor names match no "
-                f"registered system ({', '.join(sorted(_names()))}); is it a backbone rather than a scorer?"
-            )
+def _load_safetensors(path: Path, device, options: dict) -> SavedModel:
+    metadata, shapes = read_safetensors_header(path)
     ours = metadata.get("format") == FORMAT_NAME
-    kind = f"{entry.name} weights (safetensors, {'our format' if ours else 'recognised by its keys'})"
-    model = _call_loader(entry, path, metadata, device, options, kind)
+    if ours and MODEL_KIND_KEY in metadata:  # a model other than a scorer: one loader for every system
+        model = load_model_file(path, metadata)
+        model.weights_kind = f"{model.system} {model.model_kind} (safetensors, our format)"
+    else:
+        if ours:
+            entry = _entry_or_error(metadata.get("system", _LEGACY_SYSTEM), path)
+        else:
+            entry = _recognising_entry(set(shapes), metadata)
+            if entry is None:
+                raise CheckpointError(
+                    f"{path} is a safetensors file without this package's metadata whose tensor names match no "
+                    f"registered system ({', '.join(sorted(_names()))}); is it a backbone rather than a scorer?"
+                )
+        kind = f"{entry.name} weights (safetensors, {'our format' if ours else 'recognised by its keys'})"
+        model = _call_loader(entry, path, metadata, device, options, kind)
     model.training_data = decode_record(metadata.get(TRAINING_DATA_KEY), str(path)) if ours else None
-    return model
+    return model.to(device).eval()
 
 
 # -- PyTorch files ------------------------------------------------------------------------
-def _torch_load(path: Path) -> Any:
-    """The object a PyTorch file holds, read without running code: a TorchScript archive's
-    tensors as data, anything else through the weights-only unpickler."""
-    if is_torchscript_archive(path):
-        return read_state_dict(path)
-    try:
-        with open(path, "rb") as handle:  # a handle: torch.load would read a ".safetensors" name as safetensors
-            return torch.load(handle, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - re-raised naming the file, without PyTorch's advice to unpickle
-        raise CheckpointError(f"cannot read {path}: {describe_load_error(error)}") from None
-
-
-def _is_training_state(raw: Any) -> bool:
-    return isinstance(raw, Mapping) and all(key in raw for key in _TRAINING_STATE_KEYS)
-
-
-def _load_torch_file(path: Path, device, options: dict) -> Scorer:
-    raw = _torch_load(path)
-    if _is_training_state(raw):
-        return _load_training_state(path, raw, device)
+def _load_torch_file(path: Path, device, options: dict) -> SavedModel:
+    raw = read_weights_only(path)
+    if is_training_checkpoint(raw):
+        return build_recorded_model(raw, path).to(device)
     if not isinstance(raw, Mapping) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
         raise CheckpointError(f"{path} is a PyTorch file but not a state dict of tensors ({type(raw).__name__})")
     entry = _recognising_entry(set(raw), {})
@@ -137,43 +137,6 @@ def _load_torch_file(path: Path, device, options: dict) -> Scorer:
         raise CheckpointError(f"{path} is a PyTorch state dict whose keys ({shown}, ...) match no registered system "
                               f"({', '.join(sorted(_names()))})")  # fmt: skip
     return _call_loader(entry, path, {}, device, options, f"{entry.name} weights (PyTorch state dict)")
-
-
-def _load_training_state(path: Path, state: Mapping[str, Any], device) -> Scorer:
-    """A ``train.py`` checkpoint: the model its run config describes, with its ``model`` weights."""
-    config = state.get("config") or {}
-    task_model = (config.get("task") or {}).get("model") or {}
-    # a task that builds its own model (train.py's task.build_model) records it as task.model
-    model_config = dict(task_model if "_target_" in task_model else config.get("model") or {})
-    entry = _entry_for_model_config(model_config)
-    if entry is None:
-        raise CheckpointError(
-            f"{path} is a training checkpoint whose run config names no registered model "
-            f"(model._target_={model_config.get('_target_')!r}); score the run's best.safetensors instead"
-        )
-    kwargs = {k: v for k, v in model_config.items() if not k.startswith("_") and k not in TRAINING_KEYS}
-    if "backbone_weights" in kwargs:
-        kwargs["backbone_weights"] = None  # every weight comes from the checkpoint
-    model = entry.build(**kwargs)
-    incoming = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
-    missing, unexpected = (sorted(set(model.state_dict()) - set(incoming)), sorted(set(incoming) - set(model.state_dict())))
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: training checkpoint weights do not fit the model its config builds "
-                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")  # fmt: skip
-    model.load_state_dict(incoming)
-    model.weights_kind = f"{entry.name} training checkpoint (raw weights, step {state.get('step')})"
-    model.training_data = state.get(TRAINING_DATA_KEY) or None
-    return model.to(device).eval()
-
-
-def _entry_for_model_config(model_config: Mapping[str, Any]) -> ModelEntry | None:
-    target = str(model_config.get("_target_", ""))
-    for entry in entries():
-        if target and target.rsplit(".", 1)[-1] == getattr(entry.build, "__name__", None):
-            return entry
-    if not target and "fusion" in model_config:  # run configs from before model._target_ existed
-        return get_model_entry(_LEGACY_SYSTEM)
-    return None
 
 
 # -- shared -------------------------------------------------------------------------------

@@ -1,42 +1,27 @@
-"""AesNet weight files: the scorer as one safetensors file (tensors + config in the
-metadata, as every system of this package), and the bare backbone in its own library's
-layout (``encoders.save_backbone``)."""
+"""AesNet weight files: the scorer and the pretraining model as one safetensors file each
+(tensors + config in the metadata, saved and loaded by ``models/checkpoints.py`` as every
+system's), and the bare backbone in its own library's layout (``encoders.save_backbone``)."""
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
 from ...backbone.convert import CheckpointError
-from ...fileio import atomic_write
-from ..base import scorer_metadata
-from .model import AesNetScorer, AesNetScorerConfig
-
-
-def save_scorer(scorer: AesNetScorer, path: str | Path) -> Path:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in scorer.state_dict().items()}
-    metadata = scorer_metadata(scorer)
-    return atomic_write(path, lambda temporary: save_file(state, temporary, metadata=metadata))
+from ..loading import save_scorer  # noqa: F401 - kept as AesNet's name for saving a scorer
+from .model import AesNetScorer
 
 
 def load_scorer(path: str | Path, metadata: Mapping[str, str] | None = None) -> AesNetScorer:
-    from safetensors.torch import load_file
+    """An AesNet scorer file (our format), built from its checked config and loaded strictly
+    (``models/checkpoints.load_model_file``)."""
+    from ..checkpoints import load_model_file
 
-    from ..base import read_metadata
-
-    metadata = metadata if metadata is not None else read_metadata(path)
-    if metadata.get("system") != "aesnet" or "config" not in metadata:
-        raise CheckpointError(f"{path} is not an AesNet scorer file (metadata system={metadata.get('system')!r})")
-    scorer = AesNetScorer(AesNetScorerConfig(**json.loads(metadata["config"])))
-    state = load_file(str(path), device="cpu")
-    missing, unexpected = scorer.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
-    return scorer.eval()
+    model = load_model_file(path, metadata)
+    if not isinstance(model, AesNetScorer):
+        raise CheckpointError(f"{path} is not an AesNet scorer file (it holds a {model.system} {model.model_kind})")
+    return model
 
 
 def recognizes(keys: set[str], metadata: Mapping[str, str]) -> bool:

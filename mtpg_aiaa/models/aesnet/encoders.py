@@ -11,6 +11,7 @@ for open_clip).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -66,6 +67,16 @@ def split_encoder_name(name: str) -> tuple[str, str]:
     if library not in ("timm", "open_clip") or not model:
         raise ValueError(f"image encoder {name!r}: use timm:<model> or open_clip:<model>")
     return library, model
+
+
+def check_encoder_name(name: str) -> None:
+    """An encoder named in a weights file must be a plain architecture name of timm or
+    open_clip: ``timm:hf-hub:...``, ``open_clip:hf-hub:...``, ``local-dir:...`` or a path
+    would make building the model download or read another place, so they are refused."""
+    library, model = split_encoder_name(name) if isinstance(name, str) else ("", "")
+    if not model or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", model) or ".." in model:
+        raise ValueError(f"encoder {name!r:.80} is not a plain timm / open_clip architecture name; a weights file "
+                         "may not name a hub, a folder or a path")  # fmt: skip
 
 
 def _create_timm(model_name: str, image_size: int | None):

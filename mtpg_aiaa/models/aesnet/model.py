@@ -18,9 +18,9 @@ import torch
 from torch import nn
 from torchvision import transforms as T
 
-from ..base import Scorer, ScoreRange
+from ..base import SavedModel, Scorer, ScoreRange
 from ...backbone.freezing import check_policy
-from .encoders import ImageEncoder
+from .encoders import ImageEncoder, check_encoder_name
 from .heads import AttributeHeads
 
 # The attributes of the paper's motivation figure (docs/aesnet.md); the set is configurable.
@@ -52,8 +52,11 @@ class AesNetConfig:
         return json.dumps(asdict(self))
 
 
-class AesNetPretrainModel(nn.Module):
+class AesNetPretrainModel(SavedModel):
     """Image encoder + attribute heads + learnable temperatures (+ a frozen reference encoder).
+
+    Saved as ``model=pretrain`` of system ``aesnet``; ``embed(images)`` gives its attribute
+    embeddings.
 
     Args:
         config: the architecture.
@@ -80,6 +83,37 @@ class AesNetPretrainModel(nn.Module):
     def set_freeze(self, policy: str, last_n: int = 0) -> None:
         """``model.freeze`` (``backbone/freezing.py``): pretraining trains its encoder (``full`` only)."""
         check_policy(policy, ("full",), "AesNet pretraining")
+
+    system = "aesnet"
+    model_kind = "pretrain"
+
+    def config_dict(self) -> dict[str, Any]:
+        text_dim = int(self.heads.attribute_embeddings.shape[1])
+        return asdict(self.aesnet_config) | {"attributes": list(self.attributes), "text_dim": text_dim}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "AesNetPretrainModel":
+        """A pretraining model of a saved config; the attribute embeddings (a buffer) and every
+        weight come from the file. The encoder is a library's architecture name, never a hub
+        or a folder (``check_encoder_name``)."""
+        from ..checkpoints import check_config
+
+        values = dict(config)
+        text_dim = values.pop("text_dim", None)
+        if type(text_dim) is not int or text_dim <= 0:
+            raise ValueError(f"text_dim={text_dim!r} is not a positive integer")
+        check_config(AesNetConfig, values, "its metadata")
+        check_encoder_name(values.get("encoder", AesNetConfig.encoder))
+        settings = AesNetConfig(**{**values, "attributes": tuple(values.get("attributes", ATTRIBUTES))})
+        return cls(settings, torch.zeros(len(settings.attributes), text_dim))
+
+    def embed(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``images [B, 3, H, W]`` -> ``{attribute: [B, D]}`` l2-normalised attribute embeddings."""
+        return self.heads.embed_images(self.backbone(images))
+
+    def build_transform(self, train: bool = False) -> Callable[[Any], torch.Tensor]:
+        """PIL -> ``[3, S, S]`` for ``embed`` (the encoder's own size and statistics)."""
+        return build_image_transform(self.backbone, train)
 
     def train(self, mode: bool = True) -> "AesNetPretrainModel":
         super().train(mode)
@@ -125,6 +159,7 @@ class AesNetScorer(Scorer):
     """
 
     system = "aesnet"
+    config_type = AesNetScorerConfig
 
     def __init__(self, config: AesNetScorerConfig, encoder_weights: str | None = None):
         super().__init__()
@@ -158,7 +193,23 @@ class AesNetScorer(Scorer):
             self.backbone.eval()
         return self
 
-    def build_transform(self, train: bool = False) -> Callable[[Any], torch.Tensor]:
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(self.scorer_config)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "AesNetScorer":
+        """A scorer of a saved config, its encoder a library's architecture name (never a hub
+        or a folder: ``check_encoder_name``); every weight comes from the file."""
+        check_encoder_name(config.get("encoder", AesNetScorerConfig.encoder))
+        return cls(AesNetScorerConfig(**config))
+
+    @property
+    def image_size(self) -> int:
+        return self.backbone.image_size
+
+    def build_transform(self, train: bool = False, preprocess: str | None = None) -> Callable[[Any], torch.Tensor]:
+        if preprocess not in (None, "official"):
+            raise ValueError(f"AesNet has one preprocessing (its encoder's); preprocess={preprocess!r}")
         return build_image_transform(self.backbone, train)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -169,8 +220,6 @@ class AesNetScorer(Scorer):
         distribution = logits.softmax(dim=-1)
         return {"distribution": distribution, "score": distribution @ self.bin_values, "logits": logits}
 
-    def metadata(self) -> dict[str, str]:
-        return {"config": json.dumps(asdict(self.scorer_config))}
 
 
 def build_image_transform(encoder: ImageEncoder, train: bool = False) -> Callable[[Any], torch.Tensor]:

@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from mtpg_aiaa.backbone.convert import CheckpointError, load_state_dict_strict, read_state_dict
 from mtpg_aiaa.backbone.freezing import check_policy
 from mtpg_aiaa.fileio import atomic_write
+from mtpg_aiaa.models.base import SavedModel
 
 from .mapper import MapperConfig, TransformerMapper, infer_mapper_config
 
@@ -65,8 +65,16 @@ def infer_gpt2_sizes(state_dict: Mapping[str, torch.Tensor]) -> GPT2Sizes:
     )
 
 
-class CritiqueExpert(nn.Module):
-    """``gpt`` (GPT2LMHeadModel) + ``clip_project`` (TransformerMapper): a prefix captioner."""
+class CritiqueExpert(SavedModel):
+    """``gpt`` (GPT2LMHeadModel) + ``clip_project`` (TransformerMapper): a prefix captioner.
+
+    Saved by ``train.py`` as ``model=expert`` of system ``cgiaa`` (its tensors in the released
+    layout, the tied LM head left out, so ``load_expert`` reads the file too)."""
+
+    system = "cgiaa"
+    model_kind = "expert"
+    init_from_whole = (GPT_PREFIX,)  # init_from loads GPT-2 whole or not at all
+    tied_keys = (GPT_PREFIX + _TIED_HEAD,)
 
     def __init__(self, gpt_sizes: GPT2Sizes = GPT2Sizes(), mapper: MapperConfig = MapperConfig()):
         super().__init__()
@@ -117,9 +125,27 @@ class CritiqueExpert(nn.Module):
         """The tensors in the released layout (``gpt.*`` with the tied head, ``clip_project.*``)."""
         return {k: v.detach().clone() for k, v in self.state_dict().items()}
 
-    def save(self, path: str | Path) -> Path:
-        """:func:`save_expert` (``train.py`` saves a validated expert as ``best.safetensors``)."""
-        return save_expert(self, path)
+    def config_dict(self) -> dict:
+        return {"gpt": self.gpt_sizes.to_dict(), "mapper": self.mapper_config.to_dict(), "gpt_frozen": self.gpt_frozen}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "CritiqueExpert":
+        """An expert of a saved config (``{"gpt": GPT2Sizes, "mapper": MapperConfig, "gpt_frozen"}``)."""
+        from ..checkpoints import check_config
+
+        check_config(_ExpertConfig, config, "its metadata")
+        gpt = check_config(GPT2Sizes, config.get("gpt", {}), "its metadata", "config.gpt")
+        mapper = check_config(MapperConfig, config.get("mapper", {}), "its metadata", "config.mapper")
+        return cls(GPT2Sizes(**gpt), MapperConfig(**mapper)).freeze_gpt(bool(config.get("gpt_frozen", False)))
+
+
+@dataclass(frozen=True)
+class _ExpertConfig:
+    """The keys of ``CritiqueExpert.config_dict`` (checked when a file is read)."""
+
+    gpt: dict
+    mapper: dict
+    gpt_frozen: bool = False
 
 
 def create_expert(gpt2_weights: str | Path | None = None, freeze_gpt: bool = True, **mapper: int) -> CritiqueExpert:

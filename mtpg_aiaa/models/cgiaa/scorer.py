@@ -8,7 +8,6 @@ to a 10-bin distribution (AVA-like data, trained with EMD) whose expectation is 
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -61,6 +60,8 @@ class CGIAAScorer(Scorer):
     """Image + per-attribute critiques -> ``{"score": [B]}`` (+ ``"distribution": [B, K]``)."""
 
     system = "cgiaa"
+    config_type = CGIAAScorerConfig
+    init_from_whole = ("clip.",)  # init_from loads CLIP whole or not at all
 
     def __init__(self, config: CGIAAScorerConfig | None = None, **overrides: Any):
         super().__init__()
@@ -100,7 +101,24 @@ class CGIAAScorer(Scorer):
         else:
             self.set_frozen(policy == "frozen", policy == "frozen")
 
-    def build_transform(self, train: bool = False) -> Callable:
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(self.config) | {"attributes": list(self.config.attributes)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "CGIAAScorer":
+        """A scorer of a saved config: the architecture from its numbers (or a registered
+        name); a ``clip_weights`` path is refused, since a weights file names no other file."""
+        if config.get("clip_weights"):
+            raise ValueError("its config names a clip_weights file; a saved model carries its own weights")
+        return cls(CGIAAScorerConfig(**config))
+
+    @property
+    def image_size(self) -> int:
+        return self.clip.arch.image_size
+
+    def build_transform(self, train: bool = False, preprocess: str | None = None) -> Callable:
+        if preprocess not in (None, "official"):
+            raise ValueError(f"CG-IAA has one preprocessing (the release's); preprocess={preprocess!r}")
         size = self.clip.arch.image_size
         if not train:
             return build_release_transform(size)
@@ -134,8 +152,6 @@ class CGIAAScorer(Scorer):
         values = torch.tensor(self.distribution_values, device=out.device, dtype=distribution.dtype)
         return {"score": distribution @ values, "distribution": distribution}
 
-    def metadata(self) -> dict[str, str]:
-        return {"config": json.dumps(asdict(self.config) | {"attributes": list(self.config.attributes)})}
 
 
 def build_cgiaa_scorer(**config: Any) -> CGIAAScorer:
@@ -145,13 +161,9 @@ def build_cgiaa_scorer(**config: Any) -> CGIAAScorer:
 
 def load_cgiaa_scorer(path, metadata: dict[str, str], device: str | torch.device = "cpu") -> CGIAAScorer:
     """A scorer saved as ``.safetensors`` with ``scorer_metadata``, loaded strictly, in eval mode."""
-    from safetensors.torch import load_file
+    from mtpg_aiaa.models.checkpoints import load_model_file
 
-    from mtpg_aiaa.backbone.convert import load_state_dict_strict
-
-    scorer = build_cgiaa_scorer(**json.loads(metadata["config"]))
-    load_state_dict_strict(scorer, load_file(str(path)), str(path))
-    return scorer.to(device).eval()
+    return load_model_file(path, metadata).to(device).eval()
 
 
 def recognizes_cgiaa(keys: set[str], metadata: dict[str, str]) -> bool:

@@ -32,8 +32,10 @@ from ...backbone.convert import (
     to_release_layout,
 )
 from ...backbone.longclip import LongCLIP
+from ...backbone.weights_file import read_safetensors_header as read_checked_header
 from ...fileio import atomic_write, file_kind
 from ..base import FORMAT_NAME
+from ..checkpoints import load_model_file, save_model_file
 from .model import MTPGAIAA, MTPGConfig, build_mtpg
 
 FORMAT_VERSION = "1"
@@ -102,9 +104,7 @@ def save_official_checkpoint(model: MTPGAIAA, path: str | Path) -> Path:
 # -- our layout -----------------------------------------------------------------------
 def save_model(model: MTPGAIAA, path: str | Path) -> Path:
     """Write weights + config (+ system and score range) to one ``.safetensors`` file."""
-    from ..loading import save_scorer
-
-    return save_scorer(model, path)
+    return save_model_file(model, path)
 
 
 def read_model_config(path: str | Path) -> MTPGConfig:
@@ -117,24 +117,16 @@ def read_model_config(path: str | Path) -> MTPGConfig:
     try:
         config = MTPGConfig.from_dict(json.loads(metadata["config"]))
         arch = config.arch()
-    except (ValueError, TypeError, KeyError) as error:
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
         raise CheckpointError(f"{path}: the model config in its metadata is unreadable: {error}") from None
     check_config_matches_shapes(config, arch, shapes, path)
     return config
 
 
 def read_safetensors_header(path: str | Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
-    """``(metadata, {key: shape})`` from a ``.safetensors`` header, no tensor read."""
-    from safetensors import safe_open
-
-    check_weights_file(Path(path))
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
-    except Exception as error:  # noqa: BLE001 - safetensors' errors do not name the file
-        raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from None
-    return metadata, shapes
+    """``(metadata, {key: shape})`` from a ``.safetensors`` header (checked), no tensor read."""
+    metadata, tensors = read_checked_header(path)
+    return metadata, {key: shape for key, (_dtype, shape) in tensors.items()}
 
 
 def check_config_matches_shapes(
@@ -169,8 +161,14 @@ def load_model(
 
 def load_our_file(path: str | Path, metadata: Mapping[str, str] | None = None, device: str | torch.device = "cpu",
                   backbone_precision: str = "fp32") -> MTPGAIAA:  # fmt: skip
-    """One of our safetensors files (``metadata`` is re-read from the file when not given)."""
-    return _instantiate(read_model_config(path), read_state_dict(path), str(path), device, backbone_precision)
+    """One of our safetensors files (``metadata`` is re-read from the file when not given):
+    its config checked against its tensors (``read_model_config``), then built and loaded
+    strictly the way every system's files are (``models/checkpoints.load_model_file``)."""
+    read_model_config(path)
+    model = load_model_file(path, metadata)
+    if not isinstance(model, MTPGAIAA):
+        raise CheckpointError(f"{path} holds a {model.system} model, not an MTPG-AIAA one")
+    return _set_precision(model, backbone_precision).to(device).eval()
 
 
 def is_official_checkpoint(path: str | Path) -> bool:
@@ -191,8 +189,12 @@ def _instantiate(
     model = build_mtpg(config, LongCLIP(config.arch()))
     floats = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
     load_state_dict_strict(model, floats, source, file_key)
+    return _set_precision(model, backbone_precision).to(device).eval()
+
+
+def _set_precision(model: MTPGAIAA, backbone_precision: str) -> MTPGAIAA:
     if backbone_precision == "fp16":
         cast_like_upstream(model.backbone)
     elif backbone_precision != "fp32":
         raise ValueError(f"backbone_precision must be 'fp32' or 'fp16', got {backbone_precision!r}")
-    return model.to(device).eval()
+    return model

@@ -25,6 +25,8 @@ from ...backbone.tokenizer import get_tokenizer
 from ...transforms import build_transform
 
 FUSIONS = ("official", "token", "none")
+# The model group's builder before training checkpoints recorded their model (compared as strings).
+_LEGACY_BUILDERS = ("mtpg_aiaa.models.mtpg.build_mtpg_model", "mtpg_aiaa.models.mtpg.factory.build_mtpg_model")
 
 
 @dataclass
@@ -86,6 +88,7 @@ class MTPGAIAA(Scorer):
     distribution_values = LEVEL_SCORES
     distribution_labels = LEVELS  # prediction tables name the columns prob_<level>
     score_is_expected_value = True
+    config_type = MTPGConfig
 
     def __init__(self, backbone: LongCLIP, config: MTPGConfig, trim_text: bool = True):
         super().__init__()
@@ -110,6 +113,50 @@ class MTPGAIAA(Scorer):
             if config.prompt_context else None
         )  # fmt: skip
         self._prompt_cache: tuple[tuple, torch.Tensor] | None = None
+
+    def config_dict(self) -> dict:
+        return self.config.to_dict()
+
+    @classmethod
+    def from_config(cls, config: dict) -> "MTPGAIAA":
+        return build_mtpg(MTPGConfig(**config))
+
+    @classmethod
+    def config_from_run_config(cls, run_config: dict, source) -> dict | None:
+        """An MTPG run's ``last.pt`` from before checkpoints recorded their model: its
+        ``model`` group, when that is MTPG's (the exact builder string, or no target and a
+        ``fusion`` key) and no task built its own model."""
+        from ...backbone.convert import CheckpointError
+        from .factory import mtpg_config
+
+        task = run_config.get("task") if isinstance(run_config.get("task"), dict) else {}
+        group = run_config.get("model") if isinstance(run_config.get("model"), dict) else {}
+        target = group.get("_target_")
+        if task.get("build_model") or task.get("model") or not (
+                target in _LEGACY_BUILDERS or (target is None and "fusion" in group)):  # fmt: skip
+            return None
+        keys = {k: v for k, v in group.items() if not k.startswith("_") and k not in ("backbone_weights", "freeze", "freeze_last_n")}
+        try:
+            return mtpg_config(**keys).to_dict()
+        except (TypeError, ValueError, KeyError) as error:
+            raise CheckpointError(f"{source}: its run config's model group does not describe an MTPG-AIAA model: "
+                                  f"{error}"[:400]) from None  # fmt: skip
+
+    @property
+    def image_size(self) -> int:
+        return self.backbone.arch.image_size
+
+    @property
+    def preprocess(self) -> str:
+        return self.config.preprocess
+
+    @property
+    def prompt_set(self) -> str:
+        return self.config.prompts
+
+    def count_truncated(self, texts: Sequence[str]) -> int:
+        """How many descriptions are longer than Long-CLIP's 248 tokens (cut when tokenized)."""
+        return sum(self.tokenizer.is_truncated(text) for text in texts)
 
     def set_prompts(self, prompt_set: str) -> None:
         """Switch the level prompt strings (``official`` or ``clean``); features are recomputed."""
@@ -260,26 +307,22 @@ class MTPGAIAA(Scorer):
         return {"logits": logits, "probs": probs, "score": expected_score(probs), "fused": fused,
                 "distribution": probs}  # fmt: skip
 
-    def forward(self, images: torch.Tensor | dict[str, Any],
-                description_tokens: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
-        """Score a batch: ``model(batch)`` (the scorer interface) or ``model(images, tokens)``.
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Score a batch (the scorer interface): ``image [B, 3, H, W]`` and
+        ``tokens["description"] [B, L]`` (or ``description_tokens``); see ``score_tensors``."""
+        tokens = batch.get("tokens") or {}
+        description_tokens = tokens["description"] if "description" in tokens else batch["description_tokens"]
+        return self.score_tensors(batch["image"], description_tokens)
 
-        Args:
-            images: ``[B, 3, H, W]`` preprocessed images, or a batch dict with ``image`` and
-                ``tokens["description"]`` (or ``description_tokens``).
-            description_tokens: ``[B, L]`` token ids (``L <= 248``).
+    def score_tensors(self, images: torch.Tensor, description_tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Score ``images [B, 3, H, W]`` (preprocessed) with ``description_tokens [B, L]`` (``L <= 248``).
+
         Returns:
             ``logits [B, 5]``, ``probs [B, 5]`` (also as ``distribution``), ``score [B]`` on
             0-1 and the fused feature ``fused [B, D]``. With ``fusion=official`` every output
             depends on the whole batch; with ``token`` and ``none`` each sample's only on itself.
         """
-        if isinstance(images, dict):
-            batch = images
-            images = batch["image"]
-            tokens = batch.get("tokens") or {}
-            description_tokens = tokens["description"] if "description" in tokens else batch["description_tokens"]
         return self.score_features(self.encode(images, description_tokens))
-
 
     def score_in_groups(self, images: torch.Tensor, description_tokens: torch.Tensor,
                         group_size: int = 16) -> dict[str, torch.Tensor]:  # fmt: skip

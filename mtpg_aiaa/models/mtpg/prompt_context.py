@@ -43,7 +43,8 @@ class LearnablePromptContext(nn.Module):
         init_ids = init_tokens[1 : int(init_tokens.argmax())]  # between SOT and EOT
         if len(init_ids) == length:
             with torch.no_grad():
-                vectors = token_embedding.weight[init_ids.to(token_embedding.weight.device)].detach().float().cpu().clone()
+                # on the embedding's device (the module moves as a whole), so a meta-device build works too
+                vectors = token_embedding.weight[init_ids.to(token_embedding.weight.device)].detach().float().clone()
         else:
             vectors = torch.randn(length, width) * 0.02
         if per_level:

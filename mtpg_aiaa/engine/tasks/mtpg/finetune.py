@@ -203,7 +203,7 @@ class FinetuneTask:
         else:
             images = batch["image"].to(device, non_blocking=True)
             tokens = batch["description_tokens"].to(device, non_blocking=True)
-            outputs = model(images, tokens)
+            outputs = model({"image": images, "description_tokens": tokens})
         # The losses see the global batch (all ranks' samples): the pairwise fidelity loss
         # compares across ranks, and the step equals one process on the whole batch.
         outputs = {name: gather_with_grad(outputs[name]) for name in ("score", "probs", "logits")}
