@@ -6,6 +6,8 @@
 # x86 machines: a CPU without AVX-512 runs the avx2 kernels, and so on.
 #   bash scripts/quickstart_spread.sh [PYTHON] [OUT_ROOT]
 #   LEVELS="default avx2" SPLIT_SEED=102 bash scripts/quickstart_spread.sh
+# A level written LEVEL/compatible also puts the BLAS and oneDNN libraries on their most
+# portable code paths (MKL_CBWR=COMPATIBLE ONEDNN_MAX_CPU_ISA=SSE41), as the oldest x86 would.
 # The toy set is built once under OUT_ROOT/toy (numpy / PIL / OpenCV, no torch) and shared by
 # every level, so only the training and scoring kernels differ between levels.
 set -euo pipefail
@@ -18,21 +20,30 @@ SPLIT=data.build.split_seed=$SPLIT_SEED
 DATA=data.root=$OUT/toy
 mkdir -p "$OUT"
 echo "host: $(lscpu | sed -n 's/^Model name: *//p'); torch $($PY -c 'import torch; print(torch.__version__)')"
-for level in $LEVELS; do
-    root=$OUT/$level
-    echo "== ATEN_CPU_CAPABILITY=$level -> $root"
+for entry in $LEVELS; do
+    level=${entry%%/*}
+    root=$OUT/${entry//\//-}
     export ATEN_CPU_CAPABILITY=$level
+    if [[ $entry == */compatible ]]; then
+        export MKL_CBWR=COMPATIBLE ONEDNN_MAX_CPU_ISA=SSE41
+    else
+        unset MKL_CBWR ONEDNN_MAX_CPU_ISA
+    fi
+    echo "== ATEN_CPU_CAPABILITY=$level MKL_CBWR=${MKL_CBWR:-} ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA:-} -> $root"
     $PY -c "import torch; print('capability in force:', torch.backends.cpu.get_cpu_capability())"
     $PY train.py experiment=quickstart_pretrain $SPLIT $DATA paths.output_root=$root
     $PY train.py experiment=quickstart $SPLIT $DATA paths.output_root=$root
     $PY test.py ckpt=$root/train/quickstart-finetune-split$SPLIT_SEED/best.safetensors data=toy \
         $SPLIT $DATA hydra.run.dir=$root/test
 done
-unset ATEN_CPU_CAPABILITY
-$PY - "$OUT" $LEVELS <<'PY'
+unset ATEN_CPU_CAPABILITY MKL_CBWR ONEDNN_MAX_CPU_ISA
+$PY - "$OUT" "$SPLIT_SEED" $LEVELS <<'PY'
 import json, sys
-out, levels = sys.argv[1], sys.argv[2:]
-for level in levels:
-    metrics = json.load(open(f"{out}/{level}/test/metrics.json"))
-    print(f"{level:8s} test SRCC {metrics['srcc']:.4f}  PLCC {metrics['plcc']:.4f}")
+out, split, entries = sys.argv[1], sys.argv[2], sys.argv[3:]
+for entry in entries:
+    root = f"{out}/{entry.replace('/', '-')}"
+    test = json.load(open(f"{root}/test/metrics.json"))
+    rows = [json.loads(line) for line in open(f"{root}/train/quickstart-finetune-split{split}/metrics.jsonl")]
+    val = max(row["val/srcc"] for row in rows if "val/srcc" in row)
+    print(f"{entry:18s} best val SRCC {val:.4f}  test SRCC {test['srcc']:.4f}  PLCC {test['plcc']:.4f}  acc {test['acc']:.4f}")
 PY
