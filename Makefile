@@ -31,9 +31,10 @@ install: $(DEV_STAMP)
 
 # The package as a user installs it into an environment they already have: --no-deps beside
 # the lock, then pip check that the lock satisfies pyproject.toml's ranges (and its own
-# packages' requirements). Run by `make test`, hence by CI (.ci/run).
+# packages' requirements). Run by `make test`, hence by CI (.ci/run). Built with the lock's
+# setuptools (torch requires it), so a second `make test` needs no network.
 install-check: $(DEV_STAMP)
-	$(PIP) --no-deps -e .
+	$(PIP) --no-deps --no-build-isolation -e .
 	$(PY) -m pip check
 
 test: install-check
