@@ -12,7 +12,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 
-.PHONY: install test quickstart quickstart-aesnet quickstart-cgiaa benchmark gpu-check clean
+.PHONY: install install-check test quickstart quickstart-aesnet quickstart-cgiaa benchmark gpu-check clean
 
 # The runtime requirements (all the quickstart needs) ...
 $(STAMP): requirements.txt pyproject.toml
@@ -29,7 +29,15 @@ $(DEV_STAMP): $(STAMP) requirements-dev.txt
 
 install: $(DEV_STAMP)
 
-test: $(DEV_STAMP)
+# The package as a user installs it into an environment they already have: --no-deps beside
+# the lock, then pip check that the lock satisfies pyproject.toml's ranges (and its own
+# packages' requirements). Run by `make test`, hence by CI (.ci/run). Built with the lock's
+# setuptools (torch requires it), so a second `make test` needs no network.
+install-check: $(DEV_STAMP)
+	$(PIP) --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
+
+test: install-check
 	$(PY) -m pytest -q
 
 quickstart: $(STAMP)
