@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mtpg_aiaa.plots import MANY_STYLE, FEW_STYLE, save_scatter_plot, scatter_marker_style
+from mtpg_aiaa.eval.plots import MANY_STYLE, FEW_STYLE, save_scatter_plot, scatter_marker_style
 
 
 def test_marker_style_shrinks_and_fades_with_n():
