@@ -75,8 +75,9 @@ def test_critique_cli_takes_a_saved_tokenizer_folder(tmp_path, slow_and_fast, ca
     weights.mkdir()
     torch.manual_seed(0)
     torch.save({f"clip_model.{k}": v for k, v in LongCLIP(TINY_CLIP).state_dict().items()}, weights / "base_model.pt")
+    vocab_size = len(load_gpt2_tokenizer(slow_and_fast[0]))  # experts sized to the tokenizer (critique.py checks it)
     for seed, name in enumerate(("color", "composition", "dof", "general")):
-        torch.save(_release_file(tiny_expert(seed)), weights / f"{name}.pt")
+        torch.save(_release_file(tiny_expert(seed, vocab_size=vocab_size)), weights / f"{name}.pt")
     image = tmp_path / "a.png"
     Image.new("RGB", (40, 30), "red").save(image)
     cli = load_script("scripts/critique.py")
