@@ -12,6 +12,7 @@ from torch import nn
 
 from ..backbone.convert import CheckpointError, is_training_state, load_weights_only
 from ..backbone.torchscript import is_torchscript_archive
+from ..backbone.transfer import MODEL_PREFIX as AESNET_ENCODER_PREFIX, is_aesnet_encoder_file
 from ..data.errors import BadInputError
 from ..data.provenance import decode_record
 from ..errors import SettingError
@@ -47,8 +48,8 @@ def build_training_model(cfg: DictConfig, init_from: str | None = None) -> nn.Mo
     kwargs = _model_kwargs(cfg)
     kwargs.setdefault("_target_", DEFAULT_MODEL_TARGET)
     kwargs["_convert_"] = "all"  # plain dicts and lists reach the build function, not DictConfigs
-    if init_from and "backbone_weights" in kwargs:
-        kwargs["backbone_weights"] = None
+    if init_from and "backbone_weights" in kwargs and not is_aesnet_encoder_file(init_source(init_from)):
+        kwargs["backbone_weights"] = None  # an AesNet encoder replaces the image tower only: the text tower stays
     model = instantiate_reraising_input_errors(kwargs)
     if init_from:
         load_matching_weights(model, init_from)
@@ -111,6 +112,8 @@ def read_init_state(source: str | Path) -> dict[str, torch.Tensor]:
 
 def load_matching_weights(model: nn.Module, source: str | Path) -> None:
     """Copy every tensor of ``source`` whose name and shape match ``model``; log the rest."""
+    if start_image_tower_from_aesnet(model, source):
+        return
     incoming = read_init_state(source)
     own = model.state_dict()
     matched = {k: v for k, v in incoming.items() if k in own and own[k].shape == v.shape}
@@ -127,3 +130,15 @@ def load_matching_weights(model: nn.Module, source: str | Path) -> None:
     skipped = sorted(set(own) - set(matched))
     log.info("init_from %s: loaded %d tensors; %d left at initialisation (%s%s)", source, len(matched),
              len(skipped), ", ".join(skipped[:5]), "..." if len(skipped) > 5 else "")  # fmt: skip
+
+
+def start_image_tower_from_aesnet(model: nn.Module, source: str | Path) -> bool:
+    """``init_from`` an AesNet encoder into another system's model: its image tower, all or
+    nothing (``backbone/transfer.py``; one line naming both architectures when they differ).
+    False when ``source`` is not an AesNet encoder or ``model`` is AesNet's own (names match)."""
+    source = init_source(source)
+    if not is_aesnet_encoder_file(source) or any(k.startswith(AESNET_ENCODER_PREFIX) for k in model.state_dict()):
+        return False
+    model.load_image_tower(source)
+    log.info("init_from %s: image tower from the AesNet encoder; the rest of the model as built", source)
+    return True

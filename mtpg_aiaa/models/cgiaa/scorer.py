@@ -23,6 +23,7 @@ from mtpg_aiaa.backbone.clip import load_clip
 from mtpg_aiaa.backbone.longclip import LongCLIP, LongCLIPArch, get_arch
 from mtpg_aiaa.models.base import Scorer, ScoreRange
 from mtpg_aiaa.backbone.tokenizer import get_tokenizer
+from mtpg_aiaa.backbone.transfer import load_image_tower
 from mtpg_aiaa.transforms import CLIP_MEAN, CLIP_STD
 
 from .generator import ATTRIBUTES
@@ -86,6 +87,11 @@ class CGIAAScorer(Scorer):
         """Freeze CLIP's image tower and/or its text tower (the head always trains)."""
         for name, parameter in self.clip.named_parameters():
             parameter.requires_grad_(not (image if name.startswith("visual.") else text))
+
+    def load_image_tower(self, source) -> None:
+        """CLIP's image tower from an AesNet encoder (``backbone/transfer.py``); the text tower
+        and the head are left as they are."""
+        load_image_tower(self.clip.visual, source, expected_arch=self.clip.arch, target="CG-IAA's CLIP image tower")
 
     def build_transform(self, train: bool = False) -> Callable:
         size = self.clip.arch.image_size

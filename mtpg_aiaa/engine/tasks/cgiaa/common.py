@@ -49,10 +49,10 @@ def build_task_model(cfg) -> torch.nn.Module:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from ...builders import read_init_state
+    from ...builders import read_init_state, start_image_tower_from_aesnet
 
     model = instantiate(OmegaConf.to_container(cfg.task.model, resolve=True), _convert_="all")
-    if cfg.get("init_from"):
+    if cfg.get("init_from") and not start_image_tower_from_aesnet(model, cfg.init_from):
         own = model.state_dict()
         incoming = read_init_state(cfg.init_from)
         matched = {k: v for k, v in incoming.items() if k in own and own[k].shape == v.shape}
