@@ -4,6 +4,7 @@
     python demo.py a.jpg b.jpg --ckpt checkpoints/model_save.pt --json
     python demo.py a.jpg b.jpg --system cgiaa --ckpt run/best.safetensors --critiques critiques.csv
     python demo.py a.jpg b.jpg --system cgiaa --ckpt run/best.safetensors --weights DIR --tokenizer DIR
+    python demo.py a.jpg b.jpg --scorer cgiaa=run/best.safetensors --critiques critiques.csv --report out.html
 
 A description comes from --descN, else from a sidecar text file (``a.txt`` or ``a.jpg.txt``),
 else, with --describer DIR (e.g. GalleryGPT converted by scripts/convert_gallerygpt.py), it is
@@ -52,6 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cgiaa.add_argument("--critiques", type=Path, help="critique cache CSV (image,color,composition,dof,general)")
     cgiaa.add_argument("--weights", type=Path, help="folder with base_model.pt and the four released experts")
     cgiaa.add_argument("--tokenizer", help="GPT-2 tokenizer folder (with --weights)")
+    report = parser.add_argument_group("--report: every registered system on one self-contained HTML page")
+    report.add_argument("--report", type=Path, help="write the page here (images embedded, nothing fetched)")
+    report.add_argument("--scorer", action="append", default=[], metavar="SYSTEM=FILE",
+                        help="another system's weights for the page, besides --ckpt (repeatable)")
     return parser.parse_args(argv)
 
 
@@ -154,8 +159,59 @@ def cgiaa_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def report_main(args: argparse.Namespace) -> int:
+    """``--report``: each painting's score from every registered system (their own ranges),
+    MTPG-AIAA's level probabilities and description, CG-IAA's critiques, on one page; a
+    system without weights is one line saying where to get them."""
+    from mtpg_aiaa.eval.report import write_report
+    from mtpg_aiaa.explain import explain
+    from mtpg_aiaa.models.cgiaa import load_generator, load_gpt2_tokenizer
+    from mtpg_aiaa.models.cgiaa.explain import cached_critiques, generated_critiques
+    from mtpg_aiaa.models.cgiaa.generator import ATTRIBUTES
+    from mtpg_aiaa.models.registry import list_models
+
+    weights: dict[str, Path | None] = {name: None for name in list_models()}
+    if args.ckpt != DEFAULT_CKPT or args.ckpt.is_file():  # the default file may simply not be there
+        weights[args.system] = args.ckpt
+    for item in args.scorer:
+        system, _, path = item.partition("=")
+        if system not in weights or not path:
+            print(f"error: --scorer {item}: use SYSTEM=FILE with SYSTEM one of {', '.join(weights)}", file=sys.stderr)
+            return 2
+        weights[system] = Path(path)
+    given = [args.desc1, args.desc2] + [None] * max(0, len(args.images) - 2)
+    try:
+        device = resolve_device(args.device)
+        known = {str(path): text for path, text in ((p, known_description(p, g)) for p, g in zip(args.images, given))
+                 if text is not None}  # fmt: skip
+        missing = [path for path in args.images if str(path) not in known]
+        if args.describer is not None and missing:
+            known.update(zip(map(str, missing), generate_descriptions(missing, args.describer, args.describer_config, device)))
+        texts: dict[str, dict[str, str]] = {"description": known}
+        if args.critiques is not None:
+            rows = cached_critiques(args.critiques, args.images, ATTRIBUTES)
+        elif args.weights is not None and weights.get("cgiaa") is not None:
+            generator = load_generator(args.weights, load_gpt2_tokenizer(args.tokenizer or "gpt2"), device=device)
+            rows = generated_critiques(generator, args.images, device)
+            del generator
+        else:
+            rows = []
+        for path, row in zip(args.images, rows):
+            for name, text in row.items():
+                texts.setdefault(name, {})[str(path)] = text
+        entries = explain(args.images, weights, texts, device=device)
+        write_report(entries, args.report)
+    except (BadInputError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.report}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report is not None:
+        return report_main(args)
     if args.system == "cgiaa":
         if not args.ckpt.is_file():
             print(f"error: no CG-IAA scorer at {args.ckpt} (--ckpt: a train.py task=cgiaa/score best.safetensors)",

@@ -26,6 +26,8 @@ class ModelEntry:
         recognizes: ``recognizes(keys, metadata) -> bool`` from the tensor names and the
             safetensors metadata (``{}`` for ``.pt`` files); used by ``load_model``.
         description: one line for ``list_models``.
+        weights_help: one line saying where a user gets weights for this system, or that they
+            must be trained here first (reports show it when no weights were given).
     """
 
     name: str
@@ -33,6 +35,7 @@ class ModelEntry:
     load: Callable[..., Any] | None = None
     recognizes: Callable[[set[str], Mapping[str, str]], bool] | None = None
     description: str = ""
+    weights_help: str = ""
 
 
 _REGISTRY: dict[str, ModelEntry] = {}

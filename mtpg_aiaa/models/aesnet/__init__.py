@@ -20,7 +20,9 @@ def build_scorer(**config) -> AesNetScorer:
 
 
 register_model(ModelEntry(name="aesnet", build=build_scorer, load=load_scorer, recognizes=recognizes,
-                          description="AesNet: attribute-contrastive pretrained encoder + linear score head"))  # fmt: skip
+                          description="AesNet: attribute-contrastive pretrained encoder + linear score head",
+                          weights_help="its authors released no code or weights: pretrain and finetune one here "
+                                       "(docs/aesnet.md) and pass the finetune run's best.safetensors"))  # fmt: skip
 
 __all__ = ["ATTRIBUTES", "AesNetConfig", "AesNetPretrainModel", "AesNetScorer", "AesNetScorerConfig",
            "attribute_prompt", "build_scorer", "load_scorer", "save_scorer", "scorer_from_pretrained"]  # fmt: skip

@@ -32,5 +32,7 @@ from .scorer import CGIAAScorer, build_cgiaa_scorer, load_cgiaa_scorer, recogniz
 register_model(ModelEntry(
     name="cgiaa", build=build_cgiaa_scorer, load=load_cgiaa_scorer, recognizes=recognizes_cgiaa,
     description="CG-IAA: image + four attribute critiques (colour, composition, depth and focus, general) -> score",
+    weights_help="its authors released the critique experts but no scorer: train one here "
+                 "(python train.py task=cgiaa/score, docs/cgiaa.md) and pass its best.safetensors",
 ))  # fmt: skip
 __all__ += ["CGIAAScorer", "build_cgiaa_scorer", "load_cgiaa_scorer"]

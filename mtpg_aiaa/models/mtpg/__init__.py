@@ -25,6 +25,8 @@ def _load(path: str | Path, metadata: Mapping[str, str], device="cpu", backbone_
 register_model(ModelEntry(
     name="mtpg", build=build_mtpg_model, load=_load, recognizes=_recognizes,
     description="MTPG-AIAA: Long-CLIP image + description, five level prompts; score 0-1",
+    weights_help="the authors' model_save.pt from the MTPG-AIAA release (checkpoints/README.md), or a "
+                 "best.safetensors of python train.py stage=finetune",
 ))  # fmt: skip
 
 __all__ = ["MTPGAIAA", "MTPGConfig", "build_mtpg", "build_mtpg_model", "mtpg_config"]
