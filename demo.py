@@ -186,7 +186,8 @@ def report_main(args: argparse.Namespace) -> int:
                  if text is not None}  # fmt: skip
         missing = [path for path in args.images if str(path) not in known]
         if args.describer is not None and missing:
-            known.update(zip(map(str, missing), generate_descriptions(missing, args.describer, args.describer_config, device)))
+            generated = generate_descriptions(missing, args.describer, args.describer_config, device)
+            known.update(zip(map(str, missing), generated))
         texts: dict[str, dict[str, str]] = {"description": known}
         if args.critiques is not None:
             rows = cached_critiques(args.critiques, args.images, ATTRIBUTES)

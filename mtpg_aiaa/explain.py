@@ -69,13 +69,14 @@ def explain(images: Sequence[str | Path], weights: Mapping[str, str | Path | Non
         model = load_model(path, device=device)
         if model.system != system:
             raise CheckpointError(f"{path} holds a {model.system!r} model, not {system!r}")
-        for entry, image_path, index in zip(entries, paths, range(len(paths))):
+        for index, (entry, image_path) in enumerate(zip(entries, paths)):
             row_texts, missing = texts_for(model, image_path, index, texts or {})
             if missing:
-                entry["systems"].append({"system": system, "weights": str(path),
-                                         "unavailable": f"not scored: no {', '.join(missing)} text given for this image"})  # fmt: skip
+                line = f"not scored: no {', '.join(missing)} text given for this image"
+                entry["systems"].append({"system": system, "weights": str(path), "unavailable": line})
                 continue
-            entry["systems"].append(score_one(model, image_path, row_texts, device, max_pixels) | {"weights": str(path)})
+            result = score_one(model, image_path, row_texts, device, max_pixels)
+            entry["systems"].append(result | {"weights": str(path)})
         del model
     return entries
 
@@ -86,7 +87,8 @@ def unavailable_line(system: str) -> str:
     return f"no weights given; {help_line}"
 
 
-def texts_for(model: Scorer, image: Path, index: int, texts: Mapping[str, TextSource]) -> tuple[dict[str, str], list[str]]:
+def texts_for(model: Scorer, image: Path, index: int,
+              texts: Mapping[str, TextSource]) -> tuple[dict[str, str], list[str]]:  # fmt: skip
     """The texts ``model`` reads for one image, and the names of those not given."""
     found, missing = {}, []
     for name in model.text_names:

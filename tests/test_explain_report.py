@@ -116,21 +116,21 @@ class _Page(HTMLParser):
         super().__init__()
         self.tags: list[tuple[str, dict]] = []
         self.text: list[str] = []
-        self.headings: list[str] = []  # the text of every <h3>, one system's box each
-        self._open = ""
+        self.system_names: list[str] = []  # a system's box heading, or the start of its one line
+        self._open, self._naming = "", False
 
     def handle_starttag(self, tag, attrs):
         self.tags.append((tag, dict(attrs)))
-        self._open = tag
+        self._open, self._naming = tag, dict(attrs).get("class") == "system-name"
 
     def handle_endtag(self, tag):
-        self._open = ""
+        self._open, self._naming = "", False
 
     def handle_data(self, data):
         if self._open != "style":
             self.text.append(data)
-        if self._open == "h3":
-            self.headings.append(data.strip())
+        if self._naming:
+            self.system_names.append(data.strip())
 
 
 def _parse(path: Path) -> _Page:
@@ -162,7 +162,7 @@ def test_report_page_is_self_contained_and_shows_every_system(demo_page, files, 
         Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).verify()
     raw = demo_page.read_text(encoding="utf-8")
     assert not re.search(r"(https?:)?//[\w.-]+\.\w", raw.replace("data:image/jpeg;base64,", "")), "a network reference"
-    assert sorted(page.headings) == sorted(list_models() * len(images))  # every system beside every painting
+    assert sorted(page.system_names) == sorted(list_models() * len(images))  # every system beside every painting
     text = " ".join(page.text)
     assert CALIBRATION_NOTE in text
     for entry in entries:  # the same numbers as explain() gives in-process
@@ -176,11 +176,13 @@ def test_report_page_is_self_contained_and_shows_every_system(demo_page, files, 
 
 
 def _browser() -> str | None:
-    return next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None)
+    found = [shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")]
+    return next((path for path in found if path), None)
 
 
 @pytest.mark.skipif(_browser() is None or shutil.which("pdftotext") is None,
-                    reason="no chromium / pdftotext binary (.ci/run installs the Debian packages chromium and poppler-utils)")
+                    reason="no chromium / pdftotext binary (.ci/run installs the Debian packages "
+                           "chromium and poppler-utils)")
 def test_rendered_page_shows_scores_and_critiques_to_a_person(demo_page, entries, tmp_path):
     """Chromium lays the page out and prints it; pdftotext reads the printed glyphs back, so
     only what a person would see counts (text hidden by the style sheet, or never laid out,
@@ -202,4 +204,4 @@ def test_rendered_page_shows_scores_and_critiques_to_a_person(demo_page, entries
     for level in LEVELS:
         assert level in seen
     assert "it is not a calibration" in seen
-    assert "no weights given; its authors released no code or weights" in seen
+    assert "aesnet: no weights given; its authors released no code or weights" in seen

@@ -70,8 +70,9 @@ def test_cgiaa_scorer_takes_the_tower_from_a_pretraining_last_pt(tmp_path):
     with torch.no_grad():
         for parameter in pretrain.backbone.parameters():
             parameter.add_(1.0)  # the trained encoder now differs from its frozen reference
+    config = {"task": {"name": "aesnet/pretrain", "model": {"encoder": TINY}}}
     state = {"model": pretrain.state_dict(), "optimizer": {}, "step": 2, "scheduler": {}, "epoch": 0,
-             "batch_in_epoch": 0, "config": {"task": {"name": "aesnet/pretrain", "model": {"encoder": TINY}}}}  # fmt: skip
+             "batch_in_epoch": 0, "config": config}  # fmt: skip
     torch.save(state, tmp_path / "last.pt")
     assert is_aesnet_encoder_file(tmp_path / "last.pt")
     scorer = build_cgiaa_scorer(clip="LongCLIP-tiny")
@@ -82,6 +83,17 @@ def test_cgiaa_scorer_takes_the_tower_from_a_pretraining_last_pt(tmp_path):
         if value.is_floating_point() and value.numel() > 1:
             assert not torch.equal(value, pretrain.reference.model.state_dict()[key]), key
     assert torch.equal(scorer.clip.token_embedding.weight, text_before)
+
+
+def test_cgiaa_task_model_init_from_an_aesnet_export(exported):
+    """``task=cgiaa/score init_from=<AesNet backbone.safetensors>``: the scorer its task builds."""
+    from omegaconf import OmegaConf
+
+    from mtpg_aiaa.engine.tasks.cgiaa.common import build_task_model
+
+    target = "mtpg_aiaa.models.cgiaa.scorer.build_cgiaa_scorer"
+    cfg = OmegaConf.create({"task": {"model": {"_target_": target, "clip": "LongCLIP-tiny"}}, "init_from": str(exported)})
+    _assert_tower_equals(build_task_model(cfg).clip.visual, exported)
 
 
 def test_another_width_or_patch_size_is_refused_naming_both(tmp_path):
@@ -101,8 +113,10 @@ def test_a_plain_gelu_open_clip_tower_is_refused_even_where_shapes_fit(exported)
     tower = read_aesnet_tower(exported)
     relabelled = AesNetTower(tower.tensors, "open_clip:ViT-B-32", "relabelled.safetensors")
     model = build_training_model(compose_config("train", "model=tiny").model)
-    with pytest.raises(CheckpointError, match=r"ViT-B-32 \(.*GELU\) does not fit MTPG-AIAA's image tower \(.*QuickGELU\)"):
-        load_image_tower(model.backbone.visual, relabelled, expected_arch=get_arch("LongCLIP-tiny"), target="MTPG-AIAA's image tower")
+    expected = r"ViT-B-32 \(.*GELU\) does not fit MTPG-AIAA's image tower \(.*QuickGELU\)"
+    with pytest.raises(CheckpointError, match=expected):
+        load_image_tower(model.backbone.visual, relabelled, expected_arch=get_arch("LongCLIP-tiny"),
+                         target="MTPG-AIAA's image tower")
 
 
 def test_a_partial_tower_is_refused_and_nothing_is_loaded(exported, tmp_path):

@@ -94,7 +94,8 @@ class AesNetTower:
                                   f"an open_clip ViT tower (it lacks one of {', '.join(needed)})")  # fmt: skip
         conv = self.tensors["conv1.weight"]  # [width, 3, patch, patch]
         grid = round((self.tensors["positional_embedding"].shape[0] - 1) ** 0.5)
-        return VisualArch(image_size=int(conv.shape[-1]) * grid, patch_size=int(conv.shape[-1]), width=int(conv.shape[0]),
+        return VisualArch(image_size=int(conv.shape[-1]) * grid, patch_size=int(conv.shape[-1]),
+                          width=int(conv.shape[0]),
                           layers=_block_count(self.tensors, "transformer.resblocks."),
                           output_dim=int(self.tensors["proj"].shape[1]),
                           activation=encoder_activation(self.encoder, self.source))  # fmt: skip
@@ -210,7 +211,8 @@ def load_image_tower(visual: nn.Module, source: str | Path | AesNetTower, *, exp
     if missing or surplus or wrong:
         raise CheckpointError(
             f"{tower.source}: refusing a partial load of {target} from the AesNet encoder {encoder}: "
-            f"{len(missing)} of {len(own)} tensors missing {missing[:3]}, surplus {surplus[:3]}, wrong shape {wrong[:3]}"
+            f"{len(missing)} of {len(own)} tensors missing {missing[:3]}, surplus {surplus[:3]}, "
+            f"wrong shape {wrong[:3]}"
         )
     visual.load_state_dict({k: v.to(own[k].dtype) for k, v in tower.tensors.items()}, strict=True)
     return tower

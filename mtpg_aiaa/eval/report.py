@@ -17,6 +17,8 @@ from typing import Any
 from ..data.images import DEFAULT_MAX_PIXELS, load_rgb_image
 from ..fileio import atomic_write
 
+# The browser loads nothing the page does not hold, whatever a field of an entry contains.
+CONTENT_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 THUMBNAIL_SIDE = 512  # px, the longer side of an embedded image
 CALIBRATION_NOTE = (
     "Each system scores on its own range, shown beside its score. The 0-10 figure maps that range "
@@ -28,13 +30,13 @@ body { font-family: sans-serif; margin: 1.5em; color: #1a1a1a; max-width: 75em; 
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-bottom: .4em; }
 .note { background: #fff6d8; border-left: 4px solid #d9a400; padding: .5em .8em; }
 .painting { border-top: 1px solid #bbb; padding-top: .8em; margin-top: 1.2em; break-inside: avoid; }
-.row { display: flex; gap: 1.2em; align-items: flex-start; }
+.row { display: flex; gap: 1.2em; align-items: flex-start; } .row > div { flex: 1; }
 .row img { max-width: 320px; max-height: 320px; border: 1px solid #ccc; }
 .systems { display: flex; gap: 1em; flex-wrap: wrap; flex: 1; }
 .system { border: 1px solid #ccc; border-radius: 4px; padding: .5em .8em; min-width: 16em; flex: 1; }
 .system h3 { margin: 0 0 .3em 0; font-size: 1em; }
 .score { font-size: 1.05em; } .score b { font-size: 1.3em; }
-.unavailable { color: #7a1f1f; }
+.unavailable { color: #7a1f1f; margin: .5em 0 0 0; }
 table.details { border-collapse: collapse; margin: .3em 0; } table.details td { padding: 1px 6px 1px 0; }
 .bar { background: #4a78b5; height: .7em; display: inline-block; }
 dl.texts dt { font-weight: bold; margin-top: .3em; } dl.texts dd { margin: 0 0 0 1em; }
@@ -56,8 +58,7 @@ def render_report(entries: Sequence[Mapping[str, Any]], title: str = "Aesthetic 
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        # No network: a page that only renders what it holds, whatever a field contains.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">",
+        f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_POLICY}">',
         f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
         f'<p class="note">{escape(CALIBRATION_NOTE)}</p>',
@@ -90,17 +91,20 @@ def _weights_used(entries: Sequence[Mapping[str, Any]]) -> dict[str, str]:
 
 
 def _painting(entry: Mapping[str, Any], max_pixels: int) -> str:
+    """The picture, a box per system that scored it, then one line per system that did not."""
     name = Path(str(entry["image"])).name
-    systems = "".join(_system(result) for result in entry.get("systems", ()))
+    results = list(entry.get("systems", ()))
+    boxes = "".join(_system(result) for result in results if "unavailable" not in result)
+    lines = "".join(f'<p class="unavailable"><b class="system-name">{escape(str(result["system"]))}</b>: '
+                    f'{escape(str(result["unavailable"]))}</p>'
+                    for result in results if "unavailable" in result)  # fmt: skip
     return (f'<section class="painting"><h2>{escape(name)}</h2><div class="row">'
             f'<img src="{image_data_uri(entry["image"], max_pixels)}" alt="{escape(name)}">'
-            f'<div class="systems">{systems}</div></div></section>')  # fmt: skip
+            f'<div><div class="systems">{boxes}</div>{lines}</div></div></section>')  # fmt: skip
 
 
 def _system(result: Mapping[str, Any]) -> str:
-    heading = f"<h3>{escape(str(result['system']))}</h3>"
-    if "unavailable" in result:
-        return f'<div class="system">{heading}<p class="unavailable">{escape(str(result["unavailable"]))}</p></div>'
+    heading = f'<h3 class="system-name">{escape(str(result["system"]))}</h3>'
     low, high = result["range"]
     direction = "higher is better" if result.get("higher_is_better", True) else "lower is better"
     parts = [
