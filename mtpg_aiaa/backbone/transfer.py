@@ -36,6 +36,7 @@ from .convert import (
     load_weights_only,
     read_safetensors,
 )
+from .torchscript import is_torchscript_archive
 from .longclip import LongCLIPArch, list_models as longclip_models
 
 EXPORT_PREFIX = "visual."  # encoders.save_backbone's layout (open_clip's own)
@@ -138,10 +139,10 @@ def is_aesnet_encoder_file(path: str | Path) -> bool:
         if metadata.get("library") in ("open_clip", "timm") and "model" in metadata:  # save_backbone
             return True
         return metadata.get("system") == "aesnet" or any(k.startswith(MODEL_PREFIX) for k in keys)
-    if kind == "torch":
+    if kind == "torch" and not is_torchscript_archive(path):
         try:  # memory-mapped: only the names are looked at
             state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # noqa: BLE001 - not a zip-format file (or not ours): read_aesnet_tower names the cause
+        except Exception:  # noqa: BLE001 - legacy (non-zip) or refused: not an AesNet run; its loader says why
             return False
         weights = state.get("model") if is_training_state(state) else state
         return isinstance(weights, Mapping) and any(str(k).startswith(MODEL_PREFIX) for k in weights)
