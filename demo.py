@@ -5,6 +5,7 @@ which is more aesthetic. The system is read from the weights file (python -m mtp
     python demo.py a.jpg b.jpg --ckpt checkpoints/model_save.pt --json
     python demo.py a.jpg b.jpg --ckpt run/best.safetensors --texts critiques.csv      # CG-IAA, cached critiques
     python demo.py a.jpg b.jpg --ckpt run/best.safetensors --weights DIR --tokenizer DIR   # CG-IAA, generated
+    python demo.py a.jpg b.jpg --scorer cgiaa_run/best.safetensors --texts critiques.csv --report out.html
 
 Each image gets the texts its system reads. A description (MTPG-AIAA) comes from --descN, else
 a sidecar text file (``a.txt`` or ``a.jpg.txt``), else --texts, else, with --describer DIR (e.g.
@@ -61,6 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     texts.add_argument("--weights", type=Path,
                        help="the system's text writer (CG-IAA: folder with base_model.pt and the four experts)")
     texts.add_argument("--tokenizer", help="its tokenizer folder (CG-IAA: GPT-2's; default the cached gpt2)")
+    report = parser.add_argument_group("--report: every registered system side by side on one self-contained HTML page")
+    report.add_argument("--report", type=Path, help="write the page here (images embedded, nothing fetched)")
+    report.add_argument("--scorer", action="append", type=Path, default=[], metavar="FILE",
+                        help="another system's weights for the page, besides --ckpt (repeatable; the file names its system)")
     return parser.parse_args(argv)
 
 
@@ -214,8 +219,46 @@ def print_table(model, results: list[dict]) -> None:
         print(f"\nmore aesthetic: {Path(best['image']).name} ({best['pred']:.3f}) over {others}")
 
 
+def report_main(args: argparse.Namespace) -> int:
+    """``--report``: each painting's score from every registered system (each on its own range),
+    the details behind it (MTPG-AIAA's level probabilities, ...) and the texts it read (the
+    description, CG-IAA's critiques) on one page; a system without weights is one line saying
+    where to get them. Texts are gathered per system as the one-system path does."""
+    from mtpg_aiaa.backbone.convert import CheckpointError
+    from mtpg_aiaa.data import BadInputError
+    from mtpg_aiaa.device import resolve_device
+    from mtpg_aiaa.errors import one_line_message
+    from mtpg_aiaa.eval.report import write_report
+    from mtpg_aiaa.explain import explain
+    from mtpg_aiaa.models.loading import load_model
+
+    files = ([args.ckpt] if args.ckpt.is_file() else []) + list(args.scorer)  # the default file may not be there
+    weights: dict[str, Path | None] = {name: None for name in registered_systems()}
+    texts: dict[str, dict[str, str]] = {}
+    try:
+        device = resolve_device(args.device)
+        for file in files:
+            model = load_model(file, device=device, expect="scorer")
+            if weights.get(model.system) is not None:
+                raise ValueError(f"{file} and {weights[model.system]} both hold {model.system!r} weights; give one")
+            weights[model.system] = file
+            rows, _ = gather_texts(args, model, device)
+            for path, row in zip(args.images, rows):
+                for name, text in row.items():
+                    texts.setdefault(name, {})[str(path)] = text
+            del model
+        write_report(explain(args.images, weights, texts, device=device), args.report)
+    except (BadInputError, CheckpointError, ValueError, OSError) as error:
+        print(f"error: {one_line_message(error)}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.report}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report is not None:
+        return report_main(args)
     if not args.ckpt.is_file():
         print(f"error: {MISSING_CKPT_HELP.format(path=args.ckpt)}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..backbone.convert import CheckpointError
+from ..backbone.transfer import is_aesnet_encoder_file
 from ..data.errors import BadInputError
 from ..data.provenance import decode_record
 from ..errors import SettingError
@@ -53,7 +54,9 @@ def build_training_model(cfg: DictConfig, init_from: str | None = None) -> nn.Mo
     if "_target_" not in kwargs:
         raise SettingError("the model group has no _target_: pick one of configs/model/<system>/ (model=mtpg/tiny, ...)")
     kwargs["_convert_"] = "all"  # plain dicts and lists reach the build function, not DictConfigs
-    if init_from:
+    # An AesNet encoder file replaces the image tower only: the rest of the model keeps its
+    # configured external weights (MTPG's text tower, CG-IAA's CLIP text tower).
+    if init_from and not is_aesnet_encoder_file(init_source(init_from)):
         for key in external_weight_keys(kwargs):
             kwargs[key] = None
     model = instantiate_reraising_input_errors(kwargs)

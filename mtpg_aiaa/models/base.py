@@ -121,6 +121,14 @@ class SavedModel(nn.Module):
         """What a saved file needs besides the tensors: at least ``{"config": json}``."""
         return {"config": json.dumps(self.config_dict())}
 
+    def load_image_tower(self, source: str | Path) -> None:
+        """Start this model's image tower from an AesNet encoder file (``backbone/transfer.py``),
+        all or nothing. Systems without an open_clip image tower refuse."""
+        from ..backbone.convert import CheckpointError
+
+        raise CheckpointError(f"{source} is an AesNet image encoder; {self.system or type(self).__name__} has no "
+                              "open_clip image tower to start from it")  # fmt: skip
+
     def save(self, path: str | Path) -> Path:
         """Write weights and metadata to one ``.safetensors`` file, atomically;
         ``models.loading.load_model`` rebuilds the model from that file alone."""
@@ -175,6 +183,18 @@ class Scorer(SavedModel):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+    def describe_outputs(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, dict[str, float]]]:
+        """Per sample, the named numbers behind its score, for reports (``mtpg_aiaa.explain``):
+        ``[{group title: {label: value}}]``. The default shows a predicted ``distribution``
+        over ``distribution_values`` (or ``distribution_labels`` where a system names them)."""
+        if "distribution" not in outputs:
+            return [{} for _ in range(len(outputs["score"]))]
+        rows = outputs["distribution"].float().cpu().tolist()
+        labels = self.distribution_labels or [f"{v:g}" for v in self.distribution_values or ()]
+        labels = list(labels) if len(labels) == len(rows[0]) else [str(k) for k in range(len(rows[0]))]
+        return [{"predicted distribution": dict(zip(labels, row))} for row in rows]
 
 
 def scorer_metadata(model: SavedModel) -> dict[str, str]:

@@ -349,12 +349,14 @@ def read_init_state(source: str | Path) -> dict[str, torch.Tensor]:
     return load_model(source).state_dict()
 
 
-def load_matching_weights(model: nn.Module, source: str | Path) -> list[str]:
-    """Copy every tensor of ``source`` whose name and shape match ``model``; returns the
-    names loaded. Guards: at least one tensor matches, and each part ``model.init_from_whole``
+def load_matching_weights(model: nn.Module, source: str | Path) -> None:
+    """Copy every tensor of ``source`` whose name and shape match ``model`` (an AesNet encoder
+    file: the image tower, ``start_image_tower_from_aesnet``). Guards: at least one tensor matches, and each part ``model.init_from_whole``
     names (the backbone; AesNet's frozen reference encoder too) loads whole or not at all: a few
     tensors that fit by chance (the unused scalar ``backbone.logit_scale`` fits every
     architecture) must not pass for a loaded backbone."""
+    if start_image_tower_from_aesnet(model, source):
+        return
     incoming = read_init_state(source)
     own = model.state_dict()
     matched = {k: v for k, v in incoming.items() if k in own and own[k].shape == v.shape}
@@ -373,5 +375,17 @@ def load_matching_weights(model: nn.Module, source: str | Path) -> list[str]:
     skipped = sorted(set(own) - set(matched))
     log.info("init_from %s: loaded %d tensors; %d left at initialisation (%s%s)", source, len(matched),
              len(skipped), ", ".join(skipped[:5]), "..." if len(skipped) > 5 else "")  # fmt: skip
-    return sorted(matched)
 
+
+def start_image_tower_from_aesnet(model: SavedModel, source: str | Path) -> bool:
+    """``init_from`` an AesNet encoder into another system's model: its image tower, all or
+    nothing (``backbone/transfer.py``; one line naming both architectures when they differ).
+    False when ``source`` is not an AesNet encoder or ``model`` is AesNet's own (names match)."""
+    from ..backbone.transfer import MODEL_PREFIX, is_aesnet_encoder_file
+
+    source = init_source(source)
+    if not is_aesnet_encoder_file(source) or any(k.startswith(MODEL_PREFIX) for k in model.state_dict()):
+        return False
+    model.load_image_tower(source)
+    log.info("init_from %s: image tower from the AesNet encoder; the rest of the model as built", source)
+    return True

@@ -11,7 +11,8 @@ listing the systems imports neither torch nor the system)::
      "text_names": ["description"],                           # the named texts its models read by default
      "tasks": "mtpg_aiaa.engine.tasks.mtpg",                  # module whose import registers its tasks
      "configs": "configs",                                    # its Hydra configs (model/<name>/, task/<name>/)
-     "generate_texts": null}                                  # optional: demo.py's writer of missing texts
+     "generate_texts": null,                                  # optional: demo.py's writer of missing texts
+     "weights_help": "..."}                                   # optional: where a user gets weights (reports)
 
 Callables are ``"module:attr"`` strings, imported on first use. Where systems come from:
 
@@ -41,7 +42,7 @@ SYSTEMS_VARIABLE = "MTPG_AIAA_SYSTEMS"
 PROJECT_CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # the in-package systems' configs
 _MODELS_DIR = Path(__file__).resolve().parent
 _KNOWN_KEYS = {"name", "description", "build", "load", "recognizes", "score_range", "text_names", "tasks", "configs",
-               "generate_texts"}  # fmt: skip
+               "generate_texts", "weights_help"}  # fmt: skip
 
 
 class SystemDeclarationError(ValueError):
@@ -80,6 +81,8 @@ class ModelEntry:
         recognizes: ``recognizes(keys, metadata) -> bool`` from the tensor names and the
             safetensors metadata (``{}`` for ``.pt`` files); used by ``load_model``.
         description: one line for ``list_models``.
+        weights_help: one line saying where a user gets weights for this system, or that they
+            must be trained here first (reports show it when no weights were given).
         system: what ``system.json`` declared (None for an entry registered from Python).
 
     ``build``/``load``/``recognizes`` may be callables or ``"module:attr"`` strings; a string
@@ -88,8 +91,8 @@ class ModelEntry:
 
     def __init__(self, name: str, build: Callable[..., Any] | str, load: Callable[..., Any] | str | None = None,
                  recognizes: Callable[..., bool] | str | None = None, description: str = "",
-                 system: SystemSpec | None = None):  # fmt: skip
-        self.name, self.description, self.system = name, description, system
+                 system: SystemSpec | None = None, weights_help: str = ""):  # fmt: skip
+        self.name, self.description, self.system, self.weights_help = name, description, system, weights_help
         self._refs = {"build": build, "load": load, "recognizes": recognizes}
 
     def _resolved(self, key: str) -> Any:
@@ -127,6 +130,7 @@ class SystemSpec:
     config_dir: Path
     # ``generate(images, weights_dir, tokenizer, device) -> [{text name: text}]`` (CG-IAA's critiques)
     generate_texts: str | None
+    weights_help: str  # where a user gets weights, or that they are trained here first
     declared_in: Path  # the system.json
     origin: str  # "mtpg_aiaa", "entry point NAME of group ..." or "MTPG_AIAA_SYSTEMS=..."
 
@@ -175,7 +179,8 @@ def read_system_file(path: Path, origin: str, default_configs: Path | None = Non
         name=name, description=values["description"], build=values["build"], load=values.get("load"),
         recognizes=values.get("recognizes"), score_range=score_range,
         text_names=tuple(text_names) if text_names is not None else None, tasks=values.get("tasks"),
-        config_dir=config_dir, generate_texts=values.get("generate_texts"), declared_in=path, origin=origin,
+        config_dir=config_dir, generate_texts=values.get("generate_texts"),
+        weights_help=str(values.get("weights_help") or ""), declared_in=path, origin=origin,
     )  # fmt: skip
 
 
@@ -247,7 +252,8 @@ def _discover() -> None:
     _discovered = True
     for spec in specs.values():
         _SPECS[spec.name] = spec
-        register_model(ModelEntry(spec.name, spec.build, spec.load, spec.recognizes, spec.description, system=spec))
+        register_model(ModelEntry(spec.name, spec.build, spec.load, spec.recognizes, spec.description, system=spec,
+                                  weights_help=spec.weights_help))
 
 
 def systems() -> dict[str, SystemSpec]:

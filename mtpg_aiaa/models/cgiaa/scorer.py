@@ -23,6 +23,7 @@ from mtpg_aiaa.backbone.longclip import LongCLIP, LongCLIPArch, get_arch
 from mtpg_aiaa.models.base import Scorer, ScoreRange
 from mtpg_aiaa.backbone.freezing import POLICIES, apply_freeze_policy, check_policy
 from mtpg_aiaa.backbone.tokenizer import get_tokenizer
+from mtpg_aiaa.backbone.transfer import load_image_tower
 from mtpg_aiaa.transforms import CLIP_MEAN, CLIP_STD
 
 from .generator import ATTRIBUTES
@@ -115,6 +116,11 @@ class CGIAAScorer(Scorer):
     @property
     def image_size(self) -> int:
         return self.clip.arch.image_size
+
+    def load_image_tower(self, source) -> None:
+        """CLIP's image tower from an AesNet encoder (``backbone/transfer.py``); the text tower
+        and the head are left as they are."""
+        load_image_tower(self.clip.visual, source, expected_arch=self.clip.arch, target="CG-IAA's CLIP image tower")
 
     def build_transform(self, train: bool = False, preprocess: str | None = None) -> Callable:
         if preprocess not in (None, "official"):

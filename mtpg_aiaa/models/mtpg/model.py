@@ -22,6 +22,7 @@ from .prompt_context import LearnablePromptContext
 from .prompts import LEVEL_SCORES, LEVELS, expected_score, level_prompts
 from ..base import Scorer, ScoreRange
 from ...backbone.tokenizer import get_tokenizer
+from ...backbone.transfer import load_image_tower
 from ...transforms import build_transform
 
 FUSIONS = ("official", "token", "none")
@@ -190,6 +191,15 @@ class MTPGAIAA(Scorer):
         from .checkpoint import FORMAT_VERSION  # the file format belongs to checkpoint.py
 
         return {"config": json.dumps(self.config.to_dict()), "version": FORMAT_VERSION}
+
+    def describe_outputs(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, dict[str, float]]]:
+        """Per sample, the five aesthetic-level probabilities its score is the expectation of."""
+        return [{"aesthetic levels": dict(zip(LEVELS, row))} for row in outputs["distribution"].float().cpu().tolist()]
+
+    def load_image_tower(self, source) -> None:
+        """The Long-CLIP image tower from an AesNet encoder (``backbone/transfer.py``); the
+        text tower, fusion and prompts are left as they are."""
+        load_image_tower(self.backbone.visual, source, expected_arch=self.backbone.arch, target="MTPG-AIAA's image tower")
 
     # -- features ---------------------------------------------------------------
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
