@@ -38,14 +38,12 @@ SYSTEM_JSON = {
 
 MODEL_PY = '''
 """tiny4's scorer: sigmoid(linear(8x8 RGB thumbnail)), scores on 0-1."""
-import json
-
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from mtpg_aiaa.models.base import Scorer, ScoreRange
+from mtpg_aiaa.models.checkpoints import load_model_file
 
 
 class Thumbnail:
@@ -72,8 +70,12 @@ class Tiny4Scorer(Scorer):
     def forward(self, batch):
         return {"score": torch.sigmoid(self.head(batch["image"].flatten(1))).squeeze(1)}
 
-    def metadata(self):
-        return {"config": json.dumps({"size": self.size})}
+    def config_dict(self):
+        return {"size": self.size}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
 
 def build_tiny4(size=8):
@@ -81,9 +83,7 @@ def build_tiny4(size=8):
 
 
 def load_tiny4(path, metadata, device="cpu"):
-    model = Tiny4Scorer(**json.loads(metadata["config"]))
-    model.load_state_dict(load_file(str(path)))
-    return model
+    return load_model_file(path, metadata).to(device)  # the project's own format, read once for every system
 
 
 def recognizes(keys, metadata):
@@ -103,12 +103,11 @@ from mtpg_aiaa.engine.tasks import register_task
 
 
 class FitTask:
-    def __init__(self, cfg, model):
-        table = pd.read_csv(cfg.task.table)
+    def __init__(self, model, table, image_root, score_scale):
+        rows = pd.read_csv(table)
         transform = model.build_transform()
-        root = Path(cfg.task.image_root)
-        self.train_dataset = [(transform(Image.open(root / name)), float(score) / cfg.task.score_scale)
-                              for name, score in zip(table["image"], table["score"])]
+        self.train_dataset = [(transform(Image.open(Path(image_root) / name)), float(score) / score_scale)
+                              for name, score in zip(rows["image"], rows["score"])]
 
     def collate(self, samples):
         return {"image": torch.stack([s[0] for s in samples]), "score": torch.tensor([s[1] for s in samples])}
@@ -126,8 +125,8 @@ class FitTask:
 
 
 @register_task("tiny4/fit")
-def build_fit_task(cfg, model):
-    return FitTask(cfg, model)
+def build_fit_task(model, table, image_root, score_scale=10.0):
+    return FitTask(model, table, image_root, score_scale)
 '''
 
 MODEL_YAML = """\
@@ -137,17 +136,15 @@ size: 8
 
 TASK_YAML = """\
 # @package _global_
+defaults:
+  - override /model: tiny4/small
+  - override /data: null
 task:
-  _target_: mtpg_aiaa.engine.tasks.get_task_builder
-  name: tiny4/fit
+  _target_: tiny4_system.tasks.build_fit_task
   table: ???
   image_root: ???
   score_scale: 10.0
-data:            # the MTPG data group is unused: tiny4 reads task.*
-  csv: null
-  train_csv: null
-  val_csv: null
-  image_root: null
+run_name: tiny4-fit
 """
 
 
@@ -211,7 +208,7 @@ def test_an_outside_system_trains_tests_and_scores_without_editing_the_package(t
         assert listed["tiny4"]["origin"].startswith("entry point 'tiny4'") and "tiny4_system" not in sys.modules
     registry._reset_for_tests()
 
-    run(env, "train.py", "model=tiny4/small", "task=tiny4/fit", f"task.table={labels}",
+    run(env, "train.py", "task=tiny4/fit", f"task.table={labels}",
         f"task.image_root={labels.parent / 'images'}", "debug=fast", "trainer.batch_size=4", "device=cpu",
         f"paths.output_root={tmp_path / 'out'}", "run_name=tiny4")  # fmt: skip
     weights = tmp_path / "out" / "train" / "tiny4" / "best.safetensors"
