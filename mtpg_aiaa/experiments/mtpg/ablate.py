@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
+
+from mtpg_aiaa.eval.bootstrap import paired_bootstrap
 
 REPO = Path(__file__).resolve().parents[3]  # the repository: its train.py and test.py are run
 HELD_OUT_SPLITS = (101, 102, 103)  # never used to choose anything (docs/toy_dataset.md)
@@ -130,42 +131,6 @@ def best_validation(run_dir: Path) -> dict[str, float]:
     return {"val_srcc": float(best["val/srcc"]), "val_plcc": float(best["val/plcc"]), "step": int(best["step"])}
 
 
-def _srcc_rows(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Spearman correlation of each row of ``pred [R, n]`` with ``target [R, n]`` (ties averaged)."""
-    a, b = rankdata(pred, axis=1), rankdata(target, axis=1)
-    a -= a.mean(1, keepdims=True)
-    b -= b.mean(1, keepdims=True)
-    return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
-
-
-def paired_bootstrap(per_seed: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_bootstrap: int = 2000,
-                     seed: int = 0, block: int = 250) -> dict[str, float]:  # fmt: skip
-    """Paired bootstrap of mean-over-seeds SRCC(a) - SRCC(b).
-
-    ``per_seed``: one ``(pred_a [n], pred_b [n], target [n])`` per split seed, aligned by
-    image. Each resample draws seeds with replacement, then images within each drawn seed
-    (the same indices for a and b). Returns ``diff`` (observed), ``low``/``high`` (95 %
-    percentile interval), ``p_le_0`` (share of resamples <= 0) and ``per_seed`` differences.
-    """
-    rng = np.random.default_rng(seed)
-    observed = [float(_srcc_rows(a[None], t[None])[0] - _srcc_rows(b[None], t[None])[0]) for a, b, t in per_seed]
-    draws = np.empty(n_bootstrap)
-    seeds = rng.integers(0, len(per_seed), size=(n_bootstrap, len(per_seed)))
-    diffs = np.zeros((n_bootstrap, len(per_seed)))
-    for k, (a, b, t) in enumerate(per_seed):
-        chosen = np.flatnonzero((seeds == k).any(1))  # resamples that drew seed k at least once
-        for start in range(0, len(chosen), block):
-            rows = chosen[start:start + block]
-            idx = rng.integers(0, len(t), size=(len(rows), len(t)))
-            d = _srcc_rows(a[idx], t[idx]) - _srcc_rows(b[idx], t[idx])
-            diffs[rows, k] = d
-    for r in range(n_bootstrap):  # a seed drawn twice counts twice, with one image resample
-        draws[r] = diffs[r, seeds[r]].mean()
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return {"diff": float(np.mean(observed)), "low": float(low), "high": float(high),
-            "p_le_0": float((draws <= 0).mean()), "per_seed": observed}
-
-
 def _aligned(tables: dict[str, pd.DataFrame], a: str, b: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     merged = tables[a][["image", "score", "pred"]].merge(tables[b][["image", "pred"]], on="image",
                                                          suffixes=("_a", "_b"), validate="one_to_one")
@@ -193,8 +158,9 @@ def ablation_report(variants: list[Variant], split_seeds: list[int], output_root
             "test_srcc_sd": float(test.std(ddof=1)) if len(test) > 1 else None,
             "val_srcc_mean": float(val.mean())}
     for a, b in pairs:
-        per_seed = [_aligned(predictions[s], a, b) for s in split_seeds]
-        result["pairs"].append({"a": a, "b": b, **paired_bootstrap(per_seed, n_bootstrap)})
+        pred_a, pred_b, targets = zip(*(_aligned(predictions[s], a, b) for s in split_seeds))
+        result["pairs"].append({"a": a, "b": b, **paired_bootstrap(pred_a, pred_b, targets, n=n_bootstrap,
+                                                                   resample="seeds_and_images")})  # fmt: skip
 
     seeds = ", ".join(map(str, split_seeds))
     n_images = len(next(iter(predictions[split_seeds[0]].values())))
