@@ -13,7 +13,6 @@ from hydra import compose, initialize_config_dir
 
 from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.tasks import list_tasks
-from mtpg_aiaa.engine.tasks.aesnet.export import export_run
 from mtpg_aiaa.models.aesnet import load_scorer as load_model_file
 from mtpg_aiaa.eval.metrics import emd, rmse
 from mtpg_aiaa.models.aesnet.model import INITIAL_LOGIT_SCALE
@@ -81,6 +80,7 @@ def test_pretrained_backbone_starts_probe_and_finetune(fake, tmp_path):
                          "task.model.head=distribution", "task.model.score_low=1", "task.model.score_high=10",
                          f"task.init_backbone={tmp_path / 'train' / 'pre' / 'last.pt'}"))  # fmt: skip
     assert {"val/emd1", "val/emd2", "val/srcc"} <= set(tuned)
+    export_run = load_script("scripts/export_aesnet.py").export_run
     written = export_run(tmp_path / "train" / "ft")
     scorer = load_model_file(written[0])
     assert scorer.scorer_config.head == "distribution"

@@ -141,7 +141,7 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="data/toy_hand", help="where the toy-art images and Toy-HAND table go")
     parser.add_argument("--out", default="outputs/aesnet_toy")
@@ -155,7 +155,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--affinity-weight", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (results are exact for a given count)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     results = run(args)
     out = Path(args.out)

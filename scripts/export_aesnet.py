@@ -1,6 +1,6 @@
 """Export an AesNet run's weights for use outside training.
 
-    python -m mtpg_aiaa.engine.tasks.aesnet.export outputs/train/<run> [--checkpoint best.pt]
+    python scripts/export_aesnet.py outputs/train/<run> [--checkpoint best.pt]
 
 A pretraining run gives ``backbone.safetensors`` (the image encoder in timm / open_clip's own
 layout, ``encoders.save_backbone``); a finetune or probe run gives ``scorer.safetensors`` (the
@@ -14,10 +14,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ....models.aesnet import save_scorer
-from ....models.aesnet.encoders import ImageEncoder, save_backbone
-from ...checkpointing import load_training_state
-from .downstream import build_scorer_model
+from mtpg_aiaa.engine.checkpointing import load_training_state
+from mtpg_aiaa.engine.tasks.aesnet.downstream import build_scorer_model
+from mtpg_aiaa.models.aesnet import save_scorer
+from mtpg_aiaa.models.aesnet.encoders import ImageEncoder, save_backbone
 
 
 def export_run(run_dir: str | Path, checkpoint: str = "best.pt") -> list[Path]:
