@@ -13,7 +13,6 @@ from hydra import compose, initialize_config_dir
 
 from mtpg_aiaa.engine.checkpointing import load_training_state
 from mtpg_aiaa.engine.tasks import list_tasks
-from mtpg_aiaa.engine.tasks.aesnet.export import export_run
 from mtpg_aiaa.models.aesnet import load_scorer as load_model_file
 from mtpg_aiaa.eval.metrics import emd, rmse
 from mtpg_aiaa.models.aesnet.model import INITIAL_LOGIT_SCALE
@@ -81,6 +80,7 @@ def test_pretrained_backbone_starts_probe_and_finetune(fake, tmp_path):
                          "model.head=distribution", "model.score_low=1", "model.score_high=10",
                          f"init_from={tmp_path / 'train' / 'pre' / 'last.pt'}"))  # fmt: skip
     assert {"val/emd1", "val/emd2", "val/srcc"} <= set(tuned)
+    export_run = load_script("scripts/export_aesnet.py").export_run
     written = export_run(tmp_path / "train" / "ft")
     scorer = load_model_file(written[0])
     assert scorer.scorer_config.head == "distribution"
@@ -145,7 +145,8 @@ def test_two_process_pretraining_equals_one_process_with_the_global_batch(fake, 
 def test_export_reads_run_configs_of_both_layouts():
     """Runs record their model under ``model`` (``configs/model/aesnet/``); runs written before
     recorded it under ``task.model`` with ``task.frozen_backbone``: both export."""
-    from mtpg_aiaa.engine.tasks.aesnet.export import model_spec, run_kind
+    export = load_script("scripts/export_aesnet.py")
+    model_spec, run_kind = export.model_spec, export.run_kind
 
     new = {"task": {"_target_": "mtpg_aiaa.engine.tasks.aesnet.downstream.build_score_task"},
            "model": {"_target_": "mtpg_aiaa.models.aesnet.build_scorer", "encoder": "timm:x", "freeze": "frozen"}}

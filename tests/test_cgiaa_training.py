@@ -250,19 +250,3 @@ def test_toy_critiques_follow_the_factors_and_use_released_formats(tmp_path):
     tokenizer = load_gpt2_tokenizer(write_small_gpt2_tokenizer(tmp_path / "tok", toy_words()))
     ids = tokenizer.encode(low["composition"])
     assert len(ids) == len(low["composition"].split()) + 1  # one token per word, then "."
-
-
-def test_quickstart_paired_bootstrap_compares_on_the_same_pictures():
-    import numpy as np
-
-    from mtpg_aiaa.experiments.cgiaa.toy_quickstart import paired_bootstrap
-
-    rng = np.random.default_rng(0)
-    target = rng.normal(size=60)
-    good, noise = [target + 0.1 * rng.normal(size=60) for _ in range(3)], [rng.normal(size=60) for _ in range(3)]
-    same = paired_bootstrap(good, good, target, n=50)
-    assert same["diff"] == 0 and same["ci_low"] == same["ci_high"] == 0
-    better = paired_bootstrap(good, noise, target, n=200)
-    assert better["ci_low"] > 0 and better["p_le_0"] == 0
-    worse = paired_bootstrap(noise, good, target, n=200)
-    assert worse["diff"] == pytest.approx(-better["diff"]) and worse["p_le_0"] == 1

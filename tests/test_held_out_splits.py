@@ -1,9 +1,8 @@
-"""Held-out toy splits (split_seed), the seeded standardisation sample and the paired bootstrap
-of mtpg_aiaa/experiments/mtpg/ablate.py (issue 12, items 1, 2 and 4)."""
+"""Held-out toy splits (split_seed), the seeded standardisation sample, and the commands and the
+paired bootstrap of mtpg_aiaa/experiments/mtpg/ablate.py (issue 12, items 1, 2 and 4; the
+bootstrap itself: tests/test_bootstrap.py)."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 from mtpg_aiaa.data import read_score_table
 from mtpg_aiaa.data.toy import make_toy_dataset, split_indices
 from mtpg_aiaa.engine.tasks.mtpg.standardization import sample_rows as standardization_rows
+from mtpg_aiaa.eval.bootstrap import paired_bootstrap
 from mtpg_aiaa.models.mtpg.losses import score_losses
 
 SPLITS = ("train", "val", "test")
@@ -95,20 +95,35 @@ def test_fidelity_temperature_reaches_the_loss():
     assert not torch.isclose(sharp, soft)
 
 
-def test_paired_bootstrap_sees_a_real_difference_and_no_difference():
+def test_ablation_report_pairs_variants_with_the_two_level_bootstrap(tmp_path):
+    """The report's paired differences are the one bootstrap's, seeds then images, on the
+    test images each split seed's two variants share (joined by image, in either order)."""
     ablate = _load_ablate()
     rng = np.random.default_rng(0)
-    per_seed_better, per_seed_same = [], []
-    for _ in range(3):
-        target = rng.normal(size=300)
-        good, bad = target + rng.normal(scale=0.5, size=300), target + rng.normal(scale=2.0, size=300)
-        per_seed_better.append((good, bad, target))
-        per_seed_same.append((good, good + 1e-9 * rng.normal(size=300), target))
-    better = ablate.paired_bootstrap(*zip(*per_seed_better), n=300, resample_runs=True)
-    assert better["diff"] > 0.2 and better["ci_low"] > 0 and better["p_le_0"] == 0.0
-    assert len(better["per_run"]) == 3
-    same = ablate.paired_bootstrap(*zip(*per_seed_same), n=300, resample_runs=True)
-    assert abs(same["diff"]) < 1e-3 and same["ci_low"] <= 0 <= same["ci_high"] and same["p_le_0"] > 0.05
+    a, b = ablate.VARIANTS["quickstart"], ablate.VARIANTS["image_only"]
+    expected = {"a": [], "b": [], "t": []}
+    for split_seed in (101, 102):
+        images = [f"{split_seed}_{i}.jpg" for i in range(40)]
+        score = rng.normal(size=40)
+        for variant, noise in ((a, 0.3), (b, 1.0)):
+            dirs = ablate.run_dirs(variant, split_seed, tmp_path)
+            for d in dirs.values():
+                d.mkdir(parents=True, exist_ok=True)
+            pred = score + noise * rng.normal(size=40)
+            order = rng.permutation(40) if variant is b else np.arange(40)
+            pd.DataFrame({"image": np.array(images)[order], "score": score[order], "pred": pred[order]}).to_csv(
+                dirs["test"] / "predictions.csv", index=False)
+            (dirs["test"] / "metrics.json").write_text(json.dumps({"srcc": 0.5, "plcc": 0.5}))
+            pd.DataFrame({"step": [1], "val/srcc": [0.4], "val/plcc": [0.4]}).to_csv(dirs["finetune"] / "metrics.csv", index=False)
+            expected["a" if variant is a else "b"].append(pred)
+        expected["t"].append(score)
+    result, _ = ablate.ablation_report([a, b], [101, 102], tmp_path, [("quickstart", "image_only")], n_bootstrap=200)
+    pair = result["pairs"][0]
+    want = paired_bootstrap(expected["a"], expected["b"], expected["t"], n=200, resample="seeds_and_images")
+    for key in ("diff", "low", "high", "p_le_0"):
+        assert pair[key] == pytest.approx(want[key], abs=1e-12), key
+    assert pair["per_seed"] == pytest.approx(want["per_seed"], abs=1e-12)
+    assert pair["low"] > 0
 
 
 def test_ablation_commands_share_stage_one_and_test_on_the_variant_inputs():

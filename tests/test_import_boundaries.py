@@ -30,7 +30,8 @@ ALLOWED_FOR_NOW: set[tuple[str, str]] = set()
 SYSTEM_SCRIPTS = {
     "scripts/critique.py": "cgiaa",  # the released experts' critiques
     "scripts/benchmark_critique.py": "cgiaa",
-    "scripts/report_example.py": "cgiaa",  # the toy critiques CSV; MTPG-AIAA comes through the registry
+    "scripts/report_example.py": "cgiaa",
+    "scripts/export_aesnet.py": "aesnet",  # an AesNet run's weights for use elsewhere  # the toy critiques CSV; MTPG-AIAA comes through the registry
     "scripts/benchmark_inference.py": "mtpg",  # the released fusion's batching, MTPG's prompts
     "scripts/make_smoke_data.py": "mtpg",  # a tiny MTPG checkpoint for the smoke tests
     "scripts/gpu_check_parts.py": "mtpg",  # MTPG's CUDA paths (feature table, released layout)

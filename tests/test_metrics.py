@@ -200,7 +200,7 @@ def test_save_scatter_plot_writes_png(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["scatter.png"]
 
 
-# -- one paired bootstrap (eval/bootstrap.py) for the toy claims, the quickstart and the ablation --
+# -- one paired bootstrap (eval/bootstrap.py; its numbers: tests/test_bootstrap.py) for every experiment --
 def test_every_experiment_uses_the_one_paired_bootstrap():
     import importlib
 
@@ -211,26 +211,3 @@ def test_every_experiment_uses_the_one_paired_bootstrap():
         module = importlib.import_module(name)
         assert module.paired_bootstrap is bootstrap.paired_bootstrap
         assert "def paired_bootstrap" not in open(module.__file__).read()
-
-
-def test_paired_bootstrap_on_shared_images_keeps_the_toys_resampling():
-    """Same images for every run: one resample of images shared by all runs, drawn as the toys drew it."""
-    from scipy.stats import rankdata
-
-    from mtpg_aiaa.eval.bootstrap import paired_bootstrap
-
-    rng = np.random.default_rng(4)
-    target = rng.normal(size=40)
-    good = [target + rng.normal(scale=0.5, size=40) for _ in range(3)]
-    noise = [rng.normal(size=40) for _ in range(3)]
-    result = paired_bootstrap(good, noise, target, n=30, seed=2)
-    draws, again = [], np.random.default_rng(2)  # the toys' loop, written out
-    for _ in range(30):
-        index = again.integers(0, 40, 40)
-        t = rankdata(target[index])
-        draws.append(np.mean([np.corrcoef(rankdata(a[index]), t)[0, 1] - np.corrcoef(rankdata(b[index]), t)[0, 1]
-                              for a, b in zip(good, noise)]))  # fmt: skip
-    assert [result["ci_low"], result["ci_high"]] == list(np.percentile(draws, [2.5, 97.5]))
-    assert result["diff"] > 0.3 and result["p_le_0"] == 0 and len(result["per_run"]) == 3
-    with pytest.raises(ValueError, match="resample_runs=True"):
-        paired_bootstrap(good, noise, [target] * 3, n=5)

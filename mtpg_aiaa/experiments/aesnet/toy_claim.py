@@ -9,7 +9,10 @@ InfoNCE on Toy-HAND), ``aesnet+restrain`` (plus the restrain affinity term). Eac
 is probed frozen: ridge regression on the train split's features, its strength picked on
 the val split, SRCC reported on the test split, which nothing else looks at. Differences
 are paired over the same test images; the interval is a bootstrap over test images
-(one resample shared by every seed and arm) of the mean over seeds.
+(one resample shared by every seed and arm) of the mean over seeds (``eval.bootstrap``).
+
+Every pretraining runs through the engine's ``Trainer``: the two AesNet arms with the
+registered ``aesnet/pretrain`` task, SimCLR with its own one-step task (``simclr.py``).
 """
 from __future__ import annotations
 
@@ -21,18 +24,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from mtpg_aiaa.eval.bootstrap import paired_bootstrap
 from torch.utils.data import DataLoader
 
 from mtpg_aiaa.data.toy import make_toy_dataset
-from mtpg_aiaa.eval.metrics import srcc
-from mtpg_aiaa.models.aesnet import AesNetConfig, AesNetPretrainModel, attribute_prompt
-from mtpg_aiaa.models.aesnet.losses import symmetric_info_nce
-from mtpg_aiaa.models.aesnet.model import build_image_transform
-from mtpg_aiaa.models.aesnet.text import FrozenTextEncoder
+from mtpg_aiaa.engine.run import fit
 from mtpg_aiaa.engine.tasks.aesnet.data import TableImageDataset, collate_images, read_attribute_table
 from mtpg_aiaa.engine.tasks.aesnet.pretrain import AesNetPretrainTask
+from mtpg_aiaa.engine.trainer import TrainerConfig
+from mtpg_aiaa.eval.bootstrap import paired_bootstrap
+from mtpg_aiaa.eval.metrics import srcc
+from mtpg_aiaa.models.aesnet import AesNetConfig, AesNetPretrainModel, attribute_prompt
+from mtpg_aiaa.models.aesnet.model import build_image_transform
+from mtpg_aiaa.models.aesnet.text import FrozenTextEncoder
+from .simclr import SimCLRModel, SimCLRTask
 from .toy_hand import TOY_ATTRIBUTES, write_toy_hand
 
 log = logging.getLogger("aesnet.toy_claim")
@@ -47,56 +51,20 @@ def build_model(encoder: str, size: int, text_encoder: FrozenTextEncoder, seed: 
     return AesNetPretrainModel(config, prompts)
 
 
-def two_views(images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """SimCLR-style views that keep colour, blur and grain (the toy score's causes): a random
-    horizontal flip and a random crop of 70-100 % of the side, resized back."""
-    size = images.shape[-1]
-    views = []
-    for _ in range(2):
-        out = torch.empty_like(images)
-        for i, image in enumerate(images):
-            side = int(size * (0.7 + 0.3 * float(torch.rand(1, generator=generator))))
-            top, left = (int(torch.randint(0, size - side + 1, (1,), generator=generator)) for _ in range(2))
-            crop = image[:, top:top + side, left:left + side]
-            if float(torch.rand(1, generator=generator)) < 0.5:
-                crop = crop.flip(-1)
-            out[i] = F.interpolate(crop[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-        views.append(out)
-    return views[0], views[1]
-
-
 def pretrain(arm: str, model: AesNetPretrainModel, task: AesNetPretrainTask, steps: int, batch_size: int, seed: int,
-             lr: float, affinity_weight: float = 1.0) -> float:  # fmt: skip
-    """``steps`` AdamW steps of ``arm``'s objective; returns the last loss."""
+             lr: float, run_dir: Path) -> float:  # fmt: skip
+    """``steps`` AdamW steps of ``arm``'s objective through the ``Trainer``; returns the last loss."""
     if arm == "random":
         return float("nan")
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(task.train_dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                        collate_fn=task.collate, generator=generator)  # fmt: skip
-    projection = torch.nn.Linear(model.backbone.num_features, 64)  # SimCLR's own head (discarded)
-    parameters = list(model.parameters()) + (list(projection.parameters()) if arm == "simclr" else [])
-    optimizer = torch.optim.AdamW([p for p in parameters if p.requires_grad], lr=lr, weight_decay=0.01)
-    task.affinity = "restrain" if arm == "aesnet+restrain" else None
-    task.affinity_weight = affinity_weight
-    model.train()
-    step, loss = 0, torch.tensor(float("nan"))
-    while step < steps:
-        for batch in loader:
-            if arm == "simclr":
-                first, second = two_views(batch["image"], generator)
-                z1 = F.normalize(projection(model.backbone(first)), dim=-1)
-                z2 = F.normalize(projection(model.backbone(second)), dim=-1)
-                loss = symmetric_info_nce(z1, z2, torch.tensor(np.log(1 / 0.1)))
-            else:
-                loss = task.training_step(model, batch, torch.device("cpu"))["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-            optimizer.step()
-            step += 1
-            if step >= steps:
-                break
-    return float(loss.detach())
+    if arm == "simclr":
+        model, task = SimCLRModel(model.backbone, projection_dim=64), SimCLRTask(task.train_dataset, task.collate, seed)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
+    config = TrainerConfig(max_steps=steps, batch_size=batch_size, seed=seed, clip_grad_norm=1.0, precision="fp32",
+                           num_workers=0, progress=False, log_every=steps, monitor="val/retrieval")  # fmt: skip
+    fit(model, task, optimizer, config, run_dir, validate="end")
+    model.eval()
+    history = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return float(next(json.loads(row)["train/loss"] for row in reversed(history) if "train/loss" in row))
 
 
 @torch.inference_mode()
@@ -136,9 +104,12 @@ def run(args: argparse.Namespace) -> dict:
     for seed in args.seeds:
         for arm in ARMS:
             model = build_model(args.encoder, args.size, text_encoder, seed)
+            restrain = arm == "aesnet+restrain"
             task = AesNetPretrainTask(model, text_encoder, tables["train"], None, toy["image_root"],
-                                      {a: 1.0 for a in TOY_ATTRIBUTES}, affinity=None, seed=seed)  # fmt: skip
-            last_loss = pretrain(arm, model, task, args.steps, args.batch_size, seed, args.lr, args.affinity_weight)
+                                      {a: 1.0 for a in TOY_ATTRIBUTES}, affinity="restrain" if restrain else None,
+                                      affinity_weight=args.affinity_weight if restrain else 0.0, seed=seed)  # fmt: skip
+            last_loss = pretrain(arm, model, task, args.steps, args.batch_size, seed, args.lr,
+                                 Path(args.out) / "runs" / f"{arm}-seed{seed}")  # fmt: skip
             transform = build_image_transform(model.backbone)
             x = {s: features(model, TableImageDataset(tables[s], toy["image_root"], transform)) for s in tables}
             test_pred, strength = ridge_probe(x["train"], tables["train"]["score"].to_numpy(), x["val"],
@@ -166,11 +137,11 @@ def report(results: dict) -> str:
         lines.append(f"| {arm} | {', '.join(f'{v:.3f}' for v in values)} | {np.mean(values):.3f} |")
     lines += ["", "| paired difference (test SRCC, mean over seeds) | diff | 95 % CI | share <= 0 |", "|---|---|---|---|"]
     for name, d in results["paired"].items():
-        lines.append(f"| {name} | {d['diff']:+.3f} | [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | {d['p_le_0']:.3f} |")
+        lines.append(f"| {name} | {d['diff']:+.3f} | [{d['low']:+.3f}, {d['high']:+.3f}] | {d['p_le_0']:.3f} |")
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="data/toy_hand", help="where the toy-art images and Toy-HAND table go")
     parser.add_argument("--out", default="outputs/aesnet_toy")
@@ -184,7 +155,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--affinity-weight", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (results are exact for a given count)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     results = run(args)
     out = Path(args.out)

@@ -13,7 +13,11 @@
    from the score) cached; a MAP head on the image + four critique features vs the same head
    on the image feature alone, CLIP frozen, both trained on the scores of ``--map-pictures``
    train pictures, SRCC on the held-out split for several head seeds, and a paired bootstrap
-   over held-out pictures of the seed-mean SRCC difference.
+   over held-out pictures of the seed-mean SRCC difference (``eval.bootstrap``).
+
+Every model trains through the engine's ``Trainer`` with the registered CG-IAA tasks
+(``cgiaa/vlap`` with its per-attribute option, ``cgiaa/expert``, ``cgiaa/score``); each run
+keeps its ``metrics.csv`` and checkpoints under ``<out>/runs/``.
 
 ``--eval-split val`` reads every figure on val (where all settings were chosen, docs/cgiaa.md);
 the default, ``test``, is for the final settings only. Every size here is ours, picked to run
@@ -25,26 +29,29 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import save_file
-from mtpg_aiaa.eval.bootstrap import paired_bootstrap
+from torch.utils.data import Dataset
 
-from mtpg_aiaa.backbone.longclip import LongCLIP, LongCLIPArch, trim_text_tokens
-from mtpg_aiaa.data import load_rgb_image
+from mtpg_aiaa.backbone.longclip import LongCLIP, LongCLIPArch
+from mtpg_aiaa.data import AestheticsDataset
 from mtpg_aiaa.data.toy import make_toy_dataset
+from mtpg_aiaa.engine.run import fit
+from mtpg_aiaa.engine.tasks.cgiaa.expert import CaptionPrefixes, ExpertTask, compute_prefixes, encode_captions
+from mtpg_aiaa.engine.tasks.cgiaa.score import ScoreTask
+from mtpg_aiaa.engine.tasks.cgiaa.vlap import VLAPTask
+from mtpg_aiaa.engine.trainer import TrainerConfig
+from mtpg_aiaa.eval.bootstrap import paired_bootstrap
 from mtpg_aiaa.eval.metrics import srcc
 from mtpg_aiaa.models.cgiaa import ATTRIBUTES, CritiqueExpert, CritiqueGenerator, GPT2Sizes, MapperConfig, load_gpt2_tokenizer
 from mtpg_aiaa.models.cgiaa.critique_data import write_critique_csv
-from mtpg_aiaa.models.cgiaa.losses import class_infonce, critique_token_loss, symmetric_infonce
-from mtpg_aiaa.models.cgiaa.prefix import build_release_transform, clip_prefix
 from mtpg_aiaa.models.cgiaa.scorer import CGIAAScorer, CGIAAScorerConfig
 from mtpg_aiaa.models.cgiaa.small_tokenizer import write_small_gpt2_tokenizer
 from mtpg_aiaa.models.cgiaa.toy_critiques import toy_critiques, toy_words
-from mtpg_aiaa.engine.tasks.cgiaa.expert import encode_captions
 
 log = logging.getLogger("quickstart-cgiaa")
 MAX_TOKENS = 16  # the longest toy critique is 9 tokens with its "."
@@ -55,117 +62,92 @@ def tiny_clip_arch(image_size: int, patch_size: int = 8) -> LongCLIPArch:
                         text_width=64, text_layers=2, context_length=77)  # fmt: skip
 
 
-def load_pictures(table: pd.DataFrame, root: Path, image_size: int) -> torch.Tensor:
-    """``[N, 3, S, S]``: every picture once, in the release's evaluation view."""
-    transform = build_release_transform(image_size)
-    return torch.stack([transform(load_rgb_image(root / name)) for name in table["image"]])
+def trainer_settings(steps: int | None, seed: int, rows: int, epochs: int = 1, batch_size: int = 64) -> TrainerConfig:
+    """The quickstart's runs: batches of 64 (of all ``rows`` when fewer: tiny test runs), fp32,
+    no clipping, no workers, no progress bar."""
+    return TrainerConfig(max_steps=steps, epochs=epochs, batch_size=min(batch_size, rows), seed=seed, clip_grad_norm=None,
+                         precision="fp32", num_workers=0, progress=False, log_every=100, monitor="val/neg_loss")  # fmt: skip
 
 
-def train_vlap(clip: LongCLIP, pixels: torch.Tensor, critiques: list[dict[str, str]], steps: int, batch_size: int,
-               seed: int, text: str = "per-attribute") -> float:  # fmt: skip
-    """VLAP on the train pictures' toy critiques (temperature 0.07); returns the last loss.
+class Preloaded(Dataset):
+    """Every item of ``rows`` (a dataset with a deterministic transform) read once and kept:
+    the same samples, without decoding each picture again at every step (the toy set is 6000
+    pictures of 32 px, ~70 MB as tensors)."""
+
+    def __init__(self, rows: Dataset):
+        self.items = [rows[i] for i in range(len(rows))]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.items[index]
+
+
+def train_vlap(clip: LongCLIP, pairs: dict[str, pd.DataFrame], image_root: Path, steps: int, seed: int, run_dir: Path,
+               text: str = "per-attribute") -> dict[str, float]:  # fmt: skip
+    """VLAP (``cgiaa/vlap``, temperature 0.07) on the train pictures' toy critiques; returns the
+    validation metrics on ``pairs["val"]`` after the last step.
 
     ``text="joined"``: symmetric InfoNCE on (picture, its four critiques joined) pairs.
     ``text="per-attribute"``: one ``class_infonce`` per attribute against that attribute's
-    distinct critiques, averaged: every factor has its own loss term, and the many pictures
-    that share a critique are positives of it, not negatives (docs/cgiaa.md).
+    distinct critiques, averaged (the task's ``attributes``): every factor has its own loss
+    term, and the many pictures that share a critique are positives of it, not negatives.
     """
-    if text == "joined":
-        tokens = clip_tokens([" ".join(row[a] for a in ATTRIBUTES) for row in critiques])
-    elif text == "per-attribute":
-        classes = {a: sorted({row[a] for row in critiques}) for a in ATTRIBUTES}
-        labels = torch.tensor([[classes[a].index(row[a]) for a in ATTRIBUTES] for row in critiques])
-        tokens = clip_tokens([c for a in ATTRIBUTES for c in classes[a]])  # every distinct critique, once
-        bounds = np.cumsum([0] + [len(classes[a]) for a in ATTRIBUTES]).tolist()
-    else:
+    if text not in ("joined", "per-attribute"):
         raise ValueError(f"VLAP text must be 'joined' or 'per-attribute', got {text!r}")
+    if text == "joined":
+        pairs = {k: t.assign(critique=t[list(ATTRIBUTES)].agg(" ".join, axis=1)) for k, t in pairs.items()}
+    task = VLAPTask(clip, pairs["train"], pairs["val"], image_root, attributes=ATTRIBUTES if text == "per-attribute" else ())
+    task.train_dataset = Preloaded(task.train_dataset)
     # The token table stays at its random start: the toy critiques use ~40 of its 49408 rows,
     # and updating all of them (AdamW, dense gradient) was half the time of a VLAP step.
     clip.token_embedding.requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in clip.parameters() if p.requires_grad], lr=5e-4, weight_decay=0.01)
-    generator = torch.Generator().manual_seed(seed)
-    clip.train()
-    loss = torch.tensor(float("nan"))
-    for step in range(steps):
-        index = torch.randperm(len(critiques), generator=generator)[:batch_size]
-        image = clip.encode_image(pixels[index])
-        if text == "joined":
-            loss = symmetric_infonce(image, clip.encode_text(tokens[index]))
-        else:
-            texts = clip.encode_text(tokens)
-            loss = torch.stack([class_infonce(image, texts[bounds[k] : bounds[k + 1]], labels[index, k])
-                                for k in range(len(ATTRIBUTES))]).mean()  # fmt: skip
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 100 == 0:
-            log.info("VLAP step %d: loss %.3f", step, float(loss.detach()))
-    return float(loss.detach())
+    return fit(clip, task, optimizer, trainer_settings(steps, seed, len(task.train_dataset)), run_dir, validate="end")
 
 
-def clip_tokens(texts: list[str]) -> torch.Tensor:
-    """CLIP's 77-token ids, cut after the longest text's EOT (exact: ``trim_text_tokens``); the
-    toy critiques are ~10 tokens, so this skips most of the text tower's work."""
-    from mtpg_aiaa.backbone.tokenizer import get_tokenizer
-
-    return trim_text_tokens(get_tokenizer(77)(texts))
-
-
-def train_expert(prefixes: torch.Tensor, captions: list[str], tokenizer, steps: int, batch_size: int,
-                 seed: int) -> CritiqueExpert:  # fmt: skip
-    """A tiny expert (GPT-2 and mapper both trained) on ``prefixes [N, D]`` and their captions."""
+def train_expert(prefixes: torch.Tensor, captions: dict[str, list[str]], rows: dict[str, np.ndarray], tokenizer,
+                 steps: int, seed: int, run_dir: Path) -> CritiqueExpert:  # fmt: skip
+    """A tiny expert (``cgiaa/expert``, GPT-2 and mapper both trained) on ``prefixes [N, D]``:
+    ``captions[split]`` belong to the pictures ``rows[split]`` (train, and val for its loss)."""
     torch.manual_seed(seed)
     sizes = GPT2Sizes(vocab_size=len(tokenizer), n_positions=64, n_embd=64, n_layer=2, n_inner=256)
     expert = CritiqueExpert(sizes, MapperConfig(clip_dim=prefixes.shape[1], embed_dim=64, clip_length=4, prefix_length=4,
                                                 num_layers=1, mlp_dim=128))  # fmt: skip
-    tokens, mask = encode_captions(tokenizer, captions, MAX_TOKENS)
+    data = {split: CaptionPrefixes(*encode_captions(tokenizer, captions[split], MAX_TOKENS), prefixes,
+                                   torch.as_tensor(rows[split])) for split in ("train", "val")}  # fmt: skip
     optimizer = torch.optim.AdamW(expert.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(seed)
-    expert.train()
-    for step in range(steps):
-        index = torch.randperm(len(captions), generator=generator)[:batch_size]
-        full_mask = torch.cat([torch.ones(len(index), expert.prefix_length), mask[index]], dim=1)
-        logits = expert(tokens[index], prefixes[index], full_mask)
-        loss = critique_token_loss(logits, tokens[index], expert.prefix_length, mask[index])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 100 == 0:
-            log.info("expert step %d: loss %.3f", step, float(loss.detach()))
+    fit(expert, ExpertTask(data["train"], data["val"]), optimizer, trainer_settings(steps, seed, len(data["train"])), run_dir,
+        validate="end")  # fmt: skip
     return expert.eval()
 
 
-def map_features(scorer: CGIAAScorer, pixels: torch.Tensor, critiques: list[dict[str, str]]) -> torch.Tensor:
-    """``scorer.features`` of every picture (CLIP frozen, so computed once)."""
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(pixels), 128):
-            rows = critiques[start : start + 128]
-            tokens = scorer.tokenize({name: [r[name] for r in rows] for name in scorer.text_names})
-            out.append(scorer.features({"image": pixels[start : start + 128], "tokens": tokens}))
-    return torch.cat(out)
-
-
-def train_head(scorer: CGIAAScorer, features: torch.Tensor, scores: torch.Tensor, epochs: int, seed: int) -> None:
-    """MAP's LayerNorm + linear head, MSE to the score, Adam, batches of 64."""
+def train_map_head(scorer: CGIAAScorer, tables: dict[str, pd.DataFrame], image_root: Path, epochs: int, seed: int,
+                   run_dir: Path) -> ScoreTask:  # fmt: skip
+    """MAP's LayerNorm + linear head (``cgiaa/score``, CLIP frozen, the evaluation view), MSE to
+    the score, Adam 3e-3, batches of 64, from a fresh start of ``seed``; returns the task."""
     torch.manual_seed(seed)
     scorer.norm.reset_parameters()
     scorer.head.reset_parameters()
-    parameters = [*scorer.norm.parameters(), *scorer.head.parameters()]
-    optimizer = torch.optim.Adam(parameters, lr=3e-3)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        for index in torch.randperm(len(scores), generator=generator).split(64):
-            pred = scorer.head(scorer.norm(features[index])).squeeze(-1)
-            loss = torch.nn.functional.mse_loss(pred, scores[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    task = ScoreTask(scorer, tables["scored"], tables["val"], image_root, augment=False)
+    task.train_dataset = Preloaded(task.train_dataset)
+    optimizer = torch.optim.Adam([*scorer.norm.parameters(), *scorer.head.parameters()], lr=3e-3)
+    settings = replace(trainer_settings(None, seed, len(task.train_dataset), epochs=epochs), monitor="val/srcc")
+    fit(scorer, task, optimizer, settings, run_dir, validate="end")
+    return task
 
 
-def predict_head(scorer: CGIAAScorer, features: torch.Tensor) -> np.ndarray:
-    with torch.no_grad():
-        return scorer.head(scorer.norm(features)).squeeze(-1).numpy()
+@torch.no_grad()
+def predict_scores(scorer: CGIAAScorer, task: ScoreTask, table: pd.DataFrame, image_root: Path, batch_size: int = 256) -> np.ndarray:
+    """``[N]`` scores of ``table``'s pictures with their critiques (the evaluation view)."""
+    rows = AestheticsDataset(table, image_root, scorer.build_transform(train=False), text_names=scorer.text_names)
+    out = []
+    scorer.eval()
+    for start in range(0, len(rows), batch_size):
+        batch = task.collate([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+        out.append(scorer({"image": batch["image"], "tokens": batch["tokens"]})["score"])
+    return torch.cat(out).numpy()
 
 
 def match_gain_interval(hits: np.ndarray, constant: np.ndarray, n: int = 1000, seed: int = 0) -> list[float]:
@@ -184,38 +166,43 @@ def run(args: argparse.Namespace) -> dict:
                            progress=False, split_seed=args.split_seed)  # fmt: skip
     factors = pd.read_csv(toy["factors_csv"], dtype={"image": str})
     truth = [toy_critiques(row) for row in factors.to_dict("records")]
+    image_root = Path(toy["image_root"])
     split = factors["split"].to_numpy()
     # Every choice was made on val (--eval-split val); test is read once, for the final settings.
-    train, held = np.flatnonzero(split == "train"), np.flatnonzero(split == args.eval_split)
-    pixels = load_pictures(factors, Path(toy["image_root"]), args.image_size)
-    scores = torch.tensor(factors["score"].to_numpy(), dtype=torch.float32)
+    rows = {name: np.flatnonzero(split == name) for name in ("train", "val", args.eval_split)}
+    train, held = rows["train"], rows[args.eval_split]
+    truth_table = pd.concat([factors[["image", "score"]], pd.DataFrame(truth, columns=list(ATTRIBUTES))], axis=1)
     log.info("toy set: %d train / %d %s pictures (%.0f s)", len(train), len(held), args.eval_split,
              time.perf_counter() - started)  # fmt: skip
 
     torch.manual_seed(0)
     clip = LongCLIP(tiny_clip_arch(args.image_size, args.patch_size))
-    vlap_loss = train_vlap(clip, pixels[train], [truth[i] for i in train], args.vlap_steps, 64, seed=0, text=args.vlap_text)
+    vlap = train_vlap(clip, {k: truth_table.iloc[rows[k]] for k in ("train", "val")}, image_root, args.vlap_steps,
+                      seed=0, run_dir=out / "runs" / "vlap", text=args.vlap_text)  # fmt: skip
     clip.eval().requires_grad_(False)
-    prefixes = torch.cat([clip_prefix(clip, pixels[s : s + 256]) for s in range(0, len(pixels), 256)])
-    save_file(clip.state_dict(), out / "clip.safetensors")  # the VLAP-trained tiny CLIP, for later looks
-    log.info("VLAP: %d steps, last loss %.3f (%.0f s)", args.vlap_steps, vlap_loss, time.perf_counter() - started)
+    prefixes = compute_prefixes(clip, factors[["image"]], image_root, torch.device("cpu"), batch_size=256)
+    log.info("VLAP: %d steps, val %s (%.0f s)", args.vlap_steps, {k: round(v, 3) for k, v in vlap.items()},
+             time.perf_counter() - started)  # fmt: skip
 
     tokenizer = load_gpt2_tokenizer(write_small_gpt2_tokenizer(out / "tokenizer", toy_words()))
     experts = {}
     for a in ATTRIBUTES:
-        experts[a] = train_expert(prefixes[train], [truth[i][a] for i in train], tokenizer, args.expert_steps, 64, seed=1)
+        captions = {k: [truth[i][a] for i in rows[k]] for k in ("train", "val")}
+        experts[a] = train_expert(prefixes, captions, rows, tokenizer, args.expert_steps, seed=1,
+                                  run_dir=out / "runs" / f"expert-{a}")  # fmt: skip
         log.info("expert %s trained (%.0f s)", a, time.perf_counter() - started)
     generator = CritiqueGenerator(clip, experts, tokenizer).eval()
     # MAP's head learns from the scores of the first --map-pictures train pictures (a random
     # subset: splits are a permutation), fewer than the experts' critiques, as in CG-IAA where
-    # the experts learn from a critique corpus; it is read on the held-out pictures.
+    # the experts learn from a critique corpus; it is read on the held-out pictures (and
+    # validated once, after its last step, on val).
     scored = train[: args.map_pictures] if args.map_pictures > 0 else train
-    used = np.concatenate([train, held])
+    used = np.unique(np.concatenate([train, rows["val"], held]))
     critiques = generator.critique_prefixes(prefixes[used], beam_size=5, max_steps=MAX_TOKENS, batch_size=256)
     generated: list[dict[str, str]] = [{} for _ in truth]
     for i, row in zip(used, critiques):
         generated[i] = row
-    write_critique_csv([{"image": factors["image"][i], **generated[i]} for i in sorted(used)], out / "critiques.csv")
+    write_critique_csv([{"image": factors["image"][i], **generated[i]} for i in used], out / "critiques.csv")
     exact, majority, gain = {}, {}, {}
     for a in ATTRIBUTES:
         common = pd.Series([truth[i][a] for i in train]).mode()[0]
@@ -227,6 +214,9 @@ def run(args: argparse.Namespace) -> dict:
              time.perf_counter() - started)  # fmt: skip
 
     arch = clip.arch.to_dict()
+    generated_table = pd.concat([factors[["image", "score"]], pd.DataFrame(generated, columns=list(ATTRIBUTES))], axis=1)
+    tables = {"scored": generated_table.iloc[scored], "val": generated_table.iloc[rows["val"]],
+              "held": generated_table.iloc[held]}  # fmt: skip
     # The third arm drops the general critique: the general expert learned the toy score
     # levels of every train picture, more scores than MAP's head sees, so this arm shows
     # what the three attribute critiques add without that score information.
@@ -237,18 +227,17 @@ def run(args: argparse.Namespace) -> dict:
     predictions: dict[str, list[np.ndarray]] = {name: [] for name in arms}
     for name, scorer in arms.items():
         scorer.clip.load_state_dict(clip.state_dict())
-        scorer.eval().requires_grad_(False)
+        scorer.requires_grad_(False)
         scorer.norm.requires_grad_(True)
         scorer.head.requires_grad_(True)
-        features = map_features(scorer, pixels[used], [generated[i] for i in used])
         for seed in range(args.seeds):
-            train_head(scorer, features[: len(scored)], scores[scored], args.map_epochs, seed)
-            predictions[name].append(predict_head(scorer, features[len(train) :]))
-    target = scores[held].numpy()
+            task = train_map_head(scorer, tables, image_root, args.map_epochs, seed, out / "runs" / f"map-{name}-{seed}")
+            predictions[name].append(predict_scores(scorer, task, tables["held"], image_root))
+    target = scores_of(tables["held"])
     results = {
         "eval_split": args.eval_split,
         "pictures": {"train": len(train), "map_scored": len(scored), args.eval_split: len(held)},
-        "vlap_last_loss": vlap_loss,
+        "vlap_val": vlap,
         "expert_exact_match": exact,
         "most_frequent_critique": majority,
         "exact_match_minus_most_frequent_ci95": gain,
@@ -263,6 +252,10 @@ def run(args: argparse.Namespace) -> dict:
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(summary_table(results))
     return results
+
+
+def scores_of(table: pd.DataFrame) -> np.ndarray:
+    return table["score"].to_numpy(dtype=np.float64)
 
 
 def summary_table(results: dict) -> str:
@@ -282,8 +275,8 @@ def summary_table(results: dict) -> str:
     lines.append("")
     for arm, label in (("map", "MAP"), ("map_without_general", "MAP without the general critique")):
         boot = results[f"paired_bootstrap_{arm}_minus_image_only"]
-        lines.append(f"{label} - image-only: {boot['diff']:+.3f} SRCC, 95 % CI [{boot['ci_low']:+.3f}, "
-                     f"{boot['ci_high']:+.3f}], share of resamples <= 0: {boot['p_le_0']:.3f}  ")
+        lines.append(f"{label} - image-only: {boot['diff']:+.3f} SRCC, 95 % CI [{boot['low']:+.3f}, "
+                     f"{boot['high']:+.3f}], share of resamples <= 0: {boot['p_le_0']:.3f}  ")
     return "\n".join(lines) + "\n"
 
 

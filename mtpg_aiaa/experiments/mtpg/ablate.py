@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from mtpg_aiaa.eval.bootstrap import paired_bootstrap
 
 REPO = Path(__file__).resolve().parents[3]  # the repository: its train.py and test.py are run
@@ -131,11 +132,8 @@ def best_validation(run_dir: Path) -> dict[str, float]:
 
 
 def _aligned(tables: dict[str, pd.DataFrame], a: str, b: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    def pred(table: pd.DataFrame) -> pd.DataFrame:  # predictions.csv's pred_0_<scale> column, whatever the scale
-        return table.rename(columns={next(c for c in table.columns if c.startswith("pred_0_")): "pred"})
-
-    merged = pred(tables[a])[["image", "score", "pred"]].merge(pred(tables[b])[["image", "pred"]], on="image",
-                                                               suffixes=("_a", "_b"), validate="one_to_one")
+    merged = tables[a][["image", "score", "pred"]].merge(tables[b][["image", "pred"]], on="image",
+                                                         suffixes=("_a", "_b"), validate="one_to_one")
     if len(merged) != len(tables[a]) or len(merged) != len(tables[b]):
         raise ValueError(f"{a} and {b} were tested on different images; rerun their tests")
     return merged["pred_a"].to_numpy(), merged["pred_b"].to_numpy(), merged["score"].to_numpy()
@@ -160,9 +158,9 @@ def ablation_report(variants: list[Variant], split_seeds: list[int], output_root
             "test_srcc_sd": float(test.std(ddof=1)) if len(test) > 1 else None,
             "val_srcc_mean": float(val.mean())}
     for a, b in pairs:
-        per_seed = [_aligned(predictions[s], a, b) for s in split_seeds]
-        preds_a, preds_b, targets = zip(*per_seed)
-        result["pairs"].append({"a": a, "b": b, **paired_bootstrap(preds_a, preds_b, targets, n=n_bootstrap, resample_runs=True)})
+        pred_a, pred_b, targets = zip(*(_aligned(predictions[s], a, b) for s in split_seeds))
+        result["pairs"].append({"a": a, "b": b, **paired_bootstrap(pred_a, pred_b, targets, n=n_bootstrap,
+                                                                   resample="seeds_and_images")})  # fmt: skip
 
     seeds = ", ".join(map(str, split_seeds))
     n_images = len(next(iter(predictions[split_seeds[0]].values())))
@@ -182,7 +180,7 @@ def ablation_report(variants: list[Variant], split_seeds: list[int], output_root
     for pair in result["pairs"]:
         per = " / ".join(f"{d:+.3f}" for d in pair["per_seed"])
         lines.append(f"| `{pair['a']}` - `{pair['b']}` | {per} | {pair['diff']:+.3f} | "
-                     f"[{pair['ci_low']:+.3f}, {pair['ci_high']:+.3f}] | {pair['p_le_0']:.3f} |")
+                     f"[{pair['low']:+.3f}, {pair['high']:+.3f}] | {pair['p_le_0']:.3f} |")
     return result, "\n".join(lines) + "\n"
 
 

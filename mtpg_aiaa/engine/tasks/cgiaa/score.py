@@ -50,7 +50,7 @@ class ScoreTask:
         """``collate_samples`` plus the critiques' ``tokens`` and ``labels`` (``score [B]`` on the
         table's scale, ``distribution [B, K]`` from the vote counts of a K-bin scorer)."""
         batch = collate_samples(samples)
-        texts = batch.pop("texts")
+        texts = batch.pop("texts", {})  # none for a scorer that reads no critique (image only)
         batch["tokens"] = self.scorer.tokenize({name: texts[name] for name in self.scorer.text_names})
         batch["labels"] = {"score": batch["score"].float()}
         if "distribution" in batch:

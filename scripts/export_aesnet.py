@@ -1,6 +1,6 @@
 """Export an AesNet run's weights for use outside training.
 
-    python -m mtpg_aiaa.engine.tasks.aesnet.export outputs/train/<run> [--checkpoint best.pt]
+    python scripts/export_aesnet.py outputs/train/<run> [--checkpoint best.pt]
 
 A pretraining run gives ``backbone.safetensors`` (the image encoder in timm / open_clip's own
 layout, ``encoders.save_backbone``); a finetune or probe run gives ``scorer.safetensors`` (the
@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ....models.aesnet import AesNetScorer, AesNetScorerConfig, save_scorer
-from ....models.aesnet.encoders import ImageEncoder, save_backbone
-from ...checkpointing import load_training_state
-from ...freezing import FREEZE_KEYS
+from mtpg_aiaa.models.aesnet import AesNetScorer, AesNetScorerConfig, save_scorer
+from mtpg_aiaa.models.aesnet.encoders import ImageEncoder, save_backbone
+from mtpg_aiaa.engine.checkpointing import load_training_state
+from mtpg_aiaa.engine.freezing import FREEZE_KEYS
 
 
 RUN_KINDS = {"aesnet.pretrain.build_pretrain_task": "pretrain", "aesnet.downstream.build_score_task": "scorer"}
