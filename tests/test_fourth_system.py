@@ -32,7 +32,6 @@ SYSTEM_JSON = {
     "recognizes": "tiny4_system.model:recognizes",
     "score_range": {"low": 0.0, "high": 1.0, "higher_is_better": True},
     "text_names": [],
-    "tasks": "tiny4_system.tasks",
     "configs": "configs",
 }
 
@@ -99,9 +98,6 @@ import torch
 from PIL import Image
 from scipy.stats import spearmanr
 
-from mtpg_aiaa.engine.tasks import register_task
-
-
 class FitTask:
     def __init__(self, model, table, image_root, score_scale):
         rows = pd.read_csv(table)
@@ -124,7 +120,6 @@ class FitTask:
         return {"val/srcc": float(spearmanr(scores, batch["score"]).statistic)}
 
 
-@register_task("tiny4/fit")
 def build_fit_task(model, table, image_root, score_scale=10.0):
     return FitTask(model, table, image_root, score_scale)
 '''

@@ -52,11 +52,8 @@ def test_every_declared_system_resolves_and_its_tasks_match_its_configs(fresh_re
         assert entry.system is spec and spec.declared_in == ROOT / "mtpg_aiaa" / "models" / name / "system.json"
         assert all(callable(f) for f in (entry.build, entry.load, entry.recognizes)), name
         assert spec.task_names(), f"{name} declares no task config"
-        for task in spec.task_names():
+        for task in spec.task_names():  # each task file names a builder that exists
             assert callable(task_registry.get_task_builder(task))
-        # every builder its task module registers has a config that selects it, and back
-        registered = {task for task in task_registry._TASKS if task.startswith(f"{name}/")}
-        assert registered == set(spec.task_names()), name
     from mtpg_aiaa.models.mtpg.model import MTPGAIAA
 
     declared = registry.systems()["mtpg"]

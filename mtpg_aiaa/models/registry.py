@@ -9,7 +9,6 @@ listing the systems imports neither torch nor the system)::
      "recognizes": "mtpg_aiaa.models.mtpg:recognizes",        # recognizes(keys, metadata) -> bool
      "score_range": {"low": 0, "high": 1, "higher_is_better": true},   # null: set by the model config
      "text_names": ["description"],                           # the named texts its models read by default
-     "tasks": "mtpg_aiaa.engine.tasks.mtpg",                  # module whose import registers its tasks
      "configs": "configs",                                    # its Hydra configs (model/<name>/, task/<name>/)
      "generate_texts": null,                                  # optional: demo.py's writer of missing texts
      "weights_help": "..."}                                   # optional: where a user gets weights (reports)
@@ -41,7 +40,7 @@ ENTRY_POINT_GROUP = "mtpg_aiaa.systems"
 SYSTEMS_VARIABLE = "MTPG_AIAA_SYSTEMS"
 PROJECT_CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # the in-package systems' configs
 _MODELS_DIR = Path(__file__).resolve().parent
-_KNOWN_KEYS = {"name", "description", "build", "load", "recognizes", "score_range", "text_names", "tasks", "configs",
+_KNOWN_KEYS = {"name", "description", "build", "load", "recognizes", "score_range", "text_names", "configs",
                "generate_texts", "weights_help"}  # fmt: skip
 
 
@@ -126,7 +125,6 @@ class SystemSpec:
     recognizes: str | None
     score_range: dict[str, Any] | None
     text_names: tuple[str, ...] | None
-    tasks: str | None
     config_dir: Path
     # ``generate(images, weights_dir, tokenizer, device) -> [{text name: text}]`` (CG-IAA's critiques)
     generate_texts: str | None
@@ -178,7 +176,7 @@ def read_system_file(path: Path, origin: str, default_configs: Path | None = Non
     return SystemSpec(
         name=name, description=values["description"], build=values["build"], load=values.get("load"),
         recognizes=values.get("recognizes"), score_range=score_range,
-        text_names=tuple(text_names) if text_names is not None else None, tasks=values.get("tasks"),
+        text_names=tuple(text_names) if text_names is not None else None,
         config_dir=config_dir, generate_texts=values.get("generate_texts"),
         weights_help=str(values.get("weights_help") or ""), declared_in=path, origin=origin,
     )  # fmt: skip

@@ -1,36 +1,20 @@
 """The task registry: ``<system>/<task>`` names (``mtpg/pretrain``, ``cgiaa/expert``,
-``aesnet/probe``) mapped to ``build(cfg, model) -> Task`` functions (see ``trainer.Task``).
+``aesnet/probe``) and the function that builds each (``build(model, ...) -> Task``, see
+``trainer.Task``).
 
-The names come from the configs: every ``task/<system>/<task>.yaml`` in the config folder of
-each registered system (``models/registry.py``: this package's ``configs/``, or an outside
-system's own), so listing them imports nothing. The builders come from the module each
-system's ``system.json`` names as ``tasks``; it registers them with ``@register_task(name)``
-and is imported the first time one of that system's tasks is asked for.
+A task is said in one place, its config file: every ``task/<system>/<task>.yaml`` in the config
+folder of a registered system (``models/registry.py``: this package's ``configs/``, or an
+outside system's own) is a task, and its ``task._target_`` is its builder, which ``train.py``
+instantiates with ``model=``. Listing the tasks reads file names only, importing nothing.
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ...errors import SettingError
 from ...models.registry import systems
-
-_TASKS: dict[str, Callable[..., Any]] = {}
-_imported: set[str] = set()
-
-
-def register_task(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    if name.count("/") != 1:
-        raise ValueError(f"task names are '<system>/<task>', got {name!r}")
-
-    def decorator(build: Callable[..., Any]) -> Callable[..., Any]:
-        if name in _TASKS and _TASKS[name] is not build:
-            raise ValueError(f"task {name!r} is registered twice")
-        _TASKS[name] = build
-        return build
-
-    return decorator
 
 
 def list_tasks() -> list[str]:
@@ -38,18 +22,28 @@ def list_tasks() -> list[str]:
     return sorted(name for spec in systems().values() for name in spec.task_names())
 
 
-def _import_task_module(system: str) -> None:
+def task_config_file(name: str) -> Path:
+    """The config file of task ``<system>/<task>``; a one-line error listing the tasks otherwise."""
+    system, _, task = name.partition("/")
     spec = systems().get(system)
-    if spec is None or spec.tasks is None or system in _imported:
-        return
-    importlib.import_module(spec.tasks)
-    _imported.add(system)
+    path = spec.config_dir / "task" / system / f"{task}.yaml" if spec is not None and task else None
+    if path is None or not path.is_file():
+        raise SettingError(f"unknown task {name!r}; registered: {', '.join(list_tasks()) or 'none'}")
+    return path
 
 
 def get_task_builder(name: str) -> Callable[..., Any]:
-    """The ``build(cfg, model)`` of task ``name``; importing its system's task module on first use."""
-    _import_task_module(name.partition("/")[0])
-    if name not in _TASKS:
-        known = sorted(set(list_tasks()) | set(_TASKS))
-        raise SettingError(f"unknown task {name!r}; registered: {', '.join(known) or 'none'}")
-    return _TASKS[name]
+    """The builder task ``name``'s config names in ``task._target_`` (imported now); a task file
+    that extends another (``defaults: [/task/<system>/<task>]``, the AesNet probe) inherits it."""
+    from hydra.utils import get_method
+    from omegaconf import OmegaConf
+
+    path = task_config_file(name)
+    config = OmegaConf.load(path)
+    target = (config.get("task") or {}).get("_target_")
+    if target:
+        return get_method(target)
+    parents = [str(d) for d in config.get("defaults") or [] if isinstance(d, str) and str(d).startswith("/task/")]
+    if not parents:
+        raise SettingError(f"{path}: task._target_ is missing (the task's builder)")
+    return get_task_builder(parents[0].removeprefix("/task/"))
