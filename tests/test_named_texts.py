@@ -10,7 +10,7 @@ from PIL import Image
 
 from mtpg_aiaa.data import AestheticsDataset, BadInputError, collate_samples
 from mtpg_aiaa.data.named_texts import read_table
-from mtpg_aiaa.models.base import ScoreRange
+from mtpg_aiaa.models.base import Scorer, ScoreRange
 from mtpg_aiaa.eval.predictions import prediction_frame
 
 
@@ -65,7 +65,7 @@ def test_dataset_gives_texts_tokens_and_distribution(scores_csv, tmp_path):
         AestheticsDataset(table, tmp_path, lambda image: image, text_names=("mood",))
 
 
-class _TenBinScorer:
+class _TenBinScorer(Scorer):  # the interface prediction_frame reads, nothing more
     score_range = ScoreRange(1.0, 10.0)
     distribution_values = tuple(range(1, 11))
 
