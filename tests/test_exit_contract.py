@@ -219,3 +219,16 @@ def test_test_py_missing_image_in_a_worker_is_one_line_exit_2_and_leaves_no_run_
                     f"(table row 0, 0-based, read from {csv})")  # fmt: skip
     assert "Traceback" not in result.stderr
     assert not list((tmp_path / "outputs" / "test").iterdir())  # the run's folder went with the failure
+
+
+def test_bare_train_py_says_which_value_is_missing_in_one_line(tmp_path, monkeypatch, capsys):
+    """``python train.py`` with no data: MTPG's data.csv interpolates the unset data.root."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    train_module = load_script("train.py")
+    monkeypatch.setattr(train_module, "build_training_model", lambda *a, **k: pytest.fail("the model was built"))
+    cfg = compose_config("train", f"paths.output_root={tmp_path}", "run_name=bare", "device=cpu")
+    with pytest.raises(SystemExit) as exit_info:
+        one_line_errors(train_module.train)(cfg)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("error: missing mandatory value data.root (needed by data.") and "experiment=quickstart" in err

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hydra.errors import CompactHydraException, InstantiationException
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from ..backbone.convert import CheckpointError
 from ..data.errors import BadInputError
@@ -35,7 +36,8 @@ from ..errors import OutputWriteError, SettingError, one_line_message, worker_me
 
 EXIT_INPUT_ERROR = 2
 EXIT_FAILED = 1
-KNOWN_INPUT_ERRORS = (BadInputError, CheckpointError, SettingError, MissingMandatoryValue)
+KNOWN_INPUT_ERRORS = (BadInputError, CheckpointError, SettingError, MissingMandatoryValue,
+                      InterpolationToMissingValueError)
 
 # Set beside HYDRA_FULL_ERROR by run_main: the full errors are ours to print, not the user's request.
 FULL_ERROR_BY_US = "MTPG_HYDRA_FULL_ERROR_SET_BY_RUN_MAIN"
@@ -50,6 +52,11 @@ def one_line(error: BaseException) -> str:
     if isinstance(error, MissingMandatoryValue):
         key = getattr(error, "full_key", None) or "a setting"
         return f"missing mandatory value {key}: set it on the command line ({key}=...)"
+    if isinstance(error, InterpolationToMissingValueError):  # data.csv: ${data.root}/... with data.root unset
+        missing = re.search(r"Missing mandatory value: ([\w.]+)", str(error))
+        key, needed_by = (missing.group(1) if missing else "a setting"), getattr(error, "full_key", None) or "a setting"
+        return (f"missing mandatory value {key} (needed by {needed_by}): set it on the command line ({key}=...); "
+                "to try the toolkit without data: python train.py experiment=quickstart_pretrain (README)")
     return one_line_message(error)
 
 
