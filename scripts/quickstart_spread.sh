@@ -12,7 +12,7 @@
 # every level, so only the training and scoring kernels differ between levels.
 set -euo pipefail
 PY=${1:-.venv/bin/python}
-OUT=${2:-/tmp/quickstart-spread}
+OUT=${2:-outputs/quickstart-spread}
 SPLIT_SEED=${SPLIT_SEED:-101}
 LEVELS=${LEVELS:-default avx2 avx512}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
