@@ -6,7 +6,7 @@ elsewhere and is never imported from here. Top-level names are imported lazily s
 """
 from __future__ import annotations
 
-import importlib
+from .lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -29,7 +29,4 @@ __all__ = sorted(_PUBLIC)
 _RENAMED = {"list_backbones": "list_models"}  # the backbone module's own name for it
 
 
-def __getattr__(name: str):
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), _RENAMED.get(name, name))
-    raise AttributeError(f"module 'mtpg_aiaa' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _PUBLIC, _RENAMED)

@@ -4,7 +4,7 @@ Names are imported lazily, so that ``mtpg_aiaa.data.errors`` or the dataset cata
 without torch (``python -m mtpg_aiaa list`` and ``--help`` stay fast)."""
 from __future__ import annotations
 
-import importlib
+from mtpg_aiaa.lazy import lazy_attributes
 
 _PUBLIC = {
     "AestheticsDataset": "mtpg_aiaa.data.dataset",
@@ -21,7 +21,4 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str):
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'mtpg_aiaa.data' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _PUBLIC)

@@ -5,7 +5,7 @@ lazily: ``from mtpg_aiaa.models.registry import describe_systems`` loads neither
 """
 from __future__ import annotations
 
-import importlib
+from mtpg_aiaa.lazy import lazy_attributes
 
 _PUBLIC = {
     "Scorer": "mtpg_aiaa.models.base",
@@ -20,7 +20,4 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str):
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'mtpg_aiaa.models' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _PUBLIC)
