@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from .data.dataset import AestheticsDataset, collate_samples
 from .data.errors import BadInputError
+from .data.image_files import IMAGE_SUFFIXES, list_image_files
 from .data.images import DEFAULT_MAX_PIXELS
 from .errors import CheckpointError, SettingError
 from .eval.predict import predict
@@ -39,7 +40,6 @@ from .eval.predictions import distribution_columns
 from .models.base import Scorer, ScoreRange
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 # Bound on the difference, on the 0-1 scale, between a tensor's score and its file's (PIL's uint8
 # resampling against float resampling of the same pixels): at most 0.0009 measured with tiny
 # random MTPG-AIAA models on noise images (token and official fusion); tests/test_scorers.py checks it.
@@ -80,11 +80,16 @@ class ScoreResult:
         return frame
 
 
-def expand_inputs(inputs: ImageInput | Sequence[ImageInput], recursive: bool = False) -> list[tuple[str | Image.Image, str]]:
+def expand_inputs(inputs: ImageInput | Sequence[ImageInput], recursive: bool = False,
+                  refused: list[dict[str, str]] | None = None) -> list[tuple[str | Image.Image, str]]:  # fmt: skip
     """``(image, name)`` per input: a path string stays one path (never its characters), a
     folder becomes its image files sorted by name, each named by its path relative to the
     folder (``a/x.jpg`` with ``recursive``); files keep the name given; PIL images are named
-    ``<image i>``. Tensors are not expanded here (``ImageScorer`` scores them directly)."""
+    ``<image i>``. Tensors are not expanded here (``ImageScorer`` scores them directly).
+
+    Entries of a folder that have an image suffix but are no readable file (a dangling symlink,
+    a symlink loop, a FIFO, a device) are never opened: they go to ``refused`` as
+    ``{"image", "reason"}`` when a list is given, else raise ``BadInputError`` naming the first."""
     items = [inputs] if isinstance(inputs, (str, Path, Image.Image)) else list(inputs)
     expanded: list[tuple[str | Image.Image, str]] = []
     for i, item in enumerate(items):
@@ -95,8 +100,12 @@ def expand_inputs(inputs: ImageInput | Sequence[ImageInput], recursive: bool = F
             raise BadInputError(f"input {i} is a {type(item).__name__}; pass paths, folders, PIL images or tensors")
         path = Path(item)
         if path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            files = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files, not_files = list_image_files(path, recursive=recursive, suffixes=IMAGE_SUFFIXES)
+            if not_files and refused is None:
+                entry, reason = not_files[0]
+                raise BadInputError(f"{entry} is not an image file: {reason} ({len(not_files)} such entries in {path})")
+            if refused is not None:
+                refused.extend({"image": str(entry), "reason": f"not an image file: {reason}"} for entry, reason in not_files)
             expanded.extend((str(p), p.relative_to(path).as_posix()) for p in files)
         else:
             expanded.append((str(path), str(item)))  # a missing file is reported (or skipped) when it is read
@@ -105,7 +114,8 @@ def expand_inputs(inputs: ImageInput | Sequence[ImageInput], recursive: bool = F
 
 def expand_images(inputs: str | Path | Sequence[str | Path], recursive: bool = False) -> list[Path]:
     """Files as given, folders replaced by their image files (sorted by name)."""
-    return [Path(image) for image, _ in expand_inputs(inputs, recursive) if not isinstance(image, Image.Image)]
+    # entries that are no image file are left out here: ``score`` lists or refuses them
+    return [Path(image) for image, _ in expand_inputs(inputs, recursive, refused=[]) if not isinstance(image, Image.Image)]
 
 
 def texts_per_image(names: list[str], paths: list[str], named: Mapping[str, TextSource | None],
@@ -215,9 +225,10 @@ class ImageScorer:
             outputs = self.score_tensor(pixels, descriptions, texts)
             return self._result([f"<tensor {i}>" for i in range(len(outputs["score"]))], outputs["score"],
                                 outputs.get("distribution"), [])  # fmt: skip
-        expanded = expand_inputs(images, recursive)
+        refused: list[dict[str, str]] | None = [] if on_bad_image == "skip" else None
+        expanded = expand_inputs(images, recursive, refused)
         if not expanded:
-            raise BadInputError(f"no image files in {images}")
+            raise BadInputError(f"no image files in {images}" + (f" ({len(refused)} entries refused)" if refused else ""))
         keys = [name if isinstance(image, Image.Image) else image for image, name in expanded]
         row_texts = texts_per_image([name for _, name in expanded], keys, self._named(descriptions, texts), self.text_names)
         table = pd.DataFrame({"image": keys, **row_texts})
@@ -230,7 +241,7 @@ class ImageScorer:
         # A batch-dependent model (MTPG's released fusion) scores every image alone, as its demo does.
         batching = "per_image" if self.model.outputs_depend_on_batch else "batch"
         predictions = predict(self.model, loader, self.device, batching=batching, progress=progress)
-        skipped = [{"image": row["image_name"], "reason": row["reason"]} for row in predictions.skipped]
+        skipped = [*(refused or []), *({"image": row["image_name"], "reason": row["reason"]} for row in predictions.skipped)]
         if skipped:
             log.warning("skipped %d unreadable image(s), first: %s", len(skipped), skipped[0]["reason"])
         frame = predictions.table

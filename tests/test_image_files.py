@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,3 +113,26 @@ def test_safetensors_outputs_get_the_users_umask(tmp_path, umask):
     finally:
         os.umask(previous)
     assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~umask
+
+
+def test_the_scorer_lists_or_refuses_what_a_folder_holds_besides_images(make_smoke, tmp_path):
+    """A dangling symlink and a FIFO named like images are never opened: skipped and listed with
+    ``on_bad_image="skip"``, a one-line error naming the entry otherwise."""
+    from mtpg_aiaa.api import create_scorer
+    from mtpg_aiaa.data.errors import BadInputError
+
+    smoke = make_smoke(4, 0)
+    folder = tmp_path / "paintings"
+    folder.mkdir()
+    for name in ("0000.jpg", "0001.jpg"):
+        (folder / name).write_bytes((Path(smoke["image_root"]) / name).read_bytes())
+    (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    os.mkfifo(folder / "pipe.png")
+    scorer = create_scorer(None, weights=smoke["ckpt"], device="cpu")
+    result = scorer.score(folder, on_bad_image="skip")
+    assert [Path(image).name for image in result.images] == ["0000.jpg", "0001.jpg"]
+    assert sorted(Path(row["image"]).name for row in result.skipped) == ["gone.jpg", "pipe.png"]
+    assert all(row["reason"].startswith("not an image file") for row in result.skipped)
+    with pytest.raises(BadInputError, match="gone.jpg|pipe.png") as caught:
+        scorer.score(folder)
+    assert "\n" not in str(caught.value)
