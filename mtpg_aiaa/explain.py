@@ -15,8 +15,8 @@ reads (MTPG-AIAA's description, CG-IAA's four critiques) are returned with its s
 An entry is a plain dict::
 
     {"image": "a.jpg",
-     "systems": [{"system": "mtpg", "weights": "...", "score": 0.61, "range": [0.0, 1.0],
-                  "higher_is_better": True, "score_0_10": 6.1,
+     "systems": [{"system": "mtpg", "weights": "...", "pred": 0.61, "range": [0.0, 1.0],
+                  "higher_is_better": True, "pred_0_10": 6.1,
                   "details": {"aesthetic levels": {"bad": 0.02, ...}},
                   "texts": {"description": "An oil painting ..."}, "notes": []},
                  {"system": "cgiaa", "unavailable": "no weights given: ..."}]}
@@ -124,10 +124,10 @@ def score_one(model: Scorer, image: Path, texts: dict[str, str], device: torch.d
         notes.append(f"this score lies outside the system's stated range {score_range.low:g}-{score_range.high:g}")
     return {
         "system": model.system,
-        "score": score,
+        "pred": score,  # on the system's own range; one name per scale, as in predictions.csv
         "range": [score_range.low, score_range.high],
         "higher_is_better": score_range.higher_is_better,
-        "score_0_10": float(score_range.rescale(torch.tensor(score, dtype=torch.float64), 0.0, 10.0)),
+        "pred_0_10": float(score_range.rescale(torch.tensor(score, dtype=torch.float64), 0.0, 10.0)),
         "details": model.describe_outputs(outputs)[0],
         "texts": dict(texts),
         "notes": notes,

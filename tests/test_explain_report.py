@@ -69,16 +69,16 @@ def test_explain_gives_each_systems_score_details_and_texts(files, entries):
     cgiaa_scores = create_scorer("cgiaa", weights=files["cgiaa"]).score(files["images"], texts=CRITIQUES)
     for i, systems in enumerate(by_system):
         mtpg, cgiaa = systems["mtpg"], systems["cgiaa"]
-        assert mtpg["score"] == pytest.approx(mtpg_scores.scores[i], abs=1e-5)  # the API's batched loop agrees
-        assert mtpg["range"] == [0.0, 1.0] and mtpg["score_0_10"] == pytest.approx(10 * mtpg["score"])
+        assert mtpg["pred"] == pytest.approx(mtpg_scores.scores[i], abs=1e-5)  # the API's batched loop agrees
+        assert mtpg["range"] == [0.0, 1.0] and mtpg["pred_0_10"] == pytest.approx(10 * mtpg["pred"])
         levels = mtpg["details"]["aesthetic levels"]
         assert list(levels) == list(LEVELS) and sum(levels.values()) == pytest.approx(1.0, abs=1e-5)
         assert list(levels.values()) == pytest.approx(mtpg_scores.distributions[i], abs=1e-5)
         assert mtpg["texts"] == {"description": DESCRIPTIONS[i]}
-        assert cgiaa["score"] == pytest.approx(cgiaa_scores.scores[i], abs=1e-5)
+        assert cgiaa["pred"] == pytest.approx(cgiaa_scores.scores[i], abs=1e-5)
         assert cgiaa["texts"] == {a: CRITIQUES[a][i] for a in CRITIQUES}
         for result in (mtpg, cgiaa):
-            outside = not result["range"][0] <= result["score"] <= result["range"][1]
+            outside = not result["range"][0] <= result["pred"] <= result["range"][1]
             assert ("this score lies outside the system's stated range 0-1" in result["notes"]) == outside
         assert systems["aesnet"]["unavailable"].startswith("no weights given; its authors released no code")
 
@@ -99,7 +99,7 @@ def test_a_score_outside_its_stated_range_says_so(files, tmp_path):
     [entry] = explain(files["images"][:1], {"cgiaa": scorer.save(tmp_path / "high.safetensors")},
                       {a: column[:1] for a, column in CRITIQUES.items()})  # fmt: skip
     [result] = entry["systems"]
-    assert result["score"] > 1 and result["notes"] == ["this score lies outside the system's stated range 0-1"]
+    assert result["pred"] > 1 and result["notes"] == ["this score lies outside the system's stated range 0-1"]
 
 
 def test_default_details_show_a_predicted_distribution():
@@ -167,8 +167,8 @@ def test_report_page_is_self_contained_and_shows_every_system(demo_page, files, 
     assert CALIBRATION_NOTE in text
     for entry in entries:  # the same numbers as explain() gives in-process
         for result in entry["systems"]:
-            if "score" in result:
-                assert f"{result['score']:.4f}" in text
+            if "pred" in result:
+                assert f"{result['pred']:.4f}" in text
     for column in CRITIQUES.values():
         for critique in column:
             assert critique in text
@@ -196,8 +196,8 @@ def test_rendered_page_shows_scores_and_critiques_to_a_person(demo_page, entries
     for entry in entries:
         assert Path(entry["image"]).name in seen
         for result in entry["systems"]:
-            if "score" in result:
-                assert f"score {result['score']:.4f} on its range" in seen, result["system"]
+            if "pred" in result:
+                assert f"score {result['pred']:.4f} on its range" in seen, result["system"]
     for column in CRITIQUES.values():
         for critique in column:
             assert critique in seen

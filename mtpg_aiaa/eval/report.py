@@ -109,8 +109,8 @@ def _system(result: Mapping[str, Any]) -> str:
     direction = "higher is better" if result.get("higher_is_better", True) else "lower is better"
     parts = [
         heading,
-        f'<p class="score">score <b>{result["score"]:.4f}</b> on its range {low:g}-{high:g} ({direction})</p>',
-        f'<p class="muted">{result["score_0_10"]:.2f} on a linear 0-10 (not calibrated)</p>',
+        f'<p class="score">score <b>{result["pred"]:.4f}</b> on its range {low:g}-{high:g} ({direction})</p>',
+        f'<p class="muted">{result["pred_0_10"]:.2f} on a linear 0-10 (not calibrated)</p>',
     ]
     for group, values in (result.get("details") or {}).items():
         rows = "".join(

@@ -28,7 +28,8 @@ from torch.utils.data import DataLoader
 
 from mtpg_aiaa.data.toy import make_toy_dataset
 from mtpg_aiaa.engine.run import fit
-from mtpg_aiaa.engine.tasks.aesnet.data import TableImageDataset, collate_images, read_attribute_table
+from mtpg_aiaa.data.dataset import AestheticsDataset, collate_samples
+from mtpg_aiaa.engine.tasks.aesnet.data import read_attribute_table, table_image_dataset
 from mtpg_aiaa.engine.tasks.aesnet.pretrain import AesNetPretrainTask
 from mtpg_aiaa.engine.trainer import TrainerConfig
 from mtpg_aiaa.eval.bootstrap import paired_bootstrap
@@ -68,9 +69,9 @@ def pretrain(arm: str, model: AesNetPretrainModel, task: AesNetPretrainTask, ste
 
 
 @torch.inference_mode()
-def features(model: AesNetPretrainModel, dataset: TableImageDataset, batch_size: int = 128) -> np.ndarray:
+def features(model: AesNetPretrainModel, dataset: AestheticsDataset, batch_size: int = 128) -> np.ndarray:
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_images)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_samples)
     return torch.cat([model.backbone(b["image"]) for b in loader]).numpy().astype(np.float64)
 
 
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> dict:
             last_loss = pretrain(arm, model, task, args.steps, args.batch_size, seed, args.lr,
                                  Path(args.out) / "runs" / f"{arm}-seed{seed}")  # fmt: skip
             transform = build_image_transform(model.backbone)
-            x = {s: features(model, TableImageDataset(tables[s], toy["image_root"], transform)) for s in tables}
+            x = {s: features(model, table_image_dataset(tables[s], toy["image_root"], transform)) for s in tables}
             test_pred, strength = ridge_probe(x["train"], tables["train"]["score"].to_numpy(), x["val"],
                                               tables["val"]["score"].to_numpy(), x["test"])  # fmt: skip
             predictions[arm].append(test_pred)

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ....data.dataset import AestheticsDataset, collate_samples
+from ....data.dataset import AestheticsDataset
 from ....data.errors import BadInputError
 from ....models.aesnet.text import DescriptionFeatureCache
 
@@ -77,7 +77,3 @@ def table_image_dataset(table: pd.DataFrame, image_root: str | Path, transform: 
         table = table.drop(columns=[c for c in ("score", "target") if c in table.columns])
     return AestheticsDataset(table, image_root, transform, on_bad_image=on_bad_image,
                              distribution_columns=distribution_columns)  # fmt: skip
-
-
-# Older names, kept for callers outside the tasks (the toy AesNet claim).
-TableImageDataset, collate_images = table_image_dataset, collate_samples
